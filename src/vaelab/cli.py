@@ -1,0 +1,86 @@
+"""Command-line entry points: `vaelab <stage>` and the thin modules in pipeline/.
+
+User mistakes (:class:`VaelabError`) end with one line on stderr and exit code 2; Ctrl-C with
+exit code 130. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+import yaml
+
+from vaelab.config import Config, ConfigError, load_config
+from vaelab.errors import VaelabError
+
+# stage name -> (function path in vaelab.stages, one-line help)
+STAGES: dict[str, tuple[str, str]] = {
+    "download": ("run_download", "fetch the dataset named by data.dataset into paths.raw, checksums verified"),
+    "preprocess": ("run_preprocess", "scale, shape and split the raw data into paths.processed"),
+    "train": ("run_train", "train the VAE, logging one MLflow run; resumes an interrupted training"),
+    "evaluate": ("run_evaluate", "test-set metrics and pictures, added to the training's MLflow run"),
+}
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``train.z_dim=8`` -> ("train.z_dim", 8); the value is read as YAML, like `dvc exp run -S`."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.z_dim=8")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a param for this run only, e.g. --set train.epochs=1 (repeatable)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.params, dict(parse_override(o) for o in args.overrides))
+
+
+def run_guarded(action: Callable[[], object]) -> int:
+    """Run ``action``; turn user errors into one line and an exit code."""
+    try:
+        action()
+    except VaelabError as err:
+        print(f"vaelab: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaelab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def stage_main(stage: str, argv: Sequence[str] | None = None) -> None:
+    """Entry point of pipeline/<stage>.py: parse --params/--set, load the config, run the stage."""
+    function_name, summary = STAGES[stage]
+    parser = argparse.ArgumentParser(prog=f"pipeline/{stage}.py", description=summary)
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+
+    def action() -> None:
+        config = config_from_args(args)
+        stage_function = getattr(importlib.import_module("vaelab.stages"), function_name)
+        stage_function(config)
+
+    sys.exit(run_guarded(action))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`vaelab STAGE [--params FILE] [--set KEY=VALUE ...]`."""
+    parser = argparse.ArgumentParser(prog="vaelab", description="Train, track and tune the chapter-3 VAE.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, summary) in STAGES.items():
+        add_config_arguments(sub.add_parser(name, help=summary, description=summary))
+    args = parser.parse_args(argv)
+    stage_main(args.command, [a for a in (argv if argv is not None else sys.argv[1:]) if a != args.command])

@@ -1,0 +1,207 @@
+"""The one place that reads params.yaml: a typed, frozen config with one-line errors.
+
+Every stage, test and sweep gets its settings from :func:`load_config`. Unknown keys, wrong
+types and out-of-range values raise :class:`~vaelab.errors.ConfigError` whose message names
+the key, the value received and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
+
+from vaelab.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class BaseSection(_Section):
+    seed: NonNegativeInt = 42
+    experiment: Annotated[str, Field(min_length=1)] = "vaelab"
+
+
+class PathsSection(_Section):
+    """Where each stage reads and writes; dvc.yaml interpolates the same keys."""
+
+    raw: Path = Path("data/raw")
+    processed: Path = Path("data/processed")
+    model: Path = Path("models/vae.keras")
+    run_info: Path = Path("models/mlflow_run.json")
+    history: Path = Path("reports/history.csv")
+    metrics: Path = Path("reports/metrics.json")
+    plots: Path = Path("reports/plots")
+    checkpoints: Path = Path("checkpoints")
+
+
+class DataSection(_Section):
+    dataset: str = "mnist"
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    # Caps on split sizes for quick experiments and tests; null keeps everything.
+    max_train: PositiveInt | None = None
+    max_test: PositiveInt | None = None
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from vaelab.data.sources import DATASETS  # light import: no network or TensorFlow
+
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset; allowed: {', '.join(sorted(DATASETS))}")
+        return name
+
+
+class TrainSection(_Section):
+    z_dim: PositiveInt = 2
+    encoder_filters: tuple[PositiveInt, ...] = (32, 64, 64, 64)
+    encoder_kernels: tuple[PositiveInt, ...] = (3, 3, 3, 3)
+    encoder_strides: tuple[PositiveInt, ...] = (1, 2, 2, 1)
+    # The chapter's form: the last entry is the number of image channels.
+    decoder_filters: tuple[PositiveInt, ...] = (64, 64, 32, 1)
+    decoder_kernels: tuple[PositiveInt, ...] = (3, 3, 3, 3)
+    decoder_strides: tuple[PositiveInt, ...] = (1, 2, 2, 1)
+    use_batch_norm: StrictBool = False
+    dropout_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    reconstruction: Literal["mse", "bce"] = "mse"
+    r_loss_factor: PositiveFloat = 1000.0
+    learning_rate: PositiveFloat = 0.0005
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _layer_lists_agree(self) -> TrainSection:
+        for part in ("encoder", "decoder"):
+            lengths = {k: len(getattr(self, f"{part}_{k}")) for k in ("filters", "kernels", "strides")}
+            if len(set(lengths.values())) != 1 or 0 in lengths.values():
+                shown = ", ".join(f"{part}_{k} has {n}" for k, n in lengths.items())
+                raise ValueError(f"{part} layer lists must have the same non-zero length; {shown}")
+        return self
+
+
+class EvaluateSection(_Section):
+    batch_size: PositiveInt = 1000
+    n_reconstructions: Annotated[StrictInt, Field(ge=1, le=50)] = 10
+    sample_grid: Annotated[StrictInt, Field(ge=1, le=32)] = 8
+    manifold_grid: Annotated[StrictInt, Field(ge=2, le=40)] = 15
+    latent_points: PositiveInt = 5000
+
+
+class Config(_Section):
+    base: BaseSection = BaseSection()
+    paths: PathsSection = PathsSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    evaluate: EvaluateSection = EvaluateSection()
+
+    def flat(self) -> dict[str, Any]:
+        """``{"train.z_dim": 2, ...}``: the form MLflow params and ``dvc exp run -S`` use."""
+        out: dict[str, Any] = {}
+        for section, values in self.model_dump(mode="json").items():
+            for key, value in values.items():
+                out[f"{section}.{key}"] = value
+        return out
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
+        """A new config with dotted keys replaced, validated like params.yaml."""
+        return _validate(_apply_overrides(self.model_dump(mode="json"), overrides), "overrides")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Parse a params file into plain data; every failure is a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; run from the project root or pass --params") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: file is empty; expected sections {', '.join(Config.model_fields)}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, received {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: Path | str = DEFAULT_PARAMS, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load and validate params.yaml, optionally with dotted-key overrides (``{"train.epochs": 1}``)."""
+    raw = read_params(path)
+    if overrides:
+        raw = _apply_overrides(raw, overrides)
+    return _validate(raw, str(path))
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"override {dotted!r}: expected section.key, e.g. train.z_dim")
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override {dotted!r}: section {section!r} is not a mapping")
+        target[key] = value
+    return merged
+
+
+def _validate(raw: dict[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_describe(err.errors()[0])}") from None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = tuple(error["loc"])
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        return f"unknown key {key}; allowed keys here: {', '.join(allowed)}"
+    message = error["msg"].removeprefix("Value error, ")
+    received = error.get("input")
+    if isinstance(received, float) and not math.isfinite(received):
+        message = "must be a finite number"
+    if isinstance(received, dict):  # a check across several keys: the message names them
+        return f"{key}: {message}"
+    return f"{key}: {message}; received {received!r}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            break
+        model = field.annotation
+    return list(model.model_fields)

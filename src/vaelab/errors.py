@@ -1,0 +1,21 @@
+"""Exceptions for mistakes a user can fix.
+
+Stage entry points turn these into one line on stderr and exit code 2 (see ``vaelab.cli``);
+anything else is a bug and keeps its traceback.
+"""
+
+
+class VaelabError(Exception):
+    """A user-facing error: the message names the file, key or value and what is allowed."""
+
+
+class ConfigError(VaelabError):
+    """params.yaml (or an override) is invalid."""
+
+
+class DataError(VaelabError):
+    """A data file or source is missing, corrupt or does not match its checksum."""
+
+
+class TrainingError(VaelabError):
+    """Training cannot go on (for example the loss became NaN)."""

@@ -1,0 +1,57 @@
+"""Crash-safe file output: write under a temporary name in the same folder, then rename.
+
+A reader (or DVC) therefore sees either the old file or the complete new one, never half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from vaelab.errors import VaelabError
+
+
+@contextmanager
+def atomic_path(final: Path | str, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it onto ``final`` if the block succeeds.
+
+    ``suffix`` defaults to the final name's suffix, for writers that insist on one (Keras wants ``.keras``).
+    """
+    final = Path(final)
+    ensure_dir(final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix if suffix is not None else final.suffix, dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def ensure_dir(path: Path | str) -> Path:
+    """Create a folder (and parents); an unwritable location is a one-line error naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VaelabError(f"cannot create folder {path}: {err.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise VaelabError(f"folder {path} is not writable")
+    return path
+
+
+def write_json(path: Path | str, data: Any) -> None:
+    """Write JSON atomically, keys sorted so the same data gives the same bytes."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_text(path: Path | str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
