@@ -84,3 +84,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         add_config_arguments(sub.add_parser(name, help=summary, description=summary))
     args = parser.parse_args(argv)
     stage_main(args.command, [a for a in (argv if argv is not None else sys.argv[1:]) if a != args.command])
+if __name__ == "__main__":
+    main()

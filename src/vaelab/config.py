@@ -31,7 +31,7 @@ class _Section(BaseModel):
 
 class BaseSection(_Section):
     seed: NonNegativeInt = 42
-    experiment: Annotated[str, Field(min_length=1)] = "vaelab"
+    experiment: Annotated[str, Field(min_length=1)] = "vaelab-mnist"
 
 
 class PathsSection(_Section):
@@ -117,7 +117,7 @@ class Config(_Section):
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         """A new config with dotted keys replaced, validated like params.yaml."""
-        return _validate(_apply_overrides(self.model_dump(mode="json"), overrides), "overrides")
+        return _validate(_apply_overrides(self.model_dump(mode="json"), overrides), "override")
 
 
 class _Loader(yaml.SafeLoader):
@@ -159,7 +159,7 @@ def load_config(path: Path | str = DEFAULT_PARAMS, overrides: Mapping[str, Any] 
     raw = read_params(path)
     if overrides:
         raw = _apply_overrides(raw, overrides)
-    return _validate(raw, str(path))
+    return _validate(raw, str(path), overridden=set(overrides or ()))
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,11 +175,15 @@ def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
     return merged
 
 
-def _validate(raw: dict[str, Any], source: str) -> Config:
+def _validate(raw: dict[str, Any], source: str, overridden: set[str] = frozenset()) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_describe(err.errors()[0])}") from None
+        error = err.errors()[0]
+        key = ".".join(str(part) for part in error["loc"][:2])
+        if any(o == key or o.startswith(f"{key}.") for o in overridden):  # from --set, not the file
+            source = "override"
+        raise ConfigError(f"{source}: {_describe(error)}") from None
 
 
 def _describe(error: Mapping[str, Any]) -> str:
