@@ -77,11 +77,11 @@ def test_unknown_section_lists_the_sections(tmp_path: Path) -> None:
     path.write_text("trian:\n  z_dim: 3\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert str(caught.value) == f"{path}: unknown key trian; allowed keys here: base, paths, data, train, evaluate"
+    assert str(caught.value) == f"{path}: unknown key trian; allowed keys here: base, paths, data, train, evaluate, sweep"
 
 
 BAD_FILES = {
-    "empty": (b"", "file is empty; expected sections base, paths, data, train, evaluate"),
+    "empty": (b"", "file is empty; expected sections base, paths, data, train, evaluate, sweep"),
     "invalid_yaml": (b"train:\n  z_dim: [1, 2\n", "line 3, column 1: invalid YAML"),
     "not_utf8": (b"train:\n  z_dim: \xff\n", "not valid UTF-8 (byte 0xff at offset 16)"),
     "a_list": (b"- 1\n- 2\n", "expected a mapping of sections, received list"),
@@ -129,3 +129,22 @@ def test_set_override_is_validated_like_the_file(project_root: Path, tmp_path: P
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == "vaelab: error: override: data.val_fraction: Input should be less than 1; received 2"
+
+
+BAD_SPACES = [
+    ({"z_dim": {"low": 64, "high": 2}}, "sweep.space.z_dim: low must not exceed high; received low=64, high=2"),
+    ({"learning_rate": {"low": 0, "high": 0.1, "log": True}},
+     "sweep.space.learning_rate: a log-scale range needs low > 0; received low=0"),
+    ({"zdim": {"low": 2, "high": 8}},
+     "sweep.space: cannot search 'zdim'; searchable train keys: z_dim, r_loss_factor, learning_rate, lr_decay, "
+     "dropout_rate, batch_size"),
+    ({}, "sweep.space: the search space is empty; give at least one train.* key with low and high"),
+    ({"z_dim": {"low": 2}}, "sweep.space.z_dim.high: Field required"),
+]
+
+
+@pytest.mark.parametrize(("space", "message"), BAD_SPACES, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD_SPACES)])
+def test_bad_search_space(project_root: Path, space: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(project_root / "params.yaml", {"sweep.space": space})
+    assert str(caught.value).startswith(f"override: {message}")

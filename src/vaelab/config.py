@@ -100,12 +100,61 @@ class EvaluateSection(_Section):
     latent_points: PositiveInt = 5000
 
 
+class SearchRange(_Section):
+    low: float
+    high: float
+    log: StrictBool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRange:
+        if self.low > self.high:
+            raise ValueError(f"low must not exceed high; received low={self.low:g}, high={self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0; received low={self.low:g}")
+        return self
+
+
+_SEARCHABLE = ("z_dim", "r_loss_factor", "learning_rate", "lr_decay", "dropout_rate", "batch_size")
+
+
+class SweepSection(_Section):
+    """An Optuna study over train.* keys; see vaelab.sweep."""
+
+    study_name: Annotated[str, Field(min_length=1)] = "vae-mnist"
+    # Optuna storage URL; null = sqlite file sweeps/optuna.db. VAELAB_OPTUNA_STORAGE overrides both.
+    storage: str | None = None
+    n_trials: PositiveInt = 16
+    timeout_minutes: PositiveFloat | None = 30.0
+    epochs: PositiveInt = 4
+    max_train: PositiveInt | None = 10000
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    space: dict[str, SearchRange] = Field(
+        default_factory=lambda: {
+            "z_dim": SearchRange(low=2, high=64, log=True),
+            "r_loss_factor": SearchRange(low=100, high=10000, log=True),
+            "learning_rate": SearchRange(low=1e-4, high=3e-3, log=True),
+        }
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _known_parameters(cls, space: dict[str, SearchRange]) -> dict[str, SearchRange]:
+        if not space:
+            raise ValueError("the search space is empty; give at least one train.* key with low and high")
+        for name in space:
+            if name not in _SEARCHABLE:
+                raise ValueError(f"cannot search {name!r}; searchable train keys: {', '.join(_SEARCHABLE)}")
+        return space
+
+
 class Config(_Section):
     base: BaseSection = BaseSection()
     paths: PathsSection = PathsSection()
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     evaluate: EvaluateSection = EvaluateSection()
+    sweep: SweepSection = SweepSection()
 
     def flat(self) -> dict[str, Any]:
         """``{"train.z_dim": 2, ...}``: the form MLflow params and ``dvc exp run -S`` use."""
