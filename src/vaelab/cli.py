@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -66,7 +67,9 @@ def stage_main(stage: str, argv: Sequence[str] | None = None) -> None:
     function_name, summary = STAGES[stage]
     parser = argparse.ArgumentParser(prog=f"pipeline/{stage}.py", description=summary)
     add_config_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="prefix log lines with level and module")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
 
     def action() -> None:
         config = config_from_args(args)
@@ -77,12 +80,17 @@ def stage_main(stage: str, argv: Sequence[str] | None = None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`vaelab STAGE [--params FILE] [--set KEY=VALUE ...]`."""
+    """`vaelab COMMAND [--params FILE] [--set KEY=VALUE ...]`; `vaelab COMMAND --help` for each."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in STAGES:
+        stage_main(argv[0], argv[1:])
+        return
     parser = argparse.ArgumentParser(prog="vaelab", description="Train, track and tune the chapter-3 VAE.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, summary) in STAGES.items():
-        add_config_arguments(sub.add_parser(name, help=summary, description=summary))
-    args = parser.parse_args(argv)
-    stage_main(args.command, [a for a in (argv if argv is not None else sys.argv[1:]) if a != args.command])
+        sub.add_parser(name, help=summary)
+    parser.parse_args(argv)  # only reached for --help or an unknown command: prints and exits
+
+
 if __name__ == "__main__":
     main()
