@@ -1,0 +1,213 @@
+"""The chapter's convolutional VAE in Keras 3: encoder, sampling layer, decoder and the training model.
+
+No I/O and no printing here; the architecture comes from ``TrainSection`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from vaelab.config import TrainSection
+from vaelab.errors import ConfigError
+from vaelab.losses import vae_loss
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class Sampling(keras.layers.Layer):
+    """Draws z = mu + sigma * eps with eps ~ N(0, I): the reparameterisation trick."""
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        mu, log_var = inputs
+        eps = keras.random.normal(ops.shape(mu), seed=self.seed_generator)
+        return mu + ops.exp(0.5 * log_var) * eps
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="vaelab")
+class VAE(keras.Model):
+    """Encoder -> Sampling -> decoder, trained on ``r_loss_factor * reconstruction + KL``.
+
+    ``call`` decodes a sampled z, as the chapter's model does; use ``encode`` and ``decoder`` for
+    the deterministic parts.
+    """
+
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        seed: int | None = None,
+        r_loss_factor: float = 1000.0,
+        reconstruction: str = "mse",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.sampling = Sampling(seed=seed, name="sampling")
+        self.seed = seed
+        self.r_loss_factor = float(r_loss_factor)
+        self.reconstruction = reconstruction
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        # Encoder and decoder arrive built, so every weight exists; compile() can build the optimizer.
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+
+    def encode(self, x, training=False):
+        mu, log_var = self.encoder(x, training=training)
+        return mu, log_var
+
+    def call(self, x, training=False):
+        mu, log_var = self.encoder(x, training=training)
+        return self.decoder(self.sampling([mu, log_var]), training=training)
+
+    def train_step(self, data):
+        x = _images(data)
+        with tf.GradientTape() as tape:
+            total, reconstruction, kl = self._loss_terms(x, training=True)
+        gradients = tape.gradient(total, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        return self._track(total, reconstruction, kl)
+
+    def test_step(self, data):
+        # Sampling stays on: the validation loss estimates the same expectation as the training loss.
+        return self._track(*self._loss_terms(_images(data), training=False))
+
+    def _loss_terms(self, x, training):
+        mu, log_var = self.encoder(x, training=training)
+        x_hat = self.decoder(self.sampling([mu, log_var]), training=training)
+        return vae_loss(x, x_hat, mu, log_var, self.r_loss_factor, self.reconstruction)
+
+    def _track(self, total, reconstruction, kl):
+        self.loss_tracker.update_state(total)
+        self.reconstruction_tracker.update_state(reconstruction)
+        self.kl_tracker.update_state(kl)
+        return {m.name: m.result() for m in self.metrics}
+
+    # Keras saves weights but not random-generator positions. Saving them too means a training
+    # resumed from a checkpoint draws the same noise (sampling, dropout) as one never interrupted.
+    def _rng_states(self):
+        weight_ids = {id(w) for w in self.weights}
+        return [v for v in self.variables if id(v) not in weight_ids and not v.trainable]
+
+    def save_own_variables(self, store):
+        for i, state in enumerate(self._rng_states()):
+            store[f"rng_{i}"] = state
+
+    def load_own_variables(self, store):
+        states = self._rng_states()
+        saved = [k for k in store.keys() if k.startswith("rng_")]
+        if len(saved) == len(states):
+            for i, state in enumerate(states):
+                state.assign(store[f"rng_{i}"])
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            "seed": self.seed,
+            "r_loss_factor": self.r_loss_factor,
+            "reconstruction": self.reconstruction,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
+        decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
+        return cls(encoder, decoder, **config)
+
+
+def build_vae(image_shape: tuple[int, int, int], train: TrainSection, seed: int) -> VAE:
+    """The chapter's VAE for images of ``image_shape`` (H, W, C); ConfigError if the settings cannot fit."""
+    height, width, channels = image_shape
+    reduction = _check_shapes(height, width, channels, train)
+    encoder = _build_encoder(image_shape, train)
+    decoder = _build_decoder((height // reduction, width // reduction, train.encoder_filters[-1]), train)
+    return VAE(
+        encoder, decoder, seed=seed, r_loss_factor=train.r_loss_factor, reconstruction=train.reconstruction, name="vae"
+    )
+
+
+def _check_shapes(height: int, width: int, channels: int, train: TrainSection) -> int:
+    reduction = math.prod(train.encoder_strides)
+    if height % reduction or width % reduction:
+        raise ConfigError(
+            f"train.encoder_strides {train.encoder_strides} reduce {height}x{width} by {reduction}, "
+            f"which does not divide both sides; use strides whose product divides {math.gcd(height, width)}"
+        )
+    enlargement = math.prod(train.decoder_strides)
+    if enlargement != reduction:
+        raise ConfigError(
+            f"train.decoder_strides {train.decoder_strides} enlarge by {enlargement} but train.encoder_strides "
+            f"{train.encoder_strides} reduce by {reduction}; make their products equal"
+        )
+    if train.decoder_filters[-1] != channels:
+        raise ConfigError(
+            f"train.decoder_filters ends with {train.decoder_filters[-1]} but the images have {channels} "
+            f"channels; set its last entry to {channels}"
+        )
+    return reduction
+
+
+def _build_encoder(image_shape: tuple[int, int, int], train: TrainSection) -> keras.Model:
+    images = keras.Input(shape=image_shape, name="encoder_input")
+    x = images
+    layers = zip(train.encoder_filters, train.encoder_kernels, train.encoder_strides, strict=True)
+    for i, (filters, kernel, stride) in enumerate(layers):
+        x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", name=f"encoder_conv_{i}")(x)
+        x = _after_conv(x, train, f"encoder_{i}")
+    x = keras.layers.Flatten(name="encoder_flatten")(x)  # (batch, H/r * W/r * filters[-1])
+    mu = keras.layers.Dense(train.z_dim, name="mu")(x)
+    log_var = keras.layers.Dense(train.z_dim, name="log_var")(x)
+    return keras.Model(images, [mu, log_var], name="encoder")
+
+
+def _build_decoder(start_shape: tuple[int, int, int], train: TrainSection) -> keras.Model:
+    z = keras.Input(shape=(train.z_dim,), name="decoder_input")
+    x = keras.layers.Dense(math.prod(start_shape), name="decoder_dense")(z)
+    x = keras.layers.Reshape(start_shape, name="decoder_reshape")(x)  # (batch, H/r, W/r, encoder_filters[-1])
+    layers = list(zip(train.decoder_filters, train.decoder_kernels, train.decoder_strides, strict=True))
+    for i, (filters, kernel, stride) in enumerate(layers):
+        last = i == len(layers) - 1
+        activation = "sigmoid" if last else None  # pixels in [0, 1], like the inputs
+        x = keras.layers.Conv2DTranspose(
+            filters, kernel, strides=stride, padding="same", activation=activation, name=f"decoder_conv_t_{i}"
+        )(x)
+        if not last:
+            x = _after_conv(x, train, f"decoder_{i}")
+    return keras.Model(z, x, name="decoder")
+
+
+def _after_conv(x, train: TrainSection, prefix: str):
+    if train.use_batch_norm:
+        x = keras.layers.BatchNormalization(name=f"{prefix}_batch_norm")(x)
+    x = keras.layers.LeakyReLU(name=f"{prefix}_leaky_relu")(x)
+    if train.dropout_rate > 0:
+        x = keras.layers.Dropout(train.dropout_rate, name=f"{prefix}_dropout")(x)
+    return x
+
+
+def _images(data):
+    # fit() hands over (x,) or (x, y) tuples when labels are given; the VAE only needs x.
+    return data[0] if isinstance(data, (tuple, list)) else data

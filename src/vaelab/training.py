@@ -1,0 +1,238 @@
+"""Training the VAE: seeded input pipeline, step-decay schedule, NaN stop and resumable checkpoints.
+
+A checkpoint folder holds ``model-epoch-NNNN.keras`` (weights, optimizer and random-generator state)
+and ``state.json`` naming it. Both are written atomically, the model first, so a crash at any moment
+leaves either the previous epoch's pair or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from vaelab.config import Config
+from vaelab.errors import TrainingError
+from vaelab.io import atomic_path, write_json
+from vaelab.model import VAE, build_vae
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+HISTORY_KEYS = (
+    "loss",
+    "reconstruction_loss",
+    "kl_loss",
+    "val_loss",
+    "val_reconstruction_loss",
+    "val_kl_loss",
+    "learning_rate",
+)
+
+
+@dataclass
+class TrainResult:
+    model: VAE
+    history: list[dict[str, Any]]  # one row per epoch: "epoch" (1-based) and HISTORY_KEYS
+    initial_epoch: int  # epochs restored from a checkpoint rather than trained in this call
+
+
+def train(
+    config: Config,
+    splits,
+    *,
+    checkpoint_dir: Path | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint_meta: dict | None = None,
+    verbose: str | int = "auto",
+) -> TrainResult:
+    """Train on ``splits.x_train`` (validating on ``splits.x_val``), resuming from ``checkpoint_dir`` if it matches."""
+    settings = config.train
+    image_shape = tuple(int(s) for s in splits.image_shape)
+    fingerprint = _fingerprint(config, image_shape)
+    keras.utils.set_random_seed(config.base.seed)
+
+    state = None
+    if checkpoint_dir is not None:
+        state, reason = _matching_state(Path(checkpoint_dir), fingerprint)
+        if reason:
+            log.warning("ignoring and replacing the checkpoint in %s: %s", checkpoint_dir, reason)
+            clear_checkpoint(checkpoint_dir)
+    if state:
+        model = keras.models.load_model(Path(checkpoint_dir) / state["model_file"], safe_mode=True)
+        history, initial_epoch = list(state["history"]), int(state["epoch"])
+        log.info("resuming training from the checkpoint after epoch %d in %s", initial_epoch, checkpoint_dir)
+    else:
+        model = build_vae(image_shape, settings, config.base.seed)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate))
+        history, initial_epoch = [], 0
+
+    steps_per_epoch = math.ceil(len(splits.x_train) / settings.batch_size)
+    guard = _NonFiniteGuard()
+    recorder = _EpochRecorder(history, guard)
+    if checkpoint_dir is not None:
+        recorder.checkpoint = (Path(checkpoint_dir), fingerprint, dict(checkpoint_meta or {}))
+    schedule = keras.callbacks.LearningRateScheduler(lambda epoch: settings.learning_rate * settings.lr_decay**epoch)
+
+    model.fit(
+        _training_batches(splits.x_train, settings.batch_size, config.base.seed, skip=initial_epoch * steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
+        shuffle=False,  # the dataset shuffles itself, reproducibly
+        epochs=settings.epochs,
+        initial_epoch=initial_epoch,
+        validation_data=_validation_batches(splits.x_val, settings.batch_size),
+        # Order matters at epoch end: the scheduler adds learning_rate to the logs, the guard vetoes a
+        # non-finite epoch, the recorder checkpoints it, and only then do the caller's callbacks run
+        # (so one that interrupts still finds the epoch saved).
+        callbacks=[schedule, guard, recorder, *callbacks],
+        verbose=_verbosity(verbose),
+    )
+    if guard.failure:
+        what, where = guard.failure
+        raise TrainingError(
+            f"loss became {what} at {where}; try a lower train.learning_rate (now {settings.learning_rate:g}) "
+            f"or train.r_loss_factor (now {settings.r_loss_factor:g})"
+        )
+    return TrainResult(model=model, history=history, initial_epoch=initial_epoch)
+
+
+def read_checkpoint(checkpoint_dir: Path, config: Config, image_shape: tuple[int, int, int]) -> dict | None:
+    """The checkpoint's state.json (epoch, history, fingerprint, meta) if ``train`` would resume from it, else None."""
+    state, _ = _matching_state(Path(checkpoint_dir), _fingerprint(config, tuple(int(s) for s in image_shape)))
+    return state
+
+
+def clear_checkpoint(checkpoint_dir: Path) -> None:
+    """Delete the checkpoint folder (after a training finished and its outputs are saved)."""
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+class _NonFiniteGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers where, for a useful error.
+
+    keras.callbacks.TerminateOnNaN stops just as fast but says nothing about where or why.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.failure: tuple[str, str] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.failure is None:
+            self._check((logs or {}).get("loss"), f"epoch {self._epoch + 1}, batch {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.failure is None:
+            self._check((logs or {}).get("val_loss"), f"epoch {epoch + 1}, validation")
+
+    def _check(self, loss, where: str) -> None:
+        if loss is None:
+            return
+        value = float(loss)
+        if not math.isfinite(value):
+            self.failure = ("nan" if math.isnan(value) else "inf", where)
+            self.model.stop_training = True
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Appends each finished epoch to the history and, given a folder, checkpoints it there."""
+
+    def __init__(self, history: list[dict[str, Any]], guard: _NonFiniteGuard):
+        super().__init__()
+        self.history = history
+        self.guard = guard
+        self.checkpoint: tuple[Path, str, dict] | None = None  # (folder, fingerprint, meta)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.guard.failure:  # never checkpoint a diverged model over the last good one
+            return
+        logs = logs or {}
+        self.history.append({"epoch": epoch + 1, **{k: _float_or_none(logs.get(k)) for k in HISTORY_KEYS}})
+        if self.checkpoint:
+            folder, fingerprint, meta = self.checkpoint
+            _save_checkpoint(folder, self.model, self.history, fingerprint, meta)
+
+
+def _save_checkpoint(folder: Path, model: keras.Model, history: list[dict], fingerprint: str, meta: dict) -> None:
+    epoch = history[-1]["epoch"]
+    model_file = f"model-epoch-{epoch:04d}.keras"
+    with atomic_path(folder / model_file) as tmp:
+        model.save(tmp)
+    state = {"epoch": epoch, "history": history, "fingerprint": fingerprint, "meta": meta, "model_file": model_file}
+    write_json(folder / STATE_FILE, state)
+    for old in folder.glob("model-epoch-*.keras"):
+        if old.name != model_file:
+            old.unlink(missing_ok=True)
+
+
+def _matching_state(folder: Path, fingerprint: str) -> tuple[dict | None, str | None]:
+    """(state, None) for a usable checkpoint; (None, reason) for one to replace; (None, None) for none."""
+    path = folder / STATE_FILE
+    if not path.exists():
+        return None, None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return None, f"{path} is unreadable ({err})"
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        return None, "it was made with other train/data settings, seed or image shape"
+    if not (folder / str(state.get("model_file"))).is_file():
+        return None, f"its model file {state.get('model_file')} is missing"
+    return state, None
+
+
+def _fingerprint(config: Config, image_shape: tuple[int, ...]) -> str:
+    """Identifies the settings a checkpoint belongs to; any change there means starting afresh."""
+    identity = {
+        "train": config.train.model_dump(mode="json"),
+        "data": config.data.model_dump(mode="json"),
+        "seed": config.base.seed,
+        "image_shape": list(image_shape),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _training_batches(x, batch_size: int, seed: int, skip: int):
+    import tensorflow as tf
+
+    # One endless stream of per-epoch shuffles (batches never straddle two epochs); a resumed run skips
+    # the batches already trained on, so it sees the same order an uninterrupted run would.
+    batches = (
+        tf.data.Dataset.from_tensor_slices(x)
+        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .repeat()
+    )
+    return batches.skip(skip).prefetch(tf.data.AUTOTUNE)
+
+
+def _validation_batches(x, batch_size: int):
+    import tensorflow as tf
+
+    if len(x) == 0:
+        return None
+    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _verbosity(verbose: str | int) -> str | int:
+    # A progress bar redrawn in a log file or CI output is noise; one line per epoch reads better.
+    if verbose == "auto" and not sys.stdout.isatty():
+        return 2
+    return verbose
+
+
+def _float_or_none(value) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,197 @@
+"""The training loop on tiny data: determinism, the NaN stop, the LR schedule and interrupt-and-resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import keras
+import numpy as np
+import pytest
+
+from vaelab.config import load_config
+from vaelab.data.processed import Splits
+from vaelab.errors import TrainingError
+from vaelab.training import HISTORY_KEYS, STATE_FILE, clear_checkpoint, read_checkpoint, train
+
+IMAGE_SHAPE = (28, 28, 1)
+# A network small enough that an epoch over 256 images takes well under a second.
+TINY_TRAIN = {
+    "train.encoder_filters": [4, 8],
+    "train.encoder_kernels": [3, 3],
+    "train.encoder_strides": [2, 2],
+    "train.decoder_filters": [8, 1],
+    "train.decoder_kernels": [3, 3],
+    "train.decoder_strides": [2, 2],
+    "train.batch_size": 32,
+    "train.epochs": 2,
+    "train.learning_rate": 0.002,
+}
+
+
+@pytest.fixture
+def tiny_config(project_root):
+    def make(**overrides):
+        return load_config(project_root / "params.yaml", {**TINY_TRAIN, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def splits():
+    """256 training and 64 validation images: random bright squares on black, like crude digits."""
+    rng = np.random.default_rng(0)
+
+    def images(n):
+        x = np.zeros((n, *IMAGE_SHAPE), dtype="float32")
+        for image, (top, left, size) in zip(x, rng.integers((0, 0, 6), (14, 14, 14), size=(n, 3)), strict=True):
+            image[top : top + size, left : left + size] = rng.uniform(0.5, 1.0)
+        return x
+
+    labels = np.zeros(64, dtype="int64")
+    return Splits(
+        x_train=images(256),
+        y_train=np.zeros(256, dtype="int64"),
+        x_val=images(64),
+        y_val=labels,
+        x_test=images(64),
+        y_test=labels,
+        image_shape=IMAGE_SHAPE,
+        class_names=("square",),
+    )
+
+
+def weights_of(model):
+    return [np.asarray(w) for w in model.weights]
+
+
+class InterruptAtStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        raise KeyboardInterrupt
+
+
+class InterruptAfterEpoch(keras.callbacks.Callback):
+    """Plays a user pressing Ctrl-C once the given (1-based) epoch has finished."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_history(tiny_config, splits):
+    config = tiny_config()
+    first = train(config, splits, verbose=0)
+    second = train(config, splits, verbose=0)
+
+    assert [row["epoch"] for row in first.history] == [1, 2]
+    assert all(set(row) == {"epoch", *HISTORY_KEYS} for row in first.history)
+    for a, b in zip(first.history, second.history, strict=True):
+        assert b == pytest.approx(a, abs=1e-5)
+    assert first.history[1]["loss"] < first.history[0]["loss"]  # it does learn
+
+
+def test_the_learning_rate_halves_every_epoch_with_lr_decay_half(tiny_config, splits):
+    config = tiny_config(**{"train.lr_decay": 0.5, "train.learning_rate": 0.001, "train.epochs": 3})
+    result = train(config, splits, verbose=0)
+    rates = [row["learning_rate"] for row in result.history]
+    assert rates == pytest.approx([0.001, 0.0005, 0.00025], rel=1e-6)  # float32 on the optimizer
+
+
+@pytest.mark.parametrize(
+    ("absurd", "advice"),
+    [
+        ({"train.learning_rate": 1e6}, "train.learning_rate (now 1e+06) or train.r_loss_factor (now 1000)"),
+        ({"train.r_loss_factor": 1e30}, "train.learning_rate (now 0.002) or train.r_loss_factor (now 1e+30)"),
+    ],
+    ids=["learning_rate", "r_loss_factor"],
+)
+def test_a_diverging_training_stops_with_a_training_error(tiny_config, splits, tmp_path, absurd, advice):
+    with pytest.raises(TrainingError) as caught:
+        train(tiny_config(**absurd), splits, checkpoint_dir=tmp_path / "ckpt", verbose=0)
+    message = str(caught.value)
+    assert message.startswith("loss became nan at epoch 1, batch ")
+    assert message.endswith(f"; try a lower {advice}")
+    assert not (tmp_path / "ckpt" / STATE_FILE).exists()  # a diverged model is never checkpointed
+
+
+@pytest.mark.slow
+def test_an_interrupted_training_resumes_where_it_stopped(tiny_config, splits, tmp_path):
+    config = tiny_config(**{"train.epochs": 3, "train.lr_decay": 0.8})
+    checkpoints = tmp_path / "ckpt"
+    uninterrupted = train(config, splits, verbose=0)
+
+    with pytest.raises(KeyboardInterrupt):
+        interrupt = [InterruptAfterEpoch(2)]
+        train(config, splits, checkpoint_dir=checkpoints, callbacks=interrupt, checkpoint_meta={"run_id": "abc"}, verbose=0)
+    state = read_checkpoint(checkpoints, config, IMAGE_SHAPE)
+    assert state is not None and state["epoch"] == 2 and state["meta"] == {"run_id": "abc"}
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["model-epoch-0002.keras", STATE_FILE]
+
+    resumed = train(config, splits, checkpoint_dir=checkpoints, verbose=0)
+    assert resumed.initial_epoch == 2
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    # Weights, optimizer moments, RNG positions and the shuffle order all carry over, so the resumed
+    # run repeats the uninterrupted one: bit for bit on a quiet CPU, and every weight within 1e-5
+    # (absolute) allowing for thread-order round-off.
+    for a, b in zip(weights_of(uninterrupted.model), weights_of(resumed.model), strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    for a, b in zip(uninterrupted.history, resumed.history, strict=True):
+        assert b == pytest.approx(a, rel=1e-4)
+
+
+def test_a_checkpoint_of_other_settings_is_ignored_and_replaced(tiny_config, splits, tmp_path, caplog):
+    config = tiny_config(**{"train.epochs": 1})
+    checkpoints = tmp_path / "ckpt"
+    checkpoints.mkdir()
+    (checkpoints / "model-epoch-0005.keras").write_bytes(b"not a model")
+    stale = {"epoch": 5, "history": [], "fingerprint": "other", "meta": {}, "model_file": "model-epoch-0005.keras"}
+    (checkpoints / STATE_FILE).write_text(json.dumps(stale))
+    assert read_checkpoint(checkpoints, config, IMAGE_SHAPE) is None
+
+    with caplog.at_level(logging.WARNING, logger="vaelab.training"), pytest.raises(KeyboardInterrupt):
+        train(config, splits, checkpoint_dir=checkpoints, callbacks=[InterruptAtStart()], verbose=0)
+    assert "ignoring and replacing the checkpoint" in caplog.text
+    assert not checkpoints.exists()  # gone before the first epoch, not merely overwritten after it
+
+    result = train(config, splits, checkpoint_dir=checkpoints, verbose=0)
+    assert result.initial_epoch == 0
+    assert read_checkpoint(checkpoints, config, IMAGE_SHAPE)["epoch"] == 1
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["model-epoch-0001.keras", STATE_FILE]
+
+    # A finished checkpoint (the caller crashed before clearing it) gives the model back untouched.
+    again = train(config, splits, checkpoint_dir=checkpoints, verbose=0)
+    assert again.initial_epoch == 1 and again.history == result.history
+    for a, b in zip(weights_of(result.model), weights_of(again.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    clear_checkpoint(checkpoints)
+    assert not checkpoints.exists()
+
+
+def test_a_checkpoint_of_other_data_does_not_match(tiny_config, tmp_path):
+    config = tiny_config()
+    checkpoints = tmp_path / "ckpt"
+    checkpoints.mkdir()
+    (checkpoints / "model-epoch-0001.keras").write_bytes(b"")
+    assert read_checkpoint(checkpoints, config, IMAGE_SHAPE) is None  # no state.json at all
+    # Fake a checkpoint of this very config by borrowing the fingerprint train would write.
+    from vaelab.training import _fingerprint
+
+    fingerprint = _fingerprint(config, IMAGE_SHAPE)
+    state = {"epoch": 1, "history": [], "fingerprint": fingerprint, "meta": {}, "model_file": "model-epoch-0001.keras"}
+    (checkpoints / STATE_FILE).write_text(json.dumps(state))
+    assert read_checkpoint(checkpoints, config, IMAGE_SHAPE) == state
+    assert read_checkpoint(checkpoints, config, (32, 32, 1)) is None
+    assert read_checkpoint(checkpoints, config.with_overrides({"data.max_train": 100}), IMAGE_SHAPE) is None
+    assert read_checkpoint(checkpoints, config.with_overrides({"base.seed": 7}), IMAGE_SHAPE) is None
+
+
+def test_without_a_terminal_progress_is_one_line_per_epoch(tiny_config, splits, capsys):
+    train(tiny_config(**{"train.epochs": 2}), splits)  # verbose="auto"; pytest's captured stdout is no TTY
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out
+    assert "━" not in out and "\r" not in out  # no redrawn progress bar
