@@ -1,0 +1,144 @@
+"""Test-set numbers and the arrays behind the plots; computation only, nothing is written here.
+
+Which latent point each metric uses:
+
+- Reconstruction metrics (``test_mse_per_pixel``) and the pictures decode the posterior mean ``mu``:
+  deterministic, and what "the model's reconstruction" of an image usually means.
+- ``test_loss`` and ``test_neg_elbo_nats`` decode one ``z ~ q(z|x)`` per image, drawn with a generator
+  seeded by ``base.seed``: the training objective and the ELBO are expectations over q, and a single
+  sample is an unbiased estimate of them (decoding ``mu`` would understate both).
+"""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import keras
+import numpy as np
+from keras import ops
+
+from vaelab.config import Config
+from vaelab.errors import DataError
+from vaelab.losses import bernoulli_negative_elbo, kl_divergence, reconstruction_error
+
+# Train images the latent classifiers are fitted on: plenty for 5-NN on a few dimensions, and quick.
+CLASSIFIER_TRAIN_IMAGES = 10_000
+KNN_NEIGHBOURS = 5
+
+
+def evaluate(model, splits, config: Config) -> dict[str, float]:
+    """Metrics of ``model`` on ``splits.x_test``, computed in batches of ``evaluate.batch_size``.
+
+    ``test_mse_per_pixel``, ``test_kl_per_image`` (nats), ``test_loss`` (the training objective with the
+    model's ``r_loss_factor`` and reconstruction kind), ``test_neg_elbo_nats`` (Bernoulli decoder,
+    comparable across models), and the test accuracies of a 5-nearest-neighbour and a logistic-regression
+    classifier fitted on the posterior means of training images.
+    """
+    x_test = splits.x_test
+    if len(x_test) == 0:
+        raise DataError("the test split is empty; check data.max_test and re-run the preprocess stage")
+    means, test_means = loss_terms(model, x_test, config.evaluate.batch_size, config.base.seed)
+    metrics = {f"test_{key}": value for key, value in means.items()}
+    metrics.update(latent_classifier_accuracies(model, splits, test_means, config))
+    return metrics
+
+
+def mean_negative_elbo(model, x: np.ndarray, batch_size: int, seed: int) -> float:
+    """Bernoulli negative ELBO in nats averaged over ``x``: the figure sweeps compare across r_loss_factor."""
+    return loss_terms(model, x, batch_size, seed)[0]["neg_elbo_nats"]
+
+
+def loss_terms(model, x_all: np.ndarray, batch_size: int, seed: int) -> tuple[dict[str, float], np.ndarray]:
+    """Per-image means of ``mse_per_pixel``, ``kl_per_image``, ``loss`` and ``neg_elbo_nats`` over ``x_all``,
+    and the posterior means ``(N, z_dim)``."""
+    noise = keras.random.SeedGenerator(seed)
+    totals = {"mse_per_pixel": 0.0, "kl_per_image": 0.0, "loss": 0.0, "neg_elbo_nats": 0.0}
+    means = []
+    for start in range(0, len(x_all), batch_size):
+        x = np.asarray(x_all[start : start + batch_size], dtype="float32")
+        mu, log_var = model.encode(x, training=False)  # (batch, z_dim) each
+        z = mu + ops.exp(0.5 * log_var) * keras.random.normal(ops.shape(mu), seed=noise)
+        x_hat_mean = model.decoder(mu, training=False)
+        x_hat_sampled = model.decoder(z, training=False)
+        kl = kl_divergence(mu, log_var)
+        per_image = {
+            "mse_per_pixel": reconstruction_error(x, x_hat_mean, "mse"),
+            "kl_per_image": kl,
+            "loss": model.r_loss_factor * reconstruction_error(x, x_hat_sampled, model.reconstruction) + kl,
+            "neg_elbo_nats": bernoulli_negative_elbo(x, x_hat_sampled, mu, log_var),
+        }
+        for key, values in per_image.items():
+            # float64 sums: the mean over 10,000 images should not depend on the batch size.
+            totals[key] += float(np.sum(ops.convert_to_numpy(values), dtype=np.float64))
+        means.append(ops.convert_to_numpy(mu))
+    return {key: total / len(x_all) for key, total in totals.items()}, np.concatenate(means)
+
+
+def latent_classifier_accuracies(model, splits, test_means: np.ndarray, config: Config) -> dict[str, float]:
+    """How well the class can be read off ``mu``: test accuracy of 5-NN and of logistic regression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(config.base.seed)
+    count = min(CLASSIFIER_TRAIN_IMAGES, len(splits.x_train))
+    # Sorted indices read a memory-mapped array front to back.
+    chosen = np.sort(rng.choice(len(splits.x_train), size=count, replace=False))
+    train_means = encode_means(model, splits.x_train[chosen], config.evaluate.batch_size)
+    train_labels = np.asarray(splits.y_train[chosen])
+    test_labels = np.asarray(splits.y_test)
+
+    knn = KNeighborsClassifier(n_neighbors=min(KNN_NEIGHBOURS, count)).fit(train_means, train_labels)
+    if len(np.unique(train_labels)) < 2:
+        # Logistic regression needs two classes; with one, predicting it always is the only sensible answer.
+        logreg_accuracy = float(np.mean(test_labels == train_labels[0]))
+    else:
+        logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(train_means, train_labels)
+        logreg_accuracy = float(logreg.score(test_means, test_labels))
+    return {"latent_knn_accuracy": float(knn.score(test_means, test_labels)), "latent_logreg_accuracy": logreg_accuracy}
+
+
+def encode_means(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Posterior means ``mu`` of images ``x``: ``(N, z_dim)``."""
+    return _in_batches(lambda batch: model.encode(batch, training=False)[0], x, batch_size)
+
+
+def reconstruct(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Deterministic reconstructions: the decoder applied to the posterior mean of each image."""
+    return _in_batches(lambda batch: model.decoder(model.encode(batch, training=False)[0], training=False), x, batch_size)
+
+
+def sample_prior(model, n: int, seed: int, batch_size: int = 1000) -> np.ndarray:
+    """``n`` images decoded from ``z ~ N(0, I)``; the same seed gives the same images."""
+    z = np.random.default_rng(seed).standard_normal((n, latent_dim(model))).astype("float32")
+    return _in_batches(lambda batch: model.decoder(batch, training=False), z, batch_size)
+
+
+def decode_grid(model, grid_size: int, span: float = 0.9) -> np.ndarray:
+    """Decoded images over a ``grid_size`` x ``grid_size`` grid of the 2-D latent plane: ``(rows, cols, H, W, C)``.
+
+    Grid lines sit at evenly spaced quantiles of N(0, 1) covering its central ``span`` of probability
+    (0.9: from the 5% to the 95% quantile, z in [-1.64, 1.64]), so each cell holds about the same prior
+    mass. z[0] grows along a row, z[1] grows upwards (row 0 holds the largest z[1]).
+    """
+    z_dim = latent_dim(model)
+    if z_dim != 2:
+        raise ValueError(f"a latent grid needs z_dim 2; this model has z_dim {z_dim}")
+    if not 0 < span < 1:
+        raise ValueError(f"span must lie strictly between 0 and 1; received span={span}")
+    tail = (1.0 - span) / 2
+    values = np.array([NormalDist().inv_cdf(q) for q in np.linspace(tail, 1.0 - tail, grid_size)], dtype="float32")
+    z0, z1 = np.meshgrid(values, values[::-1])  # (rows, cols) each
+    z = np.stack([z0.ravel(), z1.ravel()], axis=1)  # (rows * cols, 2)
+    images = _in_batches(lambda batch: model.decoder(batch, training=False), z, 1000)
+    return images.reshape(grid_size, grid_size, *images.shape[1:])
+
+
+def latent_dim(model) -> int:
+    return int(model.decoder.inputs[0].shape[-1])
+
+
+def _in_batches(function, x: np.ndarray, batch_size: int) -> np.ndarray:
+    outputs = [ops.convert_to_numpy(function(np.asarray(x[start : start + batch_size], dtype="float32"))) for start in range(0, len(x), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0,), dtype="float32")

@@ -1,0 +1,314 @@
+"""vaelab.tracking against a real SQLite MLflow store (one per module: creating one takes seconds)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from vaelab import tracking
+from vaelab.config import Config
+from vaelab.errors import DataError, VaelabError
+
+SECRET = "s3cr3t-pw"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.delenv("DVC_EXP_NAME", raising=False)
+        yield uri
+        mlflow.set_tracking_uri(None)  # forget the store before the environment is restored
+
+
+@pytest.fixture
+def client(store) -> MlflowClient:
+    return MlflowClient(store)
+
+
+@pytest.fixture
+def config() -> Config:
+    return Config().with_overrides({"base.experiment": "tracking-tests", "sweep.storage": f"postgresql://optuna:{SECRET}@db:5432/optuna"})
+
+
+def _fit_three_epochs(run_id: str | None = None, initial_epoch: int = 0, epochs: int = 3) -> None:
+    """A real (tiny) Keras fit, so the callback sees the logs Keras actually produces."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="mse")
+    x = np.random.default_rng(0).random((16, 3), dtype=np.float32)
+    model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), initial_epoch=initial_epoch, epochs=epochs, verbose=0,
+              callbacks=[tracking.MlflowEpochLogger(run_id)])
+
+
+def test_redact_url_hides_only_the_password():
+    assert tracking.redact_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert tracking.redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert tracking.redact_url("https://h:5000/api?x=a:b@c") == "https://h:5000/api?x=a:b@c"
+    assert tracking.redact_url("http://u:p@ss@host:5000/x") == "http://u:***@host:5000/x"
+    assert tracking.redact_url("a=mysql://root:pw@127.0.0.1/m b=redis://:pw2@r") == "a=mysql://root:***@127.0.0.1/m b=redis://:***@r"
+
+
+def test_run_name_is_readable():
+    assert tracking.run_name(Config(), "a1b2c3") == "mnist-z2-r1000-a1b2c3"
+    assert tracking.run_name(Config().with_overrides({"train.z_dim": 16, "train.r_loss_factor": 0.5}), "x") == "mnist-z16-r0.5-x"
+
+
+def test_default_store_is_mlflow_db_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking._artifact_location(tracking.tracking_uri(), "vae mnist/2") == (tmp_path / "mlartifacts" / "vae_mnist_2").as_uri()
+    assert tracking._artifact_location("http://127.0.0.1:5000", "vaelab-mnist") is None
+
+
+@pytest.mark.slow  # creates a second SQLite store
+def test_without_a_tracking_uri_runs_go_to_mlflow_db_and_mlartifacts_here(tmp_path, monkeypatch, config):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
+
+    with tracking.start_run(config) as run:
+        tracking.log_artifact("notes.txt")
+
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # not leaked to later runs from other folders
+    assert (tmp_path / "mlflow.db").is_file()
+    stored = list((tmp_path / "mlartifacts").glob(f"tracking-tests/{run.info.run_id}/artifacts/notes.txt"))
+    assert len(stored) == 1
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def test_a_new_run_has_params_tags_epoch_metrics_and_finishes(store, client, config, project_root):
+    with tracking.start_run(config) as run:
+        _fit_three_epochs()
+    run_id = run.info.run_id
+
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.info.artifact_uri.startswith("file://")
+    assert finished.info.artifact_uri.endswith(f"/mlartifacts/tracking-tests/{run_id}/artifacts")
+    params = finished.data.params
+    assert params["train.z_dim"] == "2"
+    assert params["train.encoder_filters"] == "32,64,64,64"
+    assert params["data.max_train"] == "null"
+    assert params["train.use_batch_norm"] == "false"
+    assert params["sweep.storage"] == "postgresql://optuna:***@db:5432/optuna"
+    assert len(params) == len(config.flat())
+    tags = finished.data.tags
+    assert tags["mlflow.runName"] == f"mnist-z2-r1000-{run_id[:6]}"
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project_root).stdout.strip()
+    assert tags["git.commit"] == head
+    assert tags["git.dirty"] in ("true", "false")
+    everything = json.dumps([params, tags])
+    assert SECRET not in everything
+
+    for key in ("loss", "val_loss", "learning_rate"):
+        history = client.get_metric_history(run_id, key)
+        assert [m.step for m in history] == [1, 2, 3], key
+    assert [m.value for m in client.get_metric_history(run_id, "learning_rate")] == pytest.approx([0.01] * 3)
+    assert mlflow.active_run() is None
+
+
+def test_dvc_experiment_name_goes_into_tags_and_run_name(store, client, config, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "fuzzy-tent")
+    with tracking.start_run(config, tags={"stage": "train"}) as run:
+        pass
+
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags["dvc.exp_name"] == "fuzzy-tent"
+    assert tags["mlflow.runName"] == "mnist-z2-r1000-fuzzy-tent"
+    assert tags["stage"] == "train"
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_an_exception_marks_the_run_failed_and_propagates(store, client, config, error):
+    with pytest.raises(type(error)):
+        with tracking.start_run(config) as run:
+            raise error
+
+    assert client.get_run(run.info.run_id).info.status == "FAILED"
+    assert mlflow.active_run() is None
+
+
+def test_resuming_by_run_id_continues_the_same_run(store, client, config):
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.start_run(config) as run:
+            _fit_three_epochs(epochs=2)
+            raise KeyboardInterrupt
+    run_id = run.info.run_id
+
+    # A changed config must not be re-logged: MLflow would refuse a different value for a param.
+    changed = config.with_overrides({"train.z_dim": 8})
+    with tracking.start_run(changed, run_id=run_id, tags={"resumed": "yes"}) as resumed:
+        _fit_three_epochs(initial_epoch=2, epochs=3)
+
+    assert resumed.info.run_id == run_id
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.params["train.z_dim"] == "2"
+    assert finished.data.tags["resumed"] == "yes"
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1, 2, 3]
+
+
+def test_resuming_an_unknown_run_names_the_store(store, config):
+    with pytest.raises(VaelabError, match=r"MLflow run 0123456789abcdef not found in sqlite:///.*MLFLOW_TRACKING_URI"):
+        with tracking.start_run(config, run_id="0123456789abcdef"):
+            pass
+
+
+def test_nested_runs_hang_under_their_parent(store, client, config):
+    with tracking.start_run(config, name="sweep") as parent:
+        with tracking.start_run(config.with_overrides({"train.z_dim": 4}), nested=True, name="trial-0") as child:
+            pass
+        assert mlflow.active_run().info.run_id == parent.info.run_id
+
+    tags = client.get_run(child.info.run_id).data.tags
+    assert tags["mlflow.parentRunId"] == parent.info.run_id
+    assert tags["mlflow.runName"] == "trial-0"
+    assert client.get_run(child.info.run_id).data.params["train.z_dim"] == "4"
+
+
+def test_metrics_artifacts_and_dataset_manifest(store, client, config, tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('{"files": {"train-images-idx3-ubyte.gz": "abc"}}\n')
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    (plots / "a.png").write_bytes(b"png")
+    (plots / "b.png").write_bytes(b"png")
+    (plots / "sub").mkdir()
+    (plots / "sub" / "c.txt").write_text("c")
+
+    with tracking.start_run(config) as run:
+        tracking.log_dataset_manifest(manifest)
+        tracking.log_metrics({"test_loss": np.float32(12.5), "latent_knn_accuracy": 0.75})
+        tracking.log_artifacts(plots, "plots")
+        tracking.log_artifact(manifest, "extra")
+
+    run_id = run.info.run_id
+    finished = client.get_run(run_id)
+    assert finished.data.tags["data.manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert finished.data.metrics == {"test_loss": 12.5, "latent_knn_accuracy": 0.75}
+    assert [a.path for a in client.list_artifacts(run_id, "plots")] == ["plots/a.png", "plots/b.png", "plots/sub"]
+    assert [a.path for a in client.list_artifacts(run_id, "plots/sub")] == ["plots/sub/c.txt"]
+    assert [a.path for a in client.list_artifacts(run_id, "data")] == ["data/manifest.json"]
+    assert [a.path for a in client.list_artifacts(run_id, "extra")] == ["extra/manifest.json"]
+
+
+def test_text_artifacts_are_uploaded_with_passwords_redacted(store, client, config, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(f"sweep:\n  storage: postgresql://optuna:{SECRET}@db/optuna\n")
+
+    with tracking.start_run(config) as run:
+        tracking.log_artifact(params)
+
+    local = client.download_artifacts(run.info.run_id, "params.yaml", str(tmp_path / "download"))
+    assert Path(local).read_text() == "sweep:\n  storage: postgresql://optuna:***@db/optuna\n"
+    assert SECRET in params.read_text()  # the local file itself is left alone
+
+
+def test_run_info_round_trip(store, client, config, tmp_path):
+    with tracking.start_run(config) as run:
+        pass
+    path = tmp_path / "models" / "mlflow_run.json"
+
+    tracking.write_run_info(path, run.info.run_id)
+
+    assert json.loads(path.read_text()) == {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "tracking_uri": store,
+    }
+    assert tracking.read_run_info(path) == run.info.run_id
+
+
+def test_read_run_info_explains_a_missing_or_broken_file(tmp_path):
+    with pytest.raises(DataError, match=r"mlflow_run.json: not found; run the train stage first"):
+        tracking.read_run_info(tmp_path / "mlflow_run.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(DataError, match="broken.json: no run_id"):
+        tracking.read_run_info(broken)
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"run_id": ""}')
+    with pytest.raises(DataError, match="run_id must be a non-empty string"):
+        tracking.read_run_info(empty)
+
+
+def test_retries_connection_errors_then_succeeds():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            try:
+                raise requests.exceptions.ConnectionError("connection refused")
+            except requests.exceptions.ConnectionError:
+                # How MLflow's REST client reports it: a plain MlflowException raised while handling.
+                raise MlflowException("API request to http://127.0.0.1:5000 failed")  # noqa: B904
+        return "ok"
+
+    assert tracking.with_retries(flaky, attempts=4, first_delay=0) == "ok"
+    assert len(calls) == 3
+
+
+def test_retries_give_up_after_the_last_attempt_and_skip_other_errors():
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise ConnectionRefusedError("refused")
+
+    with pytest.raises(ConnectionRefusedError):
+        tracking.with_retries(refused, attempts=3, first_delay=0)
+    assert len(calls) == 3
+
+    calls.clear()
+
+    def invalid():
+        calls.append(1)
+        raise MlflowException("Invalid parameter value")
+
+    with pytest.raises(MlflowException):
+        tracking.with_retries(invalid, attempts=3, first_delay=0)
+    assert len(calls) == 1
+
+
+@pytest.mark.slow
+def test_logged_model_serves_reconstructions_without_vaelab(store, config, tmp_path):
+    from vaelab.model import build_vae
+
+    tiny = config.with_overrides({
+        "train.encoder_filters": [4, 4], "train.encoder_kernels": [3, 3], "train.encoder_strides": [2, 2],
+        "train.decoder_filters": [4, 1], "train.decoder_kernels": [3, 3], "train.decoder_strides": [2, 2],
+    })
+    model = build_vae((28, 28, 1), tiny.train, seed=0)
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    with tracking.start_run(tiny):
+        model_uri = tracking.log_keras_model(model, images)
+
+    # A fresh interpreter that never imports vaelab: the served model must stand on its own.
+    script = (
+        "import sys, numpy as np, mlflow\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "out = model.predict(np.random.default_rng(1).random((3, 28, 28, 1), dtype=np.float32))\n"
+        "assert not any(m.startswith('vaelab') for m in sys.modules), 'vaelab was imported'\n"
+        "print(out.shape, out.dtype, float(out.min()) >= 0, float(out.max()) <= 1)\n"
+        "print(model.metadata.get_input_schema().inputs[0].shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, model_uri], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-2:] == ["(3, 28, 28, 1) float32 True True", "(-1, 28, 28, 1)"]
