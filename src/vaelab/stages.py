@@ -71,6 +71,7 @@ def run_evaluate(config: Config) -> dict[str, float]:
     """Test metrics into paths.metrics and PNGs into paths.plots, all added to the training's MLflow run."""
     import keras
 
+    import vaelab.model  # noqa: F401 - registers the custom layers that load_model looks up
     from vaelab import evaluation, tracking
     from vaelab.data.processed import load_splits
     from vaelab.errors import DataError
@@ -80,7 +81,8 @@ def run_evaluate(config: Config) -> dict[str, float]:
     try:
         model = keras.models.load_model(config.paths.model, safe_mode=True)
     except (OSError, ValueError) as err:
-        raise DataError(f"{config.paths.model}: cannot load the model ({err}); re-run `dvc repro train`") from None
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise DataError(f"{config.paths.model}: cannot load the model ({reason}); re-run `dvc repro train`") from None
 
     with tracking.start_run(config, run_id=run_id):
         metrics = evaluation.evaluate(model, splits, config)
