@@ -1,0 +1,130 @@
+"""The real train and evaluate stages on a few hundred small images, into tmp_path, with a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from vaelab.config import load_config
+from vaelab.data.processed import write_splits
+from vaelab.errors import TrainingError
+from vaelab.stages import run_evaluate, run_train
+
+pytestmark = pytest.mark.slow
+
+# The chapter's layer layout with fewer filters, on 28x28 images: seconds per epoch.
+SMALL = {
+    "train.encoder_filters": [8, 8, 8, 8],
+    "train.decoder_filters": [8, 8, 8, 1],
+    "train.batch_size": 32,
+    "train.epochs": 3,
+    "evaluate.latent_points": 100,
+    "evaluate.manifold_grid": 4,
+    "evaluate.batch_size": 64,
+}
+
+
+def _strokes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Images of one of 3 bars (label = which bar), so the latent space has something to separate."""
+    labels = rng.integers(0, 3, n).astype("uint8")
+    x = rng.uniform(0, 0.1, (n, 28, 28, 1)).astype("float32")
+    for i, label in enumerate(labels):
+        x[i, 6 + 7 * label : 10 + 7 * label, 4:24, 0] = 0.9
+    return x, labels
+
+
+def _make_processed(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 320), ("val", 64), ("test", 96)):
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = _strokes(n, rng)
+    meta = {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": ["top", "middle", "bottom"]}
+    write_splits(root / "data/processed", arrays, meta)
+
+
+@pytest.fixture
+def project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, project_root: Path) -> Path:
+    monkeypatch.chdir(tmp_path)
+    params = yaml.safe_load((project_root / "params.yaml").read_text())
+    for dotted, value in SMALL.items():
+        section, key = dotted.split(".")
+        params[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _make_processed(tmp_path)
+    return tmp_path
+
+
+def test_train_then_evaluate_make_one_finished_run(project: Path, mlflow_uri: str) -> None:
+    config = load_config("params.yaml")
+    run_id = run_train(config)
+    metrics = run_evaluate(config)
+
+    assert Path("models/vae.keras").stat().st_size > 0
+    history = Path("reports/history.csv").read_text().splitlines()
+    assert history[0].split(",")[:2] == ["epoch", "loss"] and len(history) == 4
+    assert json.loads(Path("reports/metrics.json").read_text()) == metrics
+    assert not Path("checkpoints/train").exists()  # cleared after a completed training
+
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"mnist-z2-r1000-{run_id[:6]}"
+    assert run.data.params["train.encoder_filters"] == "8,8,8,8"
+    assert run.data.params["base.seed"] == "42"
+    for key in ("loss", "val_loss", "kl_loss", "val_reconstruction_loss", "learning_rate"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2, 3], key
+    for key, value in metrics.items():
+        assert run.data.metrics[key] == pytest.approx(value), key
+    assert metrics["latent_knn_accuracy"] > 0.9  # three bars are easy to tell apart in 2-D
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert {"history.csv", "params.yaml", "metrics.json", "plots"} <= top
+    plots = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert plots == {f"plots/{n}.png" for n in ("reconstructions", "latent_space", "samples", "manifold", "loss_curves")}
+    assert json.loads(Path("models/mlflow_run.json").read_text())["run_id"] == run_id
+
+
+def test_nan_loss_fails_the_run_and_writes_no_model(project: Path, mlflow_uri: str) -> None:
+    config = load_config("params.yaml", {"train.learning_rate": 1e6, "train.r_loss_factor": 1e30})
+    with pytest.raises(TrainingError, match=r"^loss became nan at epoch 1, batch \d+; try a lower train.learning_rate"):
+        run_train(config)
+    assert not Path("models/vae.keras").exists()
+    assert not Path("models/mlflow_run.json").exists()
+    runs = MlflowClient(mlflow_uri).search_runs([MlflowClient(mlflow_uri).get_experiment_by_name("vaelab-mnist").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_killed_training_resumes_into_the_same_run(project: Path, mlflow_uri: str, project_root: Path) -> None:
+    """SIGKILL after epoch 1 of 3; the next run of the stage continues at epoch 2 in the same MLflow run."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+    command = [sys.executable, str(project_root / "pipeline/train.py")]
+    state = Path("checkpoints/train/state.json")
+    first = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
+        assert first.poll() is None, first.stdout.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert killed_at in (1, 2) and not Path("models/vae.keras").exists()
+
+    second = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"Epoch {killed_at + 1}/3" in second.stdout and "Epoch 1/3" not in second.stdout
+
+    client = MlflowClient(mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("vaelab-mnist").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")] == [1, 2, 3]
+    assert len(Path("reports/history.csv").read_text().splitlines()) == 4
