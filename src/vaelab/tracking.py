@@ -356,3 +356,72 @@ def _serving_requirements() -> list[str]:
         except PackageNotFoundError:
             continue
     return requirements
+
+
+# --- sweeps ---
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Set tags on the active run (a sweep trial's state, its failure reason), URL passwords redacted."""
+    values = {key: redact_url(str(value)) for key, value in tags.items()}
+    with_retries(lambda: mlflow.set_tags(values))
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log params on the active run, written like the config's own (``null``, ``a,b``), URL passwords redacted."""
+    values = _param_strings(params)
+    with_retries(lambda: mlflow.log_params(values))
+
+
+def run_exists(run_id: str) -> bool:
+    """Whether ``run_id`` is a live (not deleted) run in the current tracking store."""
+    client = MlflowClient(tracking_uri())
+    try:
+        run = with_retries(lambda: client.get_run(run_id))
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return False
+    return run.info.lifecycle_stage != "deleted"
+
+
+# --- comparison ---
+
+
+def experiment_runs(experiment: str) -> list[dict[str, Any]]:
+    """The live runs of ``experiment`` in the current store, oldest first, as plain data for tables.
+
+    Each is ``{"run_id", "run_name", "status", "start_time" (ms), "params", "metrics", "tags"}``, with
+    the latest value of each metric. VaelabError naming the experiments there if ``experiment`` is not.
+    """
+    uri = tracking_uri()
+    client = MlflowClient(uri)
+    found = with_retries(lambda: client.get_experiment_by_name(experiment))
+    if found is None or found.lifecycle_stage == "deleted":
+        names = sorted(e.name for e in with_retries(client.search_experiments))
+        raise VaelabError(
+            f"no MLflow experiment {experiment!r} in {redact_url(uri)}; experiments there: {', '.join(names) or 'none'} "
+            "(set MLFLOW_TRACKING_URI to the store the pipeline used)"
+        )
+    runs, token = [], None
+    while True:
+        page = with_retries(
+            lambda: client.search_runs(
+                [found.experiment_id], order_by=["attributes.start_time ASC"], max_results=1000, page_token=token
+            )
+        )
+        runs += [
+            {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "status": run.info.status,
+                "start_time": run.info.start_time,
+                "params": dict(run.data.params),
+                "metrics": dict(run.data.metrics),
+                "tags": dict(run.data.tags),
+            }
+            for run in page
+        ]
+        token = page.token
+        if not token:
+            return runs

@@ -1,0 +1,151 @@
+"""What a sweep leaves behind in ``sweeps/<study>/`` and on its MLflow parent run.
+
+- ``trials.csv``: Optuna's trials table (number, state, value, params, user attrs such as ``fail_reason``).
+- ``summary.json``: trials per state, best value, best parameters, the winner's ``dvc exp run`` command.
+- ``best_params.yaml``: the best trial's ``train.*`` values, for ``dvc exp run -S key=value``.
+- ``plots/*.png``: optimisation history, parameter importances, parallel coordinates, slices.
+
+Part of vaelab.sweep (Optuna is imported here too, for its plots); files are written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import yaml
+
+from vaelab.io import atomic_path, ensure_dir, write_json
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE_METRIC = "val_neg_elbo_nats"
+FAIL_REASON_ATTR = "fail_reason"  # trial user attr: why a trial failed
+# Optuna's plot name -> complete trials it needs (importances compare trials, so one is not enough).
+PLOTS = {"optimization_history": 1, "param_importances": 2, "parallel_coordinate": 1, "slice": 1}
+PLOT_DPI = 100
+
+
+def write_report(study, folder: Path, *, n_trials: int, storage: str, duration_seconds: float) -> dict:
+    """Write the files above for ``study`` (whatever state its trials are in) and return the summary."""
+    from optuna.trial import TrialState
+
+    folder = ensure_dir(folder)
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name: sum(1 for trial in trials if trial.state == state) for state in TrialState}
+    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+    best = min(complete, key=lambda trial: trial.value) if complete else None
+    best_params = {f"train.{key}": value for key, value in best.params.items()} if best else {}
+
+    with atomic_path(folder / "trials.csv") as tmp:
+        study.trials_dataframe().to_csv(tmp, index=False)
+    if best:
+        header = f"# best of study {study.study_name!r}: trial {best.number}, {OBJECTIVE_METRIC}={best.value:.6g}\n"
+        with atomic_path(folder / "best_params.yaml") as tmp:
+            tmp.write_text(header + yaml.safe_dump(best_params, sort_keys=False), encoding="utf-8")
+    else:
+        (folder / "best_params.yaml").unlink(missing_ok=True)  # a leftover would name a winner this study lacks
+    written, skipped = write_plots(study, folder / "plots")
+
+    summary = {
+        "study": study.study_name,
+        "storage": storage,
+        "objective": f"{OBJECTIVE_METRIC} (validation negative ELBO, Bernoulli decoder, nats; lower is better)",
+        "n_trials_target": n_trials,
+        "trials": counts,
+        "best_trial": best.number if best else None,
+        "best_value": best.value if best else None,
+        "best_params": best_params,
+        "command": winner_command(best_params) if best else None,
+        "duration_seconds": round(duration_seconds, 1),
+        "plots": [path.name for path in written],
+        "plots_skipped": skipped,
+    }
+    write_json(folder / "summary.json", summary)
+    return summary
+
+
+def winner_command(best_params: dict) -> str:
+    """``dvc exp run -S train.z_dim=8 -S ...``: the winner trained by the normal pipeline with params.yaml's epochs."""
+    return "dvc exp run " + " ".join(f"-S {key}={_value_text(value)}" for key, value in best_params.items())
+
+
+def log_finished_trial(study, trial) -> None:
+    """One log line per finished trial: number, state, value (or why not) and parameters."""
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"{OBJECTIVE_METRIC}={trial.value:.4f}"
+    elif trial.state == TrialState.PRUNED:
+        outcome = f"after epoch {trial.last_step}"
+    else:
+        outcome = trial.user_attrs.get(FAIL_REASON_ATTR, "see the error above")
+    params = " ".join(f"{key}={value:.4g}" for key, value in trial.params.items())
+    log.info("trial %d %s: %s | %s", trial.number, trial.state.name, outcome, params)
+
+
+def write_plots(study, folder: Path) -> tuple[list[Path], dict[str, str]]:
+    """Optuna's matplotlib plots as PNGs; returns the files written and, per plot left out, why."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import optuna
+    from optuna.trial import TrialState
+    from optuna.visualization import matplotlib as optuna_plots
+
+    folder = ensure_dir(folder)
+    for old in folder.glob("*.png"):  # a plot skipped this time must not survive from an earlier run
+        old.unlink()
+    n_complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    written: list[Path] = []
+    skipped: dict[str, str] = {}
+    for name, needed in PLOTS.items():
+        if n_complete < needed:
+            skipped[name] = f"needs at least {needed} complete trials, the study has {n_complete}"
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # these plots are "experimental"
+            try:
+                axes = getattr(optuna_plots, f"plot_{name}")(study)
+            except (ValueError, RuntimeError, ZeroDivisionError) as err:
+                skipped[name] = f"{type(err).__name__}: {err}"
+                continue
+        figure = np.ravel(axes)[0].figure  # plot_slice gives one Axes per parameter
+        path = folder / f"{name}.png"
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=PLOT_DPI, bbox_inches="tight")
+        plt.close(figure)
+        written.append(path)
+    for name, reason in skipped.items():
+        log.info("plot %s left out: %s", name, reason)
+    return written, skipped
+
+
+def log_report(summary: dict, folder: Path) -> None:
+    """Best values, trial counts and the report files on the active (parent) MLflow run.
+
+    The best parameters go in as metrics ``best.<key>``: MLflow params cannot change, and a resumed
+    study's best trial may.
+    """
+    from vaelab import tracking
+
+    counts = summary["trials"]
+    metrics = {f"trials_{state.lower()}": count for state, count in counts.items()}
+    if summary["best_value"] is not None:
+        metrics[f"best_{OBJECTIVE_METRIC}"] = summary["best_value"]
+        metrics.update({f"best.{key.removeprefix('train.')}": value for key, value in summary["best_params"].items()})
+        tracking.set_tags({"best.trial_number": summary["best_trial"]})
+    tracking.log_metrics(metrics, step=counts["COMPLETE"] + counts["PRUNED"])
+    for name in ("trials.csv", "summary.json", "best_params.yaml"):
+        if (folder / name).exists():
+            tracking.log_artifact(folder / name)
+    for name in summary["plots"]:
+        tracking.log_artifact(folder / "plots" / name, "plots")
+
+
+def _value_text(value) -> str:
+    # repr keeps every digit of a float, so the command trains exactly the winning values.
+    return repr(value) if isinstance(value, float) else str(value)

@@ -1,0 +1,340 @@
+"""vaelab.sweep on tiny data with a real Optuna journal-file storage and a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from vaelab import sweep
+from vaelab.config import Config, load_config
+from vaelab.data.processed import Splits, write_splits
+from vaelab.errors import ConfigError, VaelabError
+from vaelab.sweep_report import winner_command
+
+IMAGE_SHAPE = (28, 28, 1)
+EXPERIMENT = "sweep-tests"
+# A network small enough that a two-epoch trial on 192 images takes about two seconds.
+TINY = {
+    "base.experiment": EXPERIMENT,
+    "train.encoder_filters": [4, 8],
+    "train.encoder_kernels": [3, 3],
+    "train.encoder_strides": [2, 2],
+    "train.decoder_filters": [8, 1],
+    "train.decoder_kernels": [3, 3],
+    "train.decoder_strides": [2, 2],
+    "train.batch_size": 64,
+    "sweep.study_name": "tiny",
+    "sweep.epochs": 2,
+    "sweep.max_train": 192,
+    "sweep.timeout_minutes": 5,
+    "sweep.sampler": "random",
+    "sweep.pruner": "none",
+    "sweep.space": {
+        "z_dim": {"low": 2, "high": 8, "log": True},
+        "r_loss_factor": {"low": 100, "high": 3000, "log": True},
+        "learning_rate": {"low": 0.001, "high": 0.01, "log": True},
+    },
+}
+
+
+def square_images(n: int, rng: np.random.Generator) -> np.ndarray:
+    """White squares of random size and place on black: something a VAE learns within two epochs."""
+    x = np.zeros((n, *IMAGE_SHAPE), dtype="float32")
+    for image, (top, left, size) in zip(x, rng.integers((0, 0, 6), (14, 14, 14), size=(n, 3)), strict=True):
+        image[top : top + size, left : left + size] = 1.0
+    return x
+
+
+@pytest.fixture(scope="session")
+def processed(tmp_path_factory) -> Path:
+    """256 training (the sweep uses the first 192), 64 validation and 16 test images in the processed layout."""
+    folder = tmp_path_factory.mktemp("processed")
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": square_images(256, rng), "x_val": square_images(64, rng), "x_test": square_images(16, rng)}
+    for split in ("train", "val", "test"):
+        arrays[f"y_{split}"] = np.zeros(len(arrays[f"x_{split}"]), dtype=np.uint8)
+    write_splits(folder, arrays, {"dataset": "mnist", "image_shape": list(IMAGE_SHAPE), "class_names": ["square"]})
+    return folder
+
+
+@pytest.fixture
+def make_config(project_root, processed):
+    def make(**overrides) -> Config:
+        dotted = {key.replace("__", "."): value for key, value in overrides.items()}
+        return load_config(project_root / "params.yaml", {**TINY, "paths.processed": str(processed), **dotted})
+
+    return make
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, mlflow_uri) -> Path:
+    """Run in tmp_path (sweeps/ lands there) with a fresh MLflow store and no storage from the environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(sweep.STORAGE_ENV, raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    return tmp_path
+
+
+def mlflow_runs(uri: str) -> tuple:
+    """(parent runs, child runs) of the test experiment; a child is a run with a parent tag."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    return parents, children
+
+
+def load(study_name: str, storage: str = sweep.DEFAULT_STORAGE) -> optuna.Study:
+    return optuna.load_study(study_name=study_name, storage=sweep.open_storage(storage))
+
+
+# --- storage, space and small pieces (fast) ---
+
+
+def test_storage_precedence_is_flag_then_environment_then_params_then_journal_file(make_config, monkeypatch):
+    monkeypatch.delenv(sweep.STORAGE_ENV, raising=False)
+    assert sweep.resolve_storage(None, make_config()) == "sweeps/optuna.journal"
+    configured = make_config(sweep__storage="sqlite:///from-params.db")
+    assert sweep.resolve_storage(None, configured) == "sqlite:///from-params.db"
+    monkeypatch.setenv(sweep.STORAGE_ENV, "postgresql://u@h/from-env")
+    assert sweep.resolve_storage(None, configured) == "postgresql://u@h/from-env"
+    assert sweep.resolve_storage("flag.journal", configured) == "flag.journal"
+
+
+def test_unreachable_database_is_one_line_error_without_the_password():
+    with pytest.raises(VaelabError) as caught:
+        sweep.open_storage("postgresql://optuna:hunter2-secret@127.0.0.1:1/optuna")
+    message = str(caught.value)
+    assert "hunter2-secret" not in message
+    assert "postgresql://optuna:***@127.0.0.1:1/optuna" in message
+    assert "\n" not in message
+
+
+def test_sqlite_storage_is_refused_for_several_workers(make_config, workdir):
+    with pytest.raises(ConfigError, match="database is locked.*journal file"):
+        sweep.run_sweep(make_config(), workers=2, storage="sqlite:///optuna.db")
+    assert not (workdir / "optuna.db").exists()
+
+
+def test_cli_rejects_zero_workers(capsys):
+    with pytest.raises(SystemExit) as caught:
+        sweep.main(["--workers", "0"])
+    assert caught.value.code == 2
+    assert "expected a positive integer, received '0'" in capsys.readouterr().err
+
+
+def tiny_splits() -> Splits:
+    rng = np.random.default_rng(1)
+    x = square_images(12, rng)
+    y = np.zeros(12, dtype=np.uint8)
+    return Splits(x, y, x[:4], y[:4], x[:4], y[:4], IMAGE_SHAPE, ("square",))
+
+
+def test_suggest_samples_integers_for_integer_settings_and_floats_otherwise(make_config):
+    space = {"z_dim": {"low": 2, "high": 64, "log": True}, "batch_size": {"low": 16, "high": 128},
+             "learning_rate": {"low": 1e-4, "high": 3e-3, "log": True}}
+    objective = sweep.Objective(make_config(sweep__space=space), tiny_splits())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        values = objective.suggest(trial)
+        assert set(values) == {"z_dim", "batch_size", "learning_rate"}
+        assert type(values["z_dim"]) is int and 2 <= values["z_dim"] <= 64
+        assert type(values["batch_size"]) is int and 16 <= values["batch_size"] <= 128
+        assert type(values["learning_rate"]) is float and 1e-4 <= values["learning_rate"] <= 3e-3
+        assert trial.distributions["z_dim"] == optuna.distributions.IntDistribution(2, 64, log=True)
+        assert trial.distributions["learning_rate"] == optuna.distributions.FloatDistribution(1e-4, 3e-3, log=True)
+        config = objective.trial_config(values)
+        assert (config.train.z_dim, config.train.batch_size) == (values["z_dim"], values["batch_size"])
+        assert config.train.epochs == 2  # sweep.epochs
+        study.tell(trial, 1.0)
+
+
+def test_objective_caps_the_training_set_and_keeps_validation_whole(make_config):
+    objective = sweep.Objective(make_config(sweep__max_train=5), tiny_splits())
+    assert objective.splits.x_train.shape == (5, *IMAGE_SHAPE)
+    np.testing.assert_array_equal(objective.splits.x_train, tiny_splits().x_train[:5])
+    assert len(objective.splits.x_val) == 4
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"dropout_rate": {"low": 0.0, "high": 1.0}},
+         "sweep.space.dropout_rate: the range end 1 is not a valid train.dropout_rate"),
+        ({"batch_size": {"low": 16.2, "high": 16.8}}, "sweep.space.batch_size: no integer in [16.2, 16.8]"),
+    ],
+)
+def test_objective_rejects_ranges_whose_ends_are_not_valid_settings(make_config, space, message):
+    with pytest.raises(ConfigError) as caught:
+        sweep.Objective(make_config(sweep__space=space), tiny_splits())
+    assert str(caught.value).startswith(message)
+
+
+def test_winner_command_keeps_every_digit():
+    best = {"train.z_dim": 8, "train.r_loss_factor": 1234.5, "train.learning_rate": 0.00041234567891234}
+    assert winner_command(best) == (
+        "dvc exp run -S train.z_dim=8 -S train.r_loss_factor=1234.5 -S train.learning_rate=0.00041234567891234"
+    )
+
+
+def test_trial_left_running_by_a_dead_local_worker_is_failed(make_config, workdir):
+    storage = sweep.open_storage("sweeps/optuna.journal")
+    study = sweep.open_study(make_config(), storage, "orphans")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan, alive = study.ask(), study.ask()
+    orphan.set_user_attr(sweep.WORKER_ATTR, f"{socket.gethostname()}:{ended.stdout.strip()}")
+    alive.set_user_attr(sweep.WORKER_ATTR, sweep.worker_id())
+
+    assert sweep._next_step(study, n_trials=2, deadline=None, heartbeat=False) == "run"
+    states = {trial.number: trial.state for trial in study.get_trials()}
+    assert states == {0: TrialState.FAIL, 1: TrialState.RUNNING}
+    # One trial still running and one wanted: wait for it rather than start a second.
+    assert sweep._next_step(study, n_trials=1, deadline=None, heartbeat=False) == "wait"
+
+
+def test_next_step_stops_at_the_total_the_deadline_or_too_many_failures(make_config, workdir):
+    study = sweep.open_study(make_config(), sweep.open_storage("sweeps/optuna.journal"), "budget")
+    for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL, TrialState.FAIL):
+        study.tell(study.ask(), 1.0 if state == TrialState.COMPLETE else None, state=state)
+
+    def step(n_trials, deadline=None):
+        return sweep._next_step(study, n_trials, deadline, heartbeat=False)
+
+    assert step(2) == "stop"  # COMPLETE and PRUNED both count
+    assert step(3) == "run"  # FAIL does not
+    assert step(3, deadline=time.time() - 1) == "stop"
+    assert step(3, deadline=time.time() + 60) == "run"
+    for _ in range(3):
+        study.tell(study.ask(), state=TrialState.FAIL)
+    assert step(3) == "stop"  # 6 failures = 2 * n_trials: the space is broken
+    assert step(4) == "run"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("median", optuna.pruners.MedianPruner), ("hyperband", optuna.pruners.HyperbandPruner),
+     ("none", optuna.pruners.NopPruner)],
+)
+def test_pruner_follows_params(make_config, name, kind):
+    assert type(sweep.make_pruner(make_config(sweep__pruner=name))) is kind
+
+
+# --- whole sweeps (slow) ---
+
+
+@pytest.mark.slow
+def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(make_config, workdir, mlflow_uri, caplog):
+    caplog.set_level("INFO", logger="vaelab")
+    config = make_config(sweep__sampler="tpe")
+    summary = sweep.run_sweep(config, n_trials=2)
+
+    assert (workdir / "sweeps" / "optuna.journal").is_file()  # the default storage
+    study = load("tiny")
+    assert [trial.number for trial in study.get_trials()] == [0, 1]
+    assert [trial.state for trial in study.get_trials()] == [TrialState.COMPLETE] * 2
+    assert summary["trials"] == {"RUNNING": 0, "COMPLETE": 2, "PRUNED": 0, "FAIL": 0, "WAITING": 0}
+    parents, children = mlflow_runs(mlflow_uri)
+    assert len(parents) == 1 and len(children) == 2
+    assert sum(" COMPLETE: val_neg_elbo_nats=" in record.getMessage() for record in caplog.records) == 2
+
+    summary = sweep.run_sweep(config, n_trials=4)
+
+    trials = study.get_trials()
+    assert [trial.number for trial in trials] == [0, 1, 2, 3]
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 4
+    # The same seed in a fresh process would have proposed trials 0 and 1 again.
+    assert len({tuple(sorted(trial.params.items())) for trial in trials}) == 4
+    for trial in trials:
+        assert trial.intermediate_values.keys() == {1, 2}
+        assert trial.value == trial.intermediate_values[2]
+    best = study.best_trial
+    assert summary["trials"]["COMPLETE"] == 4
+    assert (summary["best_trial"], summary["best_value"]) == (best.number, best.value)
+
+    out = workdir / "sweeps" / "tiny"
+    best_params = yaml.safe_load((out / "best_params.yaml").read_text())
+    assert best_params == {f"train.{key}": value for key, value in best.params.items()}
+    assert type(best_params["train.z_dim"]) is int
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert summary["command"] == winner_command(best_params)
+    assert len((out / "trials.csv").read_text().strip().splitlines()) == 1 + 4
+    assert sorted(path.name for path in (out / "plots").iterdir()) == [
+        "optimization_history.png", "parallel_coordinate.png", "param_importances.png", "slice.png",
+    ]
+
+    parents, children = mlflow_runs(mlflow_uri)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.data.tags["mlflow.runName"] == "sweep-tiny"
+    assert parent.info.status == "FINISHED"
+    assert study.user_attrs[sweep.PARENT_RUN_ATTR] == parent.info.run_id
+    assert parent.data.metrics["best_val_neg_elbo_nats"] == pytest.approx(best.value)
+    assert parent.data.metrics["best.z_dim"] == best.params["z_dim"]
+    assert parent.data.metrics["trials_complete"] == 4
+    artifacts = {item.path for item in MlflowClient(mlflow_uri).list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "summary.json", "best_params.yaml", "plots"} <= artifacts
+
+    by_number = {int(child.data.params["optuna.trial_number"]): child for child in children}
+    assert sorted(by_number) == [0, 1, 2, 3]
+    for trial in trials:
+        child = by_number[trial.number]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["optuna.state"] == "COMPLETE"
+        assert child.data.tags["mlflow.runName"].startswith(f"trial-{trial.number}-z{trial.params['z_dim']}-")
+        assert child.data.params["train.z_dim"] == str(trial.params["z_dim"])
+        assert child.data.params["train.epochs"] == "2"
+        assert child.data.metrics["final_val_neg_elbo_nats"] == pytest.approx(trial.value)
+        history = MlflowClient(mlflow_uri).get_metric_history(child.info.run_id, "val_neg_elbo_nats")
+        assert sorted((m.step, m.value) for m in history) == [
+            (1, pytest.approx(trial.intermediate_values[1])), (2, pytest.approx(trial.value)),
+        ]
+        assert {"loss", "val_loss", "kl_loss"} <= child.data.metrics.keys()
+
+
+@pytest.mark.slow
+def test_median_pruner_prunes_trials_with_a_hopeless_learning_rate(make_config, workdir, mlflow_uri):
+    space = {"learning_rate": {"low": 1e-7, "high": 1e-2, "log": True}}
+    summary = sweep.run_sweep(make_config(sweep__pruner="median", sweep__space=space), n_trials=5)
+
+    trials = load("tiny").get_trials()
+    pruned = [trial for trial in trials if trial.state == TrialState.PRUNED]
+    assert pruned, [(t.state, t.params, t.intermediate_values) for t in trials]
+    assert summary["trials"]["COMPLETE"] + summary["trials"]["PRUNED"] == 5
+    assert all(trial.last_step == 1 for trial in pruned)
+    _, children = mlflow_runs(mlflow_uri)
+    pruned_numbers = {str(trial.number) for trial in pruned}
+    pruned_runs = [child for child in children if child.data.params["optuna.trial_number"] in pruned_numbers]
+    assert {run.data.tags["optuna.state"] for run in pruned_runs} == {"PRUNED"}
+    assert {run.info.status for run in pruned_runs} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_diverging_trials_fail_with_their_reason_and_the_study_goes_on(make_config, workdir, mlflow_uri):
+    space = {"learning_rate": {"low": 1e-3, "high": 1e5, "log": True}}
+    summary = sweep.run_sweep(make_config(sweep__space=space), n_trials=2)
+
+    trials = load("tiny").get_trials()
+    failed = [trial for trial in trials if trial.state == TrialState.FAIL]
+    assert failed, [(t.state, t.params) for t in trials]
+    assert summary["trials"]["COMPLETE"] == 2 and summary["trials"]["FAIL"] == len(failed)
+    for trial in failed:
+        reason = trial.user_attrs["fail_reason"]
+        assert reason.startswith(("loss became nan", "loss became inf", "val_neg_elbo_nats became")), reason
+    _, children = mlflow_runs(mlflow_uri)
+    failed_runs = [c for c in children if c.data.tags["optuna.state"] == "FAIL"]
+    assert len(failed_runs) == len(failed)
+    assert {run.info.status for run in failed_runs} == {"FAILED"}
+    assert all(run.data.tags["optuna.fail_reason"] for run in failed_runs)

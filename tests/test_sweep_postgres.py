@@ -1,0 +1,127 @@
+"""vaelab.sweep on a real PostgreSQL server (127.0.0.1:5432, user postgres, trust auth): shared studies,
+heartbeats and retries. Each test creates its own database and drops it afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from test_sweep import EXPERIMENT, make_config, mlflow_runs, processed, workdir  # noqa: F401 - shared fixtures
+from vaelab import sweep
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+PASSWORD = "pg-s3cret-word"  # trust auth ignores it; it must still never reach MLflow or the logs
+
+
+@pytest.fixture
+def database():
+    """A fresh database; yields its SQLAlchemy URL with a password in it."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(**SERVER, connect_timeout=5)
+    except psycopg2.OperationalError as err:
+        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432 ({err})")
+    admin.autocommit = True
+    name = f"vaelab_sweep_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def study_in(url: str, name: str = "tiny") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=sweep.open_storage(url))
+
+
+def all_mlflow_strings(uri: str) -> list[str]:
+    """Every param and tag value of every run in the test experiment."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], max_results=1000)
+    return [value for run in runs for value in (*run.data.params.values(), *run.data.tags.values())]
+
+
+def test_two_workers_share_one_study_and_the_password_stays_out(make_config, workdir, mlflow_uri, database, capfd):
+    summary = sweep.run_sweep(make_config(sweep__storage=database), workers=2, n_trials=3)
+
+    trials = study_in(database).get_trials()
+    numbers = [trial.number for trial in trials]
+    assert numbers == list(range(len(numbers)))  # no number handed out twice
+    assert summary["trials"]["COMPLETE"] >= 3
+    assert len({trial.user_attrs["worker"] for trial in trials}) == 2
+    parents, children = mlflow_runs(mlflow_uri)
+    assert len(parents) == 1 and len(children) == len(trials)
+    assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parents[0].info.run_id}
+
+    strings = all_mlflow_strings(mlflow_uri)
+    assert not [value for value in strings if PASSWORD in value]
+    assert parents[0].data.params["sweep.storage"] == database.replace(PASSWORD, "***")
+    assert parents[0].data.tags["optuna.storage"] == database.replace(PASSWORD, "***")
+    output = capfd.readouterr()
+    assert PASSWORD not in output.out + output.err
+    assert PASSWORD not in (workdir / "sweeps" / "tiny" / "summary.json").read_text()
+
+
+def test_a_killed_workers_trial_fails_by_heartbeat_and_is_retried_once(make_config, workdir, mlflow_uri, database):
+    config = make_config(sweep__storage=database)
+    params = workdir / "params.yaml"
+    params.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    timing = ["--heartbeat-interval", "1", "--grace-period", "2"]
+    log = (workdir / "victim.log").open("w")
+    command = [sys.executable, "-m", "vaelab.sweep", "--params", str(params), "--n-trials", "2", *timing]
+    victim = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    try:
+        killed = wait_for_running_trial(database, victim, timeout=150)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+        log.close()
+    assert study_in(database).trials[killed.number].state == TrialState.RUNNING  # nobody told the study
+
+    summary = sweep.run_sweep(config, n_trials=2, heartbeat_interval=1, grace_period=2)
+
+    trials = study_in(database).get_trials()
+    assert trials[killed.number].state == TrialState.FAIL
+    retries = [trial for trial in trials if trial.system_attrs.get("retry_history")]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.system_attrs["retry_history"] == [killed.number]
+    assert retry.system_attrs["failed_trial"] == killed.number
+    assert retry.params == killed.params
+    assert retry.state == TrialState.COMPLETE
+    assert summary["trials"]["COMPLETE"] == 2 and summary["trials"]["RUNNING"] == 0
+    parents, _ = mlflow_runs(mlflow_uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # the killed sweep's parent, resumed
+
+
+def wait_for_running_trial(url: str, process: subprocess.Popen, timeout: float) -> optuna.trial.FrozenTrial:
+    """The first trial that is RUNNING with its MLflow run started (so its heartbeat is recorded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the worker exited early with code {process.returncode}"
+        try:
+            running = study_in(url).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:  # the study does not exist yet
+            running = []
+        started = [trial for trial in running if "mlflow_run_id" in trial.user_attrs]
+        if started:
+            return started[0]
+        time.sleep(0.3)
+    raise AssertionError(f"no trial started within {timeout} s")
