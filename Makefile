@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN := PATH="$(BIN):$$PATH" TF_CPP_MIN_LOG_LEVEL=2
 PYTEST_ARGS ?=
 
-.PHONY: help setup repro test test-fast ui status lock clean-venv
+.PHONY: help setup repro test test-fast ui server sweep compare status bench bench-torch lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps -e .
 	@touch $@
 
-repro: setup  ## run the DVC pipeline: download, preprocess, train, evaluate
+repro: setup  ## run the DVC pipeline: download, preprocess, train, classifier, evaluate
 	$(RUN) dvc repro
 
 test: setup  ## run the whole test suite (what CI runs)
@@ -36,8 +36,29 @@ test-fast: setup  ## the tests not marked slow
 ui: setup  ## the MLflow UI on the project's tracking store, at http://127.0.0.1:5000
 	$(RUN) mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
+MLFLOW_BACKEND ?= postgresql://postgres@127.0.0.1:5432/vaelab_mlflow
+MLFLOW_ARTIFACTS ?= ./mlartifacts-server
+server: setup  ## MLflow tracking server on PostgreSQL (database created if missing), proxied artifacts, http://127.0.0.1:5001
+	$(RUN) python scripts/tracking_server.py --backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination $(MLFLOW_ARTIFACTS) --host 127.0.0.1 --port 5001
+
+WORKERS ?= 1
+sweep: setup  ## Optuna study from params.yaml `sweep:` (WORKERS=K for K processes); best params in sweeps/<study>/
+	$(RUN) vaelab sweep --workers $(WORKERS)
+
+compare: setup  ## the experiment's runs side by side: table, reports/compare/compare.{csv,png,html}
+	$(RUN) vaelab compare --out reports/compare
+
 status: setup  ## what DVC would re-run, and the latest metrics
 	$(RUN) dvc status; $(RUN) dvc metrics show
+
+TORCH_VENV ?= .venv-torch
+
+bench: setup  ## benchmark vs plain Keras and PyTorch (~40 min, idle machine): bench/results.{json,md}, README table
+	$(RUN) python -m bench.run --mode full --out bench --readme README.md --torch-python $(CURDIR)/$(TORCH_VENV)/bin/python
+
+bench-torch:  ## PyTorch (CPU) in a separate .venv-torch, so `make bench` also measures the PyTorch reference
+	@test -x $(TORCH_VENV)/bin/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/python -m pip install --disable-pip-version-check -q torch==2.13.0 $$(grep '^numpy==' requirements.lock)
 
 lock: setup  ## re-pin requirements.lock from what the venv has now
 	{ echo "# Exact versions installed by \`make\` (pip install -r requirements.lock). Regenerate with \`make lock\`."; \

@@ -47,7 +47,7 @@ BAD_OVERRIDES = [
     ({"train.r_loss_factor": float("inf")}, "train.r_loss_factor: must be a finite number; received inf"),
     ({"data.val_fraction": 0}, "data.val_fraction: Input should be greater than 0; received 0"),
     ({"data.val_fraction": 1.0}, "data.val_fraction: Input should be less than 1; received 1.0"),
-    ({"data.dataset": "cifar"}, "data.dataset: unknown dataset; allowed: mnist; received 'cifar'"),
+    ({"data.dataset": "cifar"}, "data.dataset: unknown dataset; allowed: fashion_mnist, image_folder, mnist; received 'cifar'"),
     ({"train.reconstruction": "l1"}, "train.reconstruction: Input should be 'mse' or 'bce'; received 'l1'"),
     ({"train.use_batch_norm": "yes"}, "train.use_batch_norm: Input should be a valid boolean; received 'yes'"),
     ({"train.batch_size": -32}, "train.batch_size: Input should be greater than or equal to 1; received -32"),
@@ -77,11 +77,11 @@ def test_unknown_section_lists_the_sections(tmp_path: Path) -> None:
     path.write_text("trian:\n  z_dim: 3\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert str(caught.value) == f"{path}: unknown key trian; allowed keys here: base, paths, data, train, evaluate, sweep"
+    assert str(caught.value) == f"{path}: unknown key trian; allowed keys here: base, paths, data, train, evaluate, classifier, sweep"
 
 
 BAD_FILES = {
-    "empty": (b"", "file is empty; expected sections base, paths, data, train, evaluate, sweep"),
+    "empty": (b"", "file is empty; expected sections base, paths, data, train, evaluate, classifier, sweep"),
     "invalid_yaml": (b"train:\n  z_dim: [1, 2\n", "line 3, column 1: invalid YAML"),
     "not_utf8": (b"train:\n  z_dim: \xff\n", "not valid UTF-8 (byte 0xff at offset 16)"),
     "a_list": (b"- 1\n- 2\n", "expected a mapping of sections, received list"),

@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.registry]
 SHRINK = {
     "data": {"max_train": 1024, "max_test": 512},
     "train": {"epochs": 2, "batch_size": 128},
-    "evaluate": {"latent_points": 500, "manifold_grid": 5},
+    "evaluate": {"latent_points": 500, "manifold_grid": 5, "nll_images": 100, "nll_samples": 20, "quality_samples": 1000},
+    "classifier": {"epochs": 1},
 }
 
 

@@ -11,7 +11,8 @@ from data_helpers import CLASS_NAMES, tiny_arrays
 
 from vaelab.config import DataSection
 from vaelab.data.preprocess import preprocess, split_indices
-from vaelab.data.processed import ARRAY_FILES, Splits, load_splits
+from vaelab.data.processed import LABEL_FILES, Splits, load_splits
+from vaelab.data.shards import ShardedImages
 from vaelab.data.raw import write_raw
 from vaelab.errors import DataError
 
@@ -47,8 +48,9 @@ def test_shapes_dtypes_range_and_split_sizes(raw_dir, raw_arrays, tmp_path) -> N
     assert splits.image_shape == (6, 6, 1)
     assert splits.class_names == CLASS_NAMES
     for x in (splits.x_train, splits.x_val, splits.x_test):
-        assert x.dtype == np.float32
-        assert 0.0 <= x.min() and x.max() <= 1.0
+        assert isinstance(x, ShardedImages)  # read from disk on demand, not held in memory
+        assert x.dtype == np.float32 and np.asarray(x).dtype == np.float32
+        assert 0.0 <= np.asarray(x).min() and np.asarray(x).max() <= 1.0
     for y in (splits.y_train, splits.y_val, splits.y_test):
         assert y.dtype == np.uint8
     assert {split: stats[split]["count"] for split in ("train", "val", "test")} == {"train": 40, "val": 10, "test": 20}
@@ -72,7 +74,8 @@ def test_same_params_give_byte_identical_files(raw_dir, tmp_path) -> None:
     preprocess(raw_dir, tmp_path / "a", data, seed=7)
     preprocess(raw_dir, tmp_path / "b", data, seed=7)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == sorted([*ARRAY_FILES, "meta.json", "stats.json"])
+    shards = [f"x_{split}-00000.npy" for split in ("train", "val", "test")]
+    assert names == sorted([*shards, *LABEL_FILES, "meta.json", "stats.json"])
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
@@ -115,7 +118,7 @@ def test_stats_and_meta_have_exact_values(tmp_path) -> None:
     stats = preprocess(raw, tmp_path / "out", DataSection(val_fraction=0.2), seed=0)
 
     assert stats["test"] == {"count": 4, "pixel_mean": 0.5, "pixel_std": 0.5}
-    x_train = np.load(tmp_path / "out" / "x_train.npy").astype(np.float64)
+    x_train = np.load(tmp_path / "out" / "x_train-00000.npy").astype(np.float64) / 255
     assert stats["train"]["pixel_mean"] == round(float(x_train.mean()), 6)
     assert stats["train"]["pixel_std"] == round(float(x_train.std()), 6)
     assert json.loads((tmp_path / "out" / "stats.json").read_text()) == stats
@@ -126,6 +129,7 @@ def test_stats_and_meta_have_exact_values(tmp_path) -> None:
         "image_shape": [2, 2, 1],
         "class_names": list(CLASS_NAMES),
         "counts": {"train": 8, "val": 2, "test": 4},
+        "shards": {split: [f"x_{split}-00000.npy"] for split in ("train", "val", "test")},
         "seed": 0,
         "val_fraction": 0.2,
         "max_train": None,

@@ -22,6 +22,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "download": ("run_download", "fetch the dataset named by data.dataset into paths.raw, checksums verified"),
     "preprocess": ("run_preprocess", "scale, shape and split the raw data into paths.processed"),
     "train": ("run_train", "train the VAE, logging one MLflow run; resumes an interrupted training"),
+    "classifier": ("run_classifier", "train the small CNN that judges generated samples (paths.classifier)"),
     "evaluate": ("run_evaluate", "test-set metrics and pictures, added to the training's MLflow run"),
 }
 
@@ -79,16 +80,60 @@ def stage_main(stage: str, argv: Sequence[str] | None = None) -> None:
     sys.exit(run_guarded(action))
 
 
+COMPARE_HELP = "chosen metrics of an experiment's MLflow runs side by side: a table, compare.png and compare.html"
+
+
+def compare_main(argv: Sequence[str] | None = None) -> None:
+    """`vaelab compare [--experiment NAME] [--metrics a,b] [--out DIR]`: print the table, write the report."""
+    parser = argparse.ArgumentParser(prog="vaelab compare", description=COMPARE_HELP)
+    parser.add_argument("--params", default="params.yaml", help="params file naming the experiment (default: %(default)s)")
+    parser.add_argument("--experiment", help="MLflow experiment name (default: base.experiment in --params)")
+    parser.add_argument("--metrics", help="comma-separated metric names (default: NLL, negative ELBO, sample FID, 5-NN accuracy)")
+    parser.add_argument("--out", default="reports/compare", help="folder for compare.csv, .png and .html (default: %(default)s)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    def action() -> None:
+        from vaelab.compare import DEFAULT_METRICS, compare
+
+        metrics = [name.strip() for name in (args.metrics or ",".join(DEFAULT_METRICS)).split(",") if name.strip()]
+        if not metrics:
+            raise VaelabError(f"--metrics {args.metrics!r}: give at least one metric name, e.g. --metrics test_nll_iwae_nats")
+        experiment = args.experiment or load_config(args.params).base.experiment
+        table = compare(experiment, metrics, args.out)
+        print(table.to_string(index=False, float_format=lambda value: f"{value:.4g}"))
+        print(f"wrote compare.csv, compare.png and compare.html to {args.out}")
+
+    sys.exit(run_guarded(action))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """`vaelab COMMAND [--params FILE] [--set KEY=VALUE ...]`; `vaelab COMMAND --help` for each."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in STAGES:
         stage_main(argv[0], argv[1:])
         return
+    if argv and argv[0] == "compare":
+        compare_main(argv[1:])
+        return
+    if argv and argv[0] == "sweep":
+        from vaelab.sweep import main as sweep_main
+
+        sweep_main(argv[1:])
+        return
+    if argv and argv[0] == "preset":
+        from vaelab import presets
+
+        codes = []
+        exit_code = run_guarded(lambda: codes.append(presets.main(argv[1:])))
+        sys.exit(exit_code or (codes[0] if codes else 0))
     parser = argparse.ArgumentParser(prog="vaelab", description="Train, track and tune the chapter-3 VAE.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, summary) in STAGES.items():
         sub.add_parser(name, help=summary)
+    sub.add_parser("compare", help=COMPARE_HELP)
+    sub.add_parser("sweep", help="an Optuna study over params.yaml `sweep.space`, tracked as MLflow parent and child runs")
+    sub.add_parser("preset", help="print a preset (presets/NAME.yaml) as `dvc exp run -S` flags, or --run it")
     parser.parse_args(argv)  # only reached for --help or an unknown command: prints and exits
 
 

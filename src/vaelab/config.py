@@ -45,6 +45,8 @@ class PathsSection(_Section):
     metrics: Path = Path("reports/metrics.json")
     plots: Path = Path("reports/plots")
     checkpoints: Path = Path("checkpoints")
+    classifier: Path = Path("models/classifier")  # a folder: classifier.keras, or NO_LABELS.txt
+    classifier_metrics: Path = Path("reports/classifier_metrics.json")
 
 
 class DataSection(_Section):
@@ -53,14 +55,20 @@ class DataSection(_Section):
     # Caps on split sizes for quick experiments and tests; null keeps everything.
     max_train: PositiveInt | None = None
     max_test: PositiveInt | None = None
+    # dataset image_folder only (see vaelab.data.folder): the folder, the square size images are resized
+    # to (RGB), the crop before resizing, and the share of the folder held out as the test set.
+    image_dir: Path = Path("images")
+    image_size: Annotated[StrictInt, Field(ge=4, le=1024)] = 64
+    crop: Literal["square", "celeba"] = "square"
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        from vaelab.data.sources import DATASETS  # light import: no network or TensorFlow
+        from vaelab.data.sources import DATASET_NAMES  # light import: no network or TensorFlow
 
-        if name not in DATASETS:
-            raise ValueError(f"unknown dataset; allowed: {', '.join(sorted(DATASETS))}")
+        if name not in DATASET_NAMES:
+            raise ValueError(f"unknown dataset; allowed: {', '.join(sorted(DATASET_NAMES))}")
         return name
 
 
@@ -98,6 +106,22 @@ class EvaluateSection(_Section):
     sample_grid: Annotated[StrictInt, Field(ge=1, le=32)] = 8
     manifold_grid: Annotated[StrictInt, Field(ge=2, le=40)] = 15
     latent_points: PositiveInt = 5000
+    # Importance-sampled test NLL: nll_samples draws from q(z|x) per image, on a seeded subset of
+    # nll_images test images (null = all), since its cost is images x samples decoder passes.
+    nll_samples: PositiveInt = 100
+    nll_images: PositiveInt | None = 1000
+    quality_samples: PositiveInt = 10000  # prior samples scored by the classifier (FID, confidence, entropy)
+
+
+class ClassifierSection(_Section):
+    """The small CNN whose features and predictions judge the VAE's samples; see vaelab.classifier."""
+
+    filters: tuple[PositiveInt, ...] = (32, 64)
+    feature_units: PositiveInt = 128
+    dropout_rate: Annotated[float, Field(ge=0, lt=1)] = 0.3
+    learning_rate: PositiveFloat = 0.001
+    batch_size: PositiveInt = 128
+    epochs: PositiveInt = 4
 
 
 class SearchRange(_Section):
@@ -121,7 +145,8 @@ class SweepSection(_Section):
     """An Optuna study over train.* keys; see vaelab.sweep."""
 
     study_name: Annotated[str, Field(min_length=1)] = "vae-mnist"
-    # Optuna storage URL; null = sqlite file sweeps/optuna.db. VAELAB_OPTUNA_STORAGE overrides both.
+    # Optuna storage URL (postgresql://...) or journal file path; null = sweeps/optuna.journal, safe for several
+    # local workers. VAELAB_OPTUNA_STORAGE overrides both.
     storage: str | None = None
     n_trials: PositiveInt = 16
     timeout_minutes: PositiveFloat | None = 30.0
@@ -154,6 +179,7 @@ class Config(_Section):
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     evaluate: EvaluateSection = EvaluateSection()
+    classifier: ClassifierSection = ClassifierSection()
     sweep: SweepSection = SweepSection()
 
     def flat(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ Which latent point each metric uses:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from statistics import NormalDist
 
 import keras
@@ -39,7 +40,8 @@ def evaluate(model, splits, config: Config) -> dict[str, float]:
         raise DataError("the test split is empty; check data.max_test and re-run the preprocess stage")
     means, test_means = loss_terms(model, x_test, config.evaluate.batch_size, config.base.seed)
     metrics = {f"test_{key}": value for key, value in means.items()}
-    metrics.update(latent_classifier_accuracies(model, splits, test_means, config))
+    if splits.labelled:  # an image folder without class subfolders has nothing to classify
+        metrics.update(latent_classifier_accuracies(model, splits, test_means, config))
     return metrics
 
 
@@ -85,7 +87,11 @@ def latent_classifier_accuracies(model, splits, test_means: np.ndarray, config: 
     count = min(CLASSIFIER_TRAIN_IMAGES, len(splits.x_train))
     # Sorted indices read a memory-mapped array front to back.
     chosen = np.sort(rng.choice(len(splits.x_train), size=count, replace=False))
-    train_means = encode_means(model, splits.x_train[chosen], config.evaluate.batch_size)
+    # A chunk at a time: 10,000 images of 128 x 128 x 3 would be 2 GB as float32.
+    batch_size = config.evaluate.batch_size
+    train_means = np.concatenate(
+        [encode_means(model, splits.x_train[chosen[start : start + batch_size]], batch_size) for start in range(0, count, batch_size)]
+    )
     train_labels = np.asarray(splits.y_train[chosen])
     test_labels = np.asarray(splits.y_test)
 
@@ -99,9 +105,31 @@ def latent_classifier_accuracies(model, splits, test_means: np.ndarray, config: 
     return {"latent_knn_accuracy": float(knn.score(test_means, test_labels)), "latent_logreg_accuracy": logreg_accuracy}
 
 
-def encode_means(model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Posterior means ``mu`` of images ``x``: ``(N, z_dim)``."""
-    return _in_batches(lambda batch: model.encode(batch, training=False)[0], x, batch_size)
+def encode_means(model, x: np.ndarray, batch_size: int, limit: int | None = None) -> np.ndarray:
+    """Posterior means ``mu`` of images ``x`` (of its first ``limit``, if given): ``(N, z_dim)``.
+
+    ``x`` is read one batch at a time, so it may be a split on disk (``ShardedImages``).
+    """
+    return _in_batches(lambda batch: model.encode(batch, training=False)[0], x, batch_size, limit)
+
+
+def latent_arithmetic(
+    model, x: np.ndarray, mu: np.ndarray, labels: np.ndarray, strengths: Sequence[float], batch_size: int, rows: int = 5
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Images of class 0 moved along the latent step from class 0 to class 1, or None if a class is missing.
+
+    The step is ``mean(mu | class 1) - mean(mu | class 0)`` over ``mu`` (posterior means of ``x[:len(mu)]``
+    with ``labels``). Returns the first ``rows`` class-0 images ``(rows, H, W, C)`` and the decoded
+    ``mu_i + s * step`` for each strength ``s``: ``(rows, len(strengths), H, W, C)``.
+    """
+    labels = np.asarray(labels)
+    if not (np.any(labels == 0) and np.any(labels == 1)):
+        return None
+    step = mu[labels == 1].mean(axis=0) - mu[labels == 0].mean(axis=0)  # (z_dim,)
+    chosen = np.flatnonzero(labels == 0)[:rows]
+    z = mu[chosen][:, np.newaxis, :] + np.asarray(strengths, dtype="float32")[np.newaxis, :, np.newaxis] * step
+    decoded = _in_batches(lambda batch: model.decoder(batch, training=False), z.reshape(-1, z.shape[-1]).astype("float32"), batch_size)
+    return np.asarray(x[chosen], dtype="float32"), decoded.reshape(len(chosen), len(strengths), *decoded.shape[1:])
 
 
 def reconstruct(model, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -139,6 +167,10 @@ def latent_dim(model) -> int:
     return int(model.decoder.inputs[0].shape[-1])
 
 
-def _in_batches(function, x: np.ndarray, batch_size: int) -> np.ndarray:
-    outputs = [ops.convert_to_numpy(function(np.asarray(x[start : start + batch_size], dtype="float32"))) for start in range(0, len(x), batch_size)]
+def _in_batches(function, x: np.ndarray, batch_size: int, limit: int | None = None) -> np.ndarray:
+    count = len(x) if limit is None else min(limit, len(x))
+    outputs = [
+        ops.convert_to_numpy(function(np.asarray(x[start : min(start + batch_size, count)], dtype="float32")))
+        for start in range(0, count, batch_size)
+    ]
     return np.concatenate(outputs) if outputs else np.zeros((0,), dtype="float32")

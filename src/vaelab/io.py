@@ -5,6 +5,7 @@ A reader (or DVC) therefore sees either the old file or the complete new one, ne
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -24,7 +25,10 @@ def atomic_path(final: Path | str, suffix: str | None = None) -> Iterator[Path]:
     """
     final = Path(final)
     ensure_dir(final.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix if suffix is not None else final.suffix, dir=final.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix if suffix is not None else final.suffix, dir=final.parent)
+    except OSError as err:
+        raise _write_error(final, err) from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes 0600 files; outputs get the usual permissions the umask allows.
@@ -34,8 +38,20 @@ def atomic_path(final: Path | str, suffix: str | None = None) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, final)
+    except OSError as err:
+        if err.errno in _STORAGE_ERRNOS:
+            raise _write_error(final, err) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+# A full disk, a quota, a read-only or forbidden folder: the user can fix these, so one line, not a traceback.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _write_error(final: Path, err: OSError) -> VaelabError:
+    return VaelabError(f"cannot write {final}: {err.strerror or err}; free space or choose another folder in params.yaml paths")
 
 
 def ensure_dir(path: Path | str) -> Path:

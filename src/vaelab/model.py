@@ -81,9 +81,13 @@ class VAE(keras.Model):
 
     def train_step(self, data):
         x = _images(data)
+        # Under MirroredStrategy each device sees a slice of the global batch and the optimizer sums the
+        # devices' gradients, so each contributes 1/replicas of the global batch's mean-loss gradient.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             total, reconstruction, kl = self._loss_terms(x, training=True)
-        gradients = tape.gradient(total, self.trainable_weights)
+            scaled = total / replicas if replicas > 1 else total
+        gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
         return self._track(total, reconstruction, kl)
 

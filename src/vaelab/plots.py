@@ -27,6 +27,9 @@ RECONSTRUCTION_HEIGHT = 2.5
 LATENT_SIZE = (8.0, 7.0)
 GRID_SIZE = (7.0, 7.5)  # manifold and samples: square image plus a title line
 LOSS_SIZE = (13.0, 4.0)
+ARITHMETIC_TILE = 1.2  # inches per column of the latent-arithmetic picture
+# Multiples of the latent step from one class to the other added to each image (0 = its plain reconstruction).
+ARITHMETIC_STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
 def image_grid(images: np.ndarray, rows: int, cols: int, gap: int = 0) -> np.ndarray:
@@ -99,6 +102,29 @@ def plot_samples(images: np.ndarray, path: Path | str) -> None:
     images = np.asarray(images)
     side = int(np.ceil(np.sqrt(len(images))))
     _grid_figure(image_grid(images, side, side, gap=2), f"{len(images)} images decoded from z ~ N(0, I)", path)
+
+
+def plot_latent_arithmetic(
+    result: tuple[np.ndarray, np.ndarray] | None, strengths: Sequence[float], class_names: Sequence[str], path: Path | str
+) -> None:
+    """Each row: an image of class 0, then decodings of its latent mean plus ``s`` x (class-1 mean - class-0 mean).
+
+    ``result`` is what :func:`vaelab.evaluation.latent_arithmetic` returns; None (a class had no test image)
+    writes nothing.
+    """
+    if result is None:
+        return
+    originals, shifted = (np.asarray(a) for a in result)
+    rows, cols = shifted.shape[:2]
+    tiles = np.concatenate([originals[:, np.newaxis], shifted], axis=1)  # (rows, 1 + cols, H, W, C)
+    grid = image_grid(tiles.reshape(rows * (cols + 1), *tiles.shape[2:]), rows, cols + 1, gap=2)
+    figure = plt.figure(figsize=((cols + 1) * ARITHMETIC_TILE, rows * ARITHMETIC_TILE + 0.9), dpi=DPI)
+    axes = figure.add_axes((0.02, 0.02, 0.96, 1 - 0.9 / (rows * ARITHMETIC_TILE + 0.9)))
+    _show(axes, grid)
+    first, second = class_names[0], class_names[1]
+    labels = ", ".join(f"{s:g}" for s in strengths)
+    figure.suptitle(f"{first!r} test images, then z + s * (mean z of {second!r} - mean z of {first!r}), s = {labels}", fontsize="small")
+    _save(figure, path)
 
 
 def plot_loss_curves(history: Sequence[Mapping[str, float | None]], path: Path | str) -> None:

@@ -1,4 +1,4 @@
-"""The four pipeline stages as functions of a validated config.
+"""The pipeline stages as functions of a validated config.
 
 pipeline/<stage>.py and `vaelab <stage>` call these; tests call them directly on small data.
 Heavy libraries are imported inside each stage so `vaelab download` never loads TensorFlow.
@@ -17,8 +17,12 @@ log = logging.getLogger(__name__)
 
 def run_download(config: Config) -> Path:
     from vaelab.data.download import download
-    from vaelab.data.sources import DATASETS
+    from vaelab.data.sources import DATASETS, IMAGE_FOLDER
 
+    if config.data.dataset == IMAGE_FOLDER:
+        from vaelab.data.folder import record_folder
+
+        return record_folder(config.data.image_dir, config.paths.raw)
     return download(DATASETS[config.data.dataset], config.paths.raw)
 
 
@@ -67,6 +71,76 @@ def run_train(config: Config) -> str:
     return run_id
 
 
+CLASSIFIER_FILE = "classifier.keras"  # inside paths.classifier
+NO_LABELS_FILE = "NO_LABELS.txt"  # written there instead when the data has no class labels
+
+
+def run_classifier(config: Config) -> dict[str, float]:
+    """Train the sample-judging CNN; save it in the paths.classifier folder and its test accuracy in
+    paths.classifier_metrics. Data without labels gets a note instead, so the pipeline still runs."""
+    from vaelab import classifier
+    from vaelab.data.processed import load_splits
+    from vaelab.io import atomic_path, ensure_dir, write_text
+
+    splits = load_splits(config.paths.processed)
+    folder = ensure_dir(config.paths.classifier)
+    for old in (folder / CLASSIFIER_FILE, folder / NO_LABELS_FILE):
+        old.unlink(missing_ok=True)
+    if len(splits.class_names) < 2:
+        note = f"{config.data.dataset} has no class labels: no classifier, no sample-quality metrics\n"
+        write_text(folder / NO_LABELS_FILE, note)
+        write_json(config.paths.classifier_metrics, {})
+        log.info("no classifier trained: %s has no class labels", config.data.dataset)
+        return {}
+    model = classifier.train_classifier(splits, config.classifier, config.base.seed, verbose=2)
+    metrics = {"classifier_test_accuracy": classifier.accuracy(model, splits.x_test, splits.y_test)}
+    log.info("classifier test accuracy: %.4f", metrics["classifier_test_accuracy"])
+    with atomic_path(folder / CLASSIFIER_FILE) as tmp:
+        model.save(tmp)
+    write_json(config.paths.classifier_metrics, metrics)
+    return metrics
+
+
+def load_classifier(config: Config, splits):
+    """The classifier stage's model if there is one that fits ``splits``; else None, with a log line saying why."""
+    import keras
+
+    from vaelab import classifier
+
+    path = config.paths.classifier / CLASSIFIER_FILE
+    if len(splits.class_names) < 2:
+        log.info("sample quality skipped: the dataset has no class labels to train a classifier on")
+        return None
+    if not path.exists():
+        log.info("sample quality skipped: no classifier at %s (run `dvc repro classifier`)", path)
+        return None
+    model = keras.models.load_model(path, safe_mode=True)
+    mismatch = classifier.accepts(model, splits.image_shape, len(splits.class_names))
+    if mismatch:
+        log.warning("sample quality skipped: the classifier at %s does not fit this data: %s", path, mismatch)
+        return None
+    return model
+
+
+def _generator_metrics(model, splits, config: Config) -> dict[str, float]:
+    """Test NLL (importance-sampled) and, given a classifier, the quality of samples from the prior."""
+    import json
+
+    from vaelab import likelihood, quality
+
+    ev, seed = config.evaluate, config.base.seed
+    nll = likelihood.estimate_test_nll(model, splits.x_test, ev.nll_samples, ev.nll_images, seed, ev.batch_size)
+    metrics = {"test_nll_iwae_nats": nll}
+    judge = load_classifier(config, splits)
+    if judge is not None:
+        metrics.update(quality.sample_quality(judge, model, splits.x_test, ev.quality_samples, seed, ev.batch_size))
+        accuracy_file = config.paths.classifier_metrics
+        recorded = json.loads(accuracy_file.read_text(encoding="utf-8")) if accuracy_file.exists() else {}
+        if "classifier_test_accuracy" in recorded:
+            metrics["classifier_test_accuracy"] = float(recorded["classifier_test_accuracy"])
+    return metrics
+
+
 def run_evaluate(config: Config) -> dict[str, float]:
     """Test metrics into paths.metrics and PNGs into paths.plots, all added to the training's MLflow run."""
     import keras
@@ -86,6 +160,7 @@ def run_evaluate(config: Config) -> dict[str, float]:
 
     with tracking.start_run(config, run_id=run_id):
         metrics = evaluation.evaluate(model, splits, config)
+        metrics.update(_generator_metrics(model, splits, config))
         write_json(config.paths.metrics, metrics)
         written = _write_plots(model, splits, config)
         tracking.log_metrics(metrics)
@@ -107,8 +182,12 @@ def _write_plots(model, splits, config: Config) -> list[Path]:
     originals = splits.x_test[: ev.n_reconstructions]
     plots.plot_reconstructions(originals, evaluation.reconstruct(model, originals, ev.batch_size), out / "reconstructions.png")
     n = min(ev.latent_points, len(splits.x_test))
-    mu = evaluation.encode_means(model, splits.x_test[:n], ev.batch_size)
-    plots.plot_latent_space(mu, splits.y_test[:n], splits.class_names, out / "latent_space.png")
+    mu = evaluation.encode_means(model, splits.x_test, ev.batch_size, limit=n)
+    labels = splits.y_test[:n] if splits.labelled else None
+    plots.plot_latent_space(mu, labels, splits.class_names, out / "latent_space.png")
+    if len(splits.class_names) == 2:  # two subfolders of an image folder: the step from one to the other
+        shifted = evaluation.latent_arithmetic(model, splits.x_test, mu, labels, plots.ARITHMETIC_STRENGTHS, ev.batch_size)
+        plots.plot_latent_arithmetic(shifted, plots.ARITHMETIC_STRENGTHS, splits.class_names, out / "latent_arithmetic.png")
     plots.plot_samples(evaluation.sample_prior(model, ev.sample_grid**2, seed), out / "samples.png")
     if mu.shape[1] == 2:
         plots.plot_manifold(evaluation.decode_grid(model, ev.manifold_grid), out / "manifold.png")

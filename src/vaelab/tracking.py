@@ -44,7 +44,14 @@ _T = TypeVar("_T")
 # scheme://user:password@host -> the password group is everything up to the last "@" of the authority.
 _CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^/?#@:\s]*:)[^/?#\s]*@")
 _TEXT_SUFFIXES = {".yaml", ".yml", ".json", ".csv", ".txt", ".toml", ".cfg", ".ini", ".lock"}
-_TRANSIENT = (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+# RetryError: MLflow's client already retried a 5xx (or 429) answer until its own budget ran out.
+_TRANSIENT = (
+    ConnectionError,
+    TimeoutError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.RetryError,
+)
 
 
 def tracking_uri() -> str:
@@ -228,7 +235,11 @@ def read_run_info(path: Path | str) -> str:
 
 
 def with_retries(call: Callable[[], _T], attempts: int = 4, first_delay: float = 0.5) -> _T:
-    """``call()``, retried with doubling delays when the tracking server cannot be reached."""
+    """``call()``, retried with doubling delays when the tracking server cannot be reached or keeps answering 5xx.
+
+    This comes on top of MLflow's own retries of each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+    7 by default with doubling back-off), which already ride out a server restart of a minute or so.
+    """
     for attempt in range(1, attempts):
         try:
             return call()

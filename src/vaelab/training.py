@@ -21,6 +21,7 @@ from typing import Any
 import keras
 
 from vaelab.config import Config
+from vaelab.distribute import training_strategy
 from vaelab.errors import TrainingError
 from vaelab.io import atomic_path, write_json
 from vaelab.model import VAE, build_vae
@@ -55,7 +56,11 @@ def train(
     checkpoint_meta: dict | None = None,
     verbose: str | int = "auto",
 ) -> TrainResult:
-    """Train on ``splits.x_train`` (validating on ``splits.x_val``), resuming from ``checkpoint_dir`` if it matches."""
+    """Train on ``splits.x_train`` (validating on ``splits.x_val``), resuming from ``checkpoint_dir`` if it matches.
+
+    The images stream from ``splits`` a few batches at a time (see :func:`vaelab.data.shards.image_batches`),
+    so memory does not grow with the dataset.
+    """
     settings = config.train
     image_shape = tuple(int(s) for s in splits.image_shape)
     fingerprint = _fingerprint(config, image_shape)
@@ -67,14 +72,17 @@ def train(
         if reason:
             log.warning("ignoring and replacing the checkpoint in %s: %s", checkpoint_dir, reason)
             clear_checkpoint(checkpoint_dir)
-    if state:
-        model = keras.models.load_model(Path(checkpoint_dir) / state["model_file"], safe_mode=True)
-        history, initial_epoch = list(state["history"]), int(state["epoch"])
-        log.info("resuming training from the checkpoint after epoch %d in %s", initial_epoch, checkpoint_dir)
-    else:
-        model = build_vae(image_shape, settings, config.base.seed)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate))
-        history, initial_epoch = [], 0
+    # Variables made under the strategy's scope are mirrored on every device; fit() then splits each
+    # global batch of train.batch_size between them. With one device this is the default strategy.
+    with training_strategy().scope():
+        if state:
+            model = _load_checkpoint_model(Path(checkpoint_dir) / state["model_file"])
+            history, initial_epoch = list(state["history"]), int(state["epoch"])
+            log.info("resuming training from the checkpoint after epoch %d in %s", initial_epoch, checkpoint_dir)
+        else:
+            model = build_vae(image_shape, settings, config.base.seed)
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate))
+            history, initial_epoch = [], 0
 
     steps_per_epoch = math.ceil(len(splits.x_train) / settings.batch_size)
     guard = _NonFiniteGuard()
@@ -84,7 +92,7 @@ def train(
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch: settings.learning_rate * settings.lr_decay**epoch)
 
     model.fit(
-        _training_batches(splits.x_train, settings.batch_size, config.base.seed, skip=initial_epoch * steps_per_epoch),
+        _training_batches(splits.x_train, settings.batch_size, config.base.seed, skip=0),
         steps_per_epoch=steps_per_epoch,
         shuffle=False,  # the dataset shuffles itself, reproducibly
         epochs=settings.epochs,
@@ -178,6 +186,21 @@ def _save_checkpoint(folder: Path, model: keras.Model, history: list[dict], fing
             old.unlink(missing_ok=True)
 
 
+def _load_checkpoint_model(path: Path) -> VAE:
+    import zipfile
+
+    # Keras reports a truncated or overwritten .keras file as "File not found", which misleads.
+    if not zipfile.is_zipfile(path):
+        raise TrainingError(f"{path}: the checkpoint is damaged (not a .keras zip file); delete {path.parent} to start the training afresh")
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as err:  # Keras raises ValueError, OSError, KeyError or zipfile errors for a damaged file
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise TrainingError(
+            f"{path}: cannot load the checkpoint ({reason}); delete {path.parent} to start the training afresh"
+        ) from None
+
+
 def _matching_state(folder: Path, fingerprint: str) -> tuple[dict | None, str | None]:
     """(state, None) for a usable checkpoint; (None, reason) for one to replace; (None, None) for none."""
     path = folder / STATE_FILE
@@ -206,25 +229,17 @@ def _fingerprint(config: Config, image_shape: tuple[int, ...]) -> str:
 
 
 def _training_batches(x, batch_size: int, seed: int, skip: int):
-    import tensorflow as tf
+    from vaelab.data.shards import image_batches
 
     # One endless stream of per-epoch shuffles (batches never straddle two epochs); a resumed run skips
     # the batches already trained on, so it sees the same order an uninterrupted run would.
-    batches = (
-        tf.data.Dataset.from_tensor_slices(x)
-        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
-        .repeat()
-    )
-    return batches.skip(skip).prefetch(tf.data.AUTOTUNE)
+    return image_batches(x, batch_size, seed=seed, repeat=True, skip=skip)
 
 
 def _validation_batches(x, batch_size: int):
-    import tensorflow as tf
+    from vaelab.data.shards import image_batches
 
-    if len(x) == 0:
-        return None
-    return tf.data.Dataset.from_tensor_slices(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return image_batches(x, batch_size) if len(x) else None
 
 
 def _verbosity(verbose: str | int) -> str | int:

@@ -1,1 +1,1 @@
-"""Datasets: the registry of named datasets and their sources, downloading, IDX parsing, preprocessing."""
+"""Datasets: the registry and its sources, downloading, IDX parsing, image folders, preprocessing into uint8 shards."""

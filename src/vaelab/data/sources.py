@@ -6,6 +6,9 @@ data. A source is any object with ``fetch(workdir) -> {"x_train", "y_train", "x_
 (uint8 arrays) and ``describe() -> str``. Network access lives in :mod:`vaelab.data.download`,
 which sources import only when they fetch: config.py imports this module to validate
 ``data.dataset``, and that must stay cheap.
+
+Besides the registered datasets (MNIST, Fashion-MNIST), ``data.dataset`` may be ``image_folder``:
+images read from ``data.image_dir`` rather than downloaded (see :mod:`vaelab.data.folder`).
 """
 
 from __future__ import annotations
@@ -201,4 +204,48 @@ MNIST = DatasetSpec(
     },
 )
 
-DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST,)}
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# The .gz files as Zalando publishes them (md5 from the dataset's README).
+FASHION_MNIST_IDX_FILES = {
+    "x_train": IdxFile("train-images-idx3-ubyte.gz", "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+    "y_train": IdxFile("train-labels-idx1-ubyte.gz", "md5:25c81989df183df01b3e8a0aad5dffbe"),
+    "x_test": IdxFile("t10k-images-idx3-ubyte.gz", "md5:bef4ecab320f06d8554ea6380940ec79"),
+    "y_test": IdxFile("t10k-labels-idx1-ubyte.gz", "md5:bb300cfdad3c16e7a12a480ee83cd310"),
+}
+# Debian recompressed the same files, so its pins are the sha256 of the uncompressed IDX bytes.
+FASHION_MNIST_DEBIAN_FILES = {
+    "x_train": IdxFile("train-images-idx3-ubyte.gz", "sha256:c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "y_train": IdxFile("train-labels-idx1-ubyte.gz", "sha256:bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "x_test": IdxFile("t10k-images-idx3-ubyte.gz", "sha256:5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "y_test": IdxFile("t10k-labels-idx1-ubyte.gz", "sha256:0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+}
+
+FASHION_MNIST = DatasetSpec(
+    name="fashion_mnist",
+    image_shape=(28, 28, 1),
+    class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    sources=(
+        IdxHttpSource(FASHION_MNIST_URL, FASHION_MNIST_IDX_FILES),
+        IdxHttpSource("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/", FASHION_MNIST_IDX_FILES),
+        # Reachable wherever Debian's archive is: `sudo apt-get install dataset-fashion-mnist`.
+        IdxDirectorySource(
+            FASHION_MNIST_DEBIAN_DIR,
+            FASHION_MNIST_DEBIAN_FILES,
+            hint="install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu)",
+        ),
+    ),
+    expected_arrays={
+        "x_train": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+        "y_train": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+        "x_test": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+        "y_test": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
+    },
+)
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+
+# Not downloaded but read from ``data.image_dir`` (see vaelab.data.folder): any folder of JPEG/PNG files.
+IMAGE_FOLDER = "image_folder"
+DATASET_NAMES: tuple[str, ...] = (*DATASETS, IMAGE_FOLDER)

@@ -1,0 +1,162 @@
+"""The machine a benchmark ran on, and results.md: the tables the README includes between its bench markers."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+README_BEGIN = "<!-- bench:begin (written by `make bench`; edits here are overwritten) -->"
+README_END = "<!-- bench:end -->"
+
+
+def machine(torch_version: str | None) -> dict:
+    cpuinfo = _read("/proc/cpuinfo")
+    flags = set(_cpuinfo_field(cpuinfo, "flags").split())
+    cores = {(block.get("physical id"), block.get("core id")) for block in _cpuinfo_blocks(cpuinfo)}
+    return {
+        "cpu_model": _cpuinfo_field(cpuinfo, "model name") or platform.processor() or "unknown",
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "physical_cores": len(cores) if cores != {(None, None)} else None,
+        "cpu_flags": sorted(flags & {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"}),
+        "memory_gb": _memory_gb(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": _version("numpy"),
+        "tensorflow": _version("tensorflow-cpu") or _version("tensorflow"),
+        "keras": _version("keras"),
+        "torch": torch_version,
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "load_average_start": list(os.getloadavg()),
+    }
+
+
+def render_markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        f"Benchmark ({results['mode']} mode) of {m['date_utc'][:10]} on {m['cpu_model']}, {m['usable_cpus']} usable CPUs "
+        f"({m['physical_cores'] or '?'} physical cores; {', '.join(m['cpu_flags']) or 'no AVX'}), {m['memory_gb']} GB; "
+        f"Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, NumPy {m['numpy']}, "
+        f"PyTorch {m['torch'] or 'not installed'}. Load average {_loads(m['load_average_start'])} at the start, "
+        f"{_loads(m.get('load_average_end'))} at the end. Median of {results['settings']['repetitions']} interleaved "
+        "repetitions, with min–max in brackets.",
+        "",
+        "| training throughput (images/s) | " + " | ".join(f"batch {b}" for b in results["settings"]["batches"]) + " |",
+        "|---|" + "---|" * len(results["settings"]["batches"]),
+    ]
+    rows = [
+        ("vaelab", "vaelab", "{:.0f}"),
+        ("plain Keras 3 reference", "keras_reference", "{:.0f}"),
+        ("PyTorch eager", "torch_eager", "{:.0f}"),
+        ("**vaelab / Keras reference**", "vaelab_over_keras_reference", "{:.2f}×"),
+        ("**vaelab / PyTorch eager**", "vaelab_over_torch_eager", "{:.2f}×"),
+        ("vaelab GFLOP/s", "vaelab_gflops", "{:.1f}"),
+        ("vaelab, share of matmul peak", "vaelab_fraction_of_peak", "{:.0%}"),
+    ]
+    for title, key, fmt in rows:
+        cells = [_figure(results["throughput"][f"batch_{b}"][key], fmt) for b in results["settings"]["batches"]]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+
+    flops, pipeline, memory, sweeps = results["flops"], results["pipeline"], results["memory"], results["sweeps"]
+    matmul = results["matmul_peak_gflops"]
+    figures = [
+        ("model cost per training image",
+         f"{_number(flops['training_flops_per_image'], 1e-6, '{:.1f} MFLOP')} "
+         f"({_number(flops['forward_multiply_adds_per_image'], 1e-6, '{:.2f} M')} multiply-adds forward; "
+         "×2 FLOPs each, ×3 for a training step)"),
+        (f"float32 matmul peak ({matmul.get('matrix_size')}²)", _figure(matmul, "{:.1f} GFLOP/s")),
+        ("no-op `dvc repro`", _figure(pipeline["noop_dvc_repro_s"], "{:.2f} s")),
+        ("train stage: start to end of first training step", _figure(pipeline["startup_to_first_step_end_s"], "{:.1f} s")),
+        ("evaluate stage / one training epoch",
+         f"{_figure(pipeline['evaluate_fraction_of_epoch'], '{:.0%}')} "
+         f"({_figure(pipeline['evaluate_s'], '{:.1f} s')} / {_figure(pipeline['train_epoch_s'], '{:.1f} s')})"),
+        ("sweep epochs, pruned / unpruned", _sweep_pair(sweeps, "epochs_spent", "{:d}")),
+        ("sweep best value, pruned / unpruned", _sweep_pair(sweeps, "best_value", "{:.2f}")),
+        ("peak RSS: preprocess, train",
+         f"{_figure(memory['preprocess_peak_rss_mb'], '{:.0f} MB')}, {_figure(memory['train_peak_rss_mb'], '{:.0f} MB')}"),
+        (f"peak RSS: {memory['sweep_trials'] or '?'}-trial sweep; growth per trial",
+         f"{_number(memory['sweep_peak_rss_mb'], 1, '{:.0f} MB')}; "
+         f"{_number(memory['sweep_growth_mb_per_trial'], 1, '{:+.1f} MB')} ({_flat(memory['sweep_memory_flat'])})"),
+    ]
+    lines += ["", "| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in figures)]
+    lines += ["", "| goal | target | actual | met | short by |", "|---|---|---|---|---|"]
+    for goal in results["goals"].values():
+        actual = "—" if goal["actual"] is None else f"{goal['actual']:.3g}"
+        met = {True: "yes", False: "**no**", None: "not measured"}[goal["met"]]
+        short = "—" if not goal["shortfall"] else f"{goal['shortfall']:.3g}{goal['unit']} ({goal['shortfall_percent']:.0f}%)"
+        lines.append(f"| {goal['description']} | {goal['comparison']} {goal['target']:g}{goal['unit']} | {actual} | {met} | {short} |")
+    notes = [f"- {key}: {status}" for key, status in results["notes"].items()]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def replace_readme_block(readme: str, block: str) -> str:
+    """``readme`` with the text between the bench markers replaced by ``block``; ValueError if the markers are missing."""
+    begin, end = readme.find(README_BEGIN), readme.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"the README has no benchmark section; add the lines {README_BEGIN!r} and {README_END!r}")
+    return readme[: begin + len(README_BEGIN)] + "\n" + block.rstrip("\n") + "\n" + readme[end:]
+
+
+def _figure(figure: dict, fmt: str) -> str:
+    if figure.get("median") is None:
+        return "—"
+    text = fmt.format(figure["median"])
+    if figure["min"] != figure["max"]:
+        text += f" [{fmt.format(figure['min'])}–{fmt.format(figure['max'])}]"
+    return text
+
+
+def _number(value, scale: float, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value * scale)
+
+
+def _sweep_pair(sweeps: dict, key: str, fmt: str) -> str:
+    pair = [sweeps[side][key] for side in ("pruned", "unpruned")]
+    return " / ".join("—" if value is None else fmt.format(value) for value in pair)
+
+
+def _flat(flat: bool | None) -> str:
+    return {True: "flat", False: "**growing**", None: "not measured"}[flat]
+
+
+def _loads(loads) -> str:
+    return "?" if not loads else "/".join(f"{value:.1f}" for value in loads)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _memory_gb() -> float | None:
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 1024**2, 1)
+    return None
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _cpuinfo_blocks(cpuinfo: str) -> list[dict[str, str]]:
+    blocks = []
+    for chunk in cpuinfo.strip().split("\n\n"):
+        fields = dict(line.split(":", 1) for line in chunk.splitlines() if ":" in line)
+        blocks.append({key.strip(): value.strip() for key, value in fields.items()})
+    return blocks
+
+
+def _cpuinfo_field(cpuinfo: str, key: str) -> str:
+    blocks = _cpuinfo_blocks(cpuinfo)
+    return blocks[0].get(key, "") if blocks else ""

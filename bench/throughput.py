@@ -1,0 +1,196 @@
+"""Training throughput of vaelab, the plain Keras reference and PyTorch eager, and this CPU's matmul peak.
+
+One *segment* trains ``warmup`` untimed steps and then ``steps`` timed ones, on random images in memory
+(the content does not change the arithmetic). Throughput is timed images / seconds from the end of the
+last warm-up step to the end of the last timed step. Rounds interleave the segments of every
+implementation and batch size (in a rotating order) with one matmul measurement, so a machine that slows
+down mid-run slows all of them alike; round 0 warms everything up and is discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.processes import BenchError
+
+log = logging.getLogger("bench")
+
+IMAGE_SHAPE = (28, 28, 1)
+TORCH_START_SECONDS = 120
+
+
+def steps_for(batch: int, timed_images: int) -> int:
+    return max(1, math.ceil(timed_images / batch))
+
+
+def rate_from_step_ends(ends: list[float], warmup: int, batch: int) -> float:
+    """Images/s over the steps after ``warmup``, from the times each step ended (warmup >= 1)."""
+    if warmup < 1 or len(ends) <= warmup:
+        raise BenchError(f"need at least one warm-up and one timed step; got {len(ends)} steps with warmup={warmup}")
+    return (len(ends) - warmup) * batch / (ends[-1] - ends[warmup - 1])
+
+
+def _step_clock():
+    import keras
+
+    class StepClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+    return StepClock()
+
+
+class Vaelab:
+    """vaelab's own path: ``vaelab.training.train`` (model, input pipeline, callbacks) with a step clock added."""
+
+    name = "vaelab"
+
+    def __init__(self, config, images: np.ndarray):
+        self.config = config
+        self.images = images
+
+    def segment(self, batch: int, warmup: int, steps: int) -> float:
+        from vaelab.data.processed import Splits
+        from vaelab.training import train
+
+        config = self.config.with_overrides({"train.batch_size": batch, "train.epochs": 1})
+        n = (warmup + steps) * batch
+        splits = Splits(
+            x_train=self.images[:n], y_train=np.zeros(n, dtype="uint8"),
+            x_val=self.images[:batch], y_val=np.zeros(batch, dtype="uint8"),
+            x_test=self.images[:batch], y_test=np.zeros(batch, dtype="uint8"),
+            image_shape=IMAGE_SHAPE, class_names=("0",),
+        )
+        clock = _step_clock()
+        train(config, splits, callbacks=[clock], verbose=0)
+        return rate_from_step_ends(clock.ends, warmup, batch)
+
+
+class KerasReference:
+    """One plain Keras model per batch size, kept between segments, trained with ``fit`` on a NumPy array."""
+
+    name = "keras_reference"
+
+    def __init__(self, seed: int, images: np.ndarray):
+        self.seed = seed
+        self.images = images
+        self.models = {}
+
+    def segment(self, batch: int, warmup: int, steps: int) -> float:
+        from bench.keras_reference import build_reference_vae
+
+        if batch not in self.models:
+            self.models[batch] = build_reference_vae(self.seed)
+        clock = _step_clock()
+        self.models[batch].fit(self.images[: (warmup + steps) * batch], batch_size=batch, epochs=1, verbose=0, callbacks=[clock])
+        return rate_from_step_ends(clock.ends, warmup, batch)
+
+
+class TorchEager:
+    """bench/torch_reference.py --serve in the interpreter that has torch; idle while the others run."""
+
+    name = "torch_eager"
+
+    def __init__(self, python: str):
+        self._stderr = tempfile.TemporaryFile()
+        script = Path(__file__).with_name("torch_reference.py")
+        self.process = subprocess.Popen(
+            [python, str(script), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True
+        )
+        self.info = self._reply()
+
+    def segment(self, batch: int, warmup: int, steps: int) -> float:
+        self.process.stdin.write(json.dumps({"batch": batch, "warmup": warmup, "steps": steps}) + "\n")
+        self.process.stdin.flush()
+        return float(self._reply()["images_per_second"])
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.write("\n")
+            self.process.stdin.flush()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._stderr.close()
+
+    def _reply(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            self.process.wait()
+            self._stderr.seek(0)
+            lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+            raise BenchError(f"the PyTorch reference stopped (exit code {self.process.returncode}): {lines[-1] if lines else 'no message'}")
+        return json.loads(line)
+
+
+def find_torch_python(requested: str | None) -> tuple[str | None, str]:
+    """(interpreter with torch, "") or (None, why the PyTorch reference is skipped)."""
+    candidates = [requested] if requested else []
+    candidates.append(sys.executable)
+    for python in candidates:
+        if not (python and os.access(python, os.X_OK)):
+            continue
+        found = subprocess.run([python, "-c", "import torch"], capture_output=True, timeout=TORCH_START_SECONDS)
+        if found.returncode == 0:
+            return python, ""
+    where = f"{requested} does not exist or lacks torch, and " if requested else ""
+    return None, f"skipped: {where}torch is not importable here; `make bench-torch` installs torch==2.13.0 (CPU) into .venv-torch"
+
+
+def matmul_gflops(size: int, calls: int = 3) -> float:
+    """The fastest of ``calls`` float32 products of two size x size matrices, in GFLOP/s (2 n^3 FLOPs each)."""
+    rng = np.random.default_rng(0)
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.random((size, size), dtype=np.float32)
+    a @ b  # the first call pays for thread start-up
+    best = math.inf
+    for _ in range(calls):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def measure(implementations: list, batches: list[int], *, rounds: int, warmup: int, timed_images: int, matmul_size: int) -> dict:
+    """{"images_per_second": {impl: {batch: [per round]}}, "matmul_gflops": [per round], "failures": {impl: reason}}."""
+    rates = {impl.name: {batch: [] for batch in batches} for impl in implementations}
+    peaks: list[float] = []
+    failures: dict[str, str] = {}
+    for round_index in range(rounds + 1):
+        label = "warm-up round" if round_index == 0 else f"round {round_index}/{rounds}"
+        shift = round_index % len(implementations)
+        order = implementations[shift:] + implementations[:shift]
+        for batch in batches:
+            for impl in order:
+                if impl.name in failures:
+                    continue
+                try:
+                    rate = impl.segment(batch, warmup, steps_for(batch, timed_images))
+                except Exception as err:  # noqa: BLE001 - one implementation failing must not stop the others
+                    failures[impl.name] = f"failed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                    log.exception("%s at batch %d failed", impl.name, batch)
+                    continue
+                log.info("%s: batch %d %s %.1f images/s", label, batch, impl.name, rate)
+                if round_index:
+                    rates[impl.name][batch].append(rate)
+        peak = matmul_gflops(matmul_size)
+        log.info("%s: float32 matmul %d x %d %.1f GFLOP/s", label, matmul_size, matmul_size, peak)
+        if round_index:
+            peaks.append(peak)
+    return {"images_per_second": rates, "matmul_gflops": peaks, "failures": failures}

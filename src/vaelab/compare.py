@@ -1,0 +1,141 @@
+"""`vaelab compare`: the runs of an MLflow experiment side by side, as a table and a picture.
+
+What one does in the MLflow UI's comparison view, scriptable: the chosen metrics of every run that has
+them, next to the params that vary (``train.z_dim``, ``train.r_loss_factor``), written as
+``compare.csv``, ``compare.png`` (each metric against each param) and a self-contained ``compare.html``.
+Runs come from :func:`vaelab.tracking.experiment_runs`; nothing here talks to MLflow directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vaelab.errors import VaelabError
+from vaelab.io import atomic_path, ensure_dir, write_text
+
+DEFAULT_METRICS = ("test_nll_iwae_nats", "test_neg_elbo_nats", "sample_fid_classifier", "latent_knn_accuracy")
+AXES = ("train.z_dim", "train.r_loss_factor")
+# Metrics where larger is better; the rest (losses, distances) are better when smaller.
+HIGHER_IS_BETTER = ("accuracy", "confidence", "entropy")
+
+
+def runs_table(runs: Sequence[Mapping[str, Any]], metrics: Sequence[str], params: Sequence[str] = AXES) -> pd.DataFrame:
+    """One row per run holding at least one of ``metrics``: ``run``, ``status``, the ``params``, the ``metrics``.
+
+    Param values become numbers where they are numbers (MLflow stores them as text); a missing value is NaN.
+    The index is the run id; rows keep the runs' order.
+    """
+    rows = []
+    for run in runs:
+        values = {name: run["metrics"].get(name, math.nan) for name in metrics}
+        if all(math.isnan(value) for value in values.values()):
+            continue
+        row = {"run": run["run_name"], "status": run["status"]}
+        row.update({name: _number_or_text(run["params"].get(name)) for name in params})
+        row.update(values)
+        rows.append((run["run_id"], row))
+    columns = ["run", "status", *params, *metrics]
+    return pd.DataFrame([row for _, row in rows], index=pd.Index([run_id for run_id, _ in rows], name="run_id"), columns=columns)
+
+
+def plot_comparison(table: pd.DataFrame, metrics: Sequence[str], axes: Sequence[str], path: Path | str) -> None:
+    """A grid of plots, one row per metric and one column per param, each point a run.
+
+    Runs that share the values of the other params are joined by a line (one line per ``r_loss_factor``
+    in the ``z_dim`` column, and the reverse), so a trend is read along a line, not across them.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, no display
+    import matplotlib.pyplot as plt
+
+    numbers = table[list(dict.fromkeys([*axes, *metrics]))].apply(pd.to_numeric, errors="coerce")
+    figure, grid = plt.subplots(len(metrics), len(axes), figsize=(4.4 * len(axes), 2.7 * len(metrics)), dpi=80, squeeze=False)
+    for col, param in enumerate(axes):
+        others = [other for other in axes if other != param]
+        groups = list(numbers.groupby(others, dropna=False)) if others else [((), numbers)]
+        for row, metric in enumerate(metrics):
+            ax = grid[row][col]
+            for key, group in groups:
+                shown = group[[param, metric]].dropna().sort_values(param)
+                label = ", ".join(f"{name.split('.')[-1]}={value:g}" for name, value in zip(others, np.atleast_1d(key)))
+                ax.plot(shown[param], shown[metric], marker="o", markersize=5, alpha=0.85, label=label or None)
+            _param_axis(ax, numbers[param].dropna())
+            ax.set_xlabel(param if row == len(metrics) - 1 else "")
+            ax.set_ylabel(f"{metric}\n({'higher' if _higher_is_better(metric) else 'lower'} is better)", fontsize=8)
+            ax.grid(alpha=0.3)
+            if row == 0 and others and len(groups) > 1:
+                ax.legend(fontsize=7)
+    figure.suptitle(f"{len(table)} runs: each metric against each param")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+
+
+def write_report(
+    table: pd.DataFrame, metrics: Sequence[str], axes: Sequence[str], out_dir: Path | str, title: str
+) -> dict[str, Path]:
+    """``compare.csv``, ``compare.png`` and ``compare.html`` (the table above the picture, the PNG embedded) in ``out_dir``."""
+    out_dir = ensure_dir(out_dir)
+    paths = {kind: out_dir / f"compare.{kind}" for kind in ("csv", "png", "html")}
+    write_text(paths["csv"], table.to_csv())
+    plot_comparison(table, metrics, axes, paths["png"])
+    picture = base64.b64encode(paths["png"].read_bytes()).decode("ascii")
+    page = (
+        f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>\n"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n{table.to_html(float_format=lambda v: f'{v:.4g}', na_rep='')}\n"
+        f"<p><img alt='metrics against params' src='data:image/png;base64,{picture}'></p>\n</body></html>\n"
+    )
+    write_text(paths["html"], page)
+    return paths
+
+
+def compare(experiment: str, metrics: Sequence[str], out_dir: Path | str, axes: Sequence[str] = AXES) -> pd.DataFrame:
+    """Read ``experiment``'s runs from the tracking store, write the report into ``out_dir``, return the table."""
+    from vaelab import tracking
+
+    runs = tracking.experiment_runs(experiment)
+    table = runs_table(runs, metrics, axes)
+    if table.empty:
+        logged = sorted({name for run in runs for name in run["metrics"]})
+        raise VaelabError(
+            f"none of the {len(runs)} runs of experiment {experiment!r} has any of the metrics {', '.join(metrics)}; "
+            f"metrics logged there: {', '.join(logged) or 'none'} (choose with --metrics)"
+        )
+    write_report(table, metrics, axes, out_dir, f"MLflow experiment {experiment}")
+    return table
+
+
+def _number_or_text(value: str | None) -> Any:
+    if value is None:
+        return math.nan
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+
+
+def _param_axis(ax, values: pd.Series) -> None:
+    """Log scale for params spanning a factor of 10 or more; ticks at the values themselves when few."""
+    if len(values) and values.min() > 0 and values.max() >= 10 * values.min():
+        ax.set_xscale("log")
+    distinct = sorted(set(values))
+    if 0 < len(distinct) <= 8:
+        ax.set_xticks(distinct, [f"{value:g}" for value in distinct])
+        ax.minorticks_off()
+
+
+def _higher_is_better(metric: str) -> bool:
+    return any(word in metric for word in HIGHER_IS_BETTER)

@@ -1,0 +1,296 @@
+"""The benchmark harness: FLOP counts checked by hand, its statistics and goals, and a real tiny-mode run.
+
+The tiny run trains a few steps of every implementation, runs the real stages, `dvc repro` and three
+small sweeps in a scratch folder, and must write a results.json with every field, typed and consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import flops, report, stats, sweeps, throughput
+from bench.processes import Measured
+
+PROJECT = Path(__file__).resolve().parents[1]
+# The PyTorch reference is measured when this interpreter exists (`make bench-torch`), skipped otherwise.
+TORCH_PYTHON = os.environ.get("VAELAB_BENCH_TORCH_PYTHON", str(PROJECT / ".venv-torch" / "bin" / "python"))
+HAS_TORCH = Path(TORCH_PYTHON).exists()
+
+CHAPTER_FORWARD_MACS = 14_921_088  # worked out layer by layer in test_the_chapters_model_costs_about_15_m_multiply_adds
+
+
+# --- FLOPs -----------------------------------------------------------------------------------------------------
+
+
+def test_layer_formulas_on_hand_checkable_shapes():
+    # 3x3 kernel over 1 channel, 2 filters, 4x4 output: 16 outputs x 2 filters x 9 products.
+    assert flops.conv2d_macs((4, 4), 1, 2, (3, 3)) == 288
+    assert flops.conv2d_macs((2, 2), 1, 2, (3, 3)) == 72  # stride 2: a quarter of the outputs
+    # Transposed: each of 2x2 inputs x 3 channels scatters a 3x3 patch into 5 channels.
+    assert flops.conv2d_transpose_macs((2, 2), 3, 5, (3, 3)) == 540
+    assert flops.dense_macs(3136, 2) == 6272
+    assert flops.dense_macs(8, 4, positions=3) == 96
+    assert flops.training_flops_per_image(1000) == 6000  # x2 FLOPs per MAC, x3 passes
+
+
+def test_layer_costs_read_the_shapes_of_a_small_keras_model():
+    import keras
+
+    images = keras.Input((4, 4, 1))
+    x = keras.layers.Conv2D(2, 3, padding="same", name="conv")(images)  # (batch, 4, 4, 2)
+    x = keras.layers.LeakyReLU()(x)
+    x = keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", name="up")(x)  # (batch, 8, 8, 3)
+    x = keras.layers.Flatten()(x)  # (batch, 192)
+    x = keras.layers.Dense(5, name="dense")(x)
+    costs = flops.layer_costs(keras.Model(images, x))
+
+    assert [(c.name, c.kind, c.multiply_adds) for c in costs] == [
+        ("conv", "Conv2D", 4 * 4 * 2 * 9 * 1),
+        ("up", "Conv2DTranspose", 4 * 4 * 2 * 9 * 3),
+        ("dense", "Dense", 192 * 5),
+    ]
+    assert flops.forward_macs(costs) == 288 + 864 + 960
+
+
+def test_a_kernel_layer_without_a_rule_is_an_error_not_zero():
+    import keras
+
+    images = keras.Input((4, 4, 2))
+    model = keras.Model(images, keras.layers.DepthwiseConv2D(3, name="depthwise")(images))
+    with pytest.raises(ValueError, match="layer 'depthwise' of type DepthwiseConv2D has a kernel but no FLOP rule"):
+        flops.layer_costs(model)
+
+
+def test_the_chapters_model_costs_about_15_m_multiply_adds():
+    from bench.keras_reference import build_reference_vae
+    from vaelab.config import TrainSection
+    from vaelab.model import build_vae
+
+    vae = build_vae((28, 28, 1), TrainSection(), seed=0)
+    by_layer = {c.name: c.multiply_adds for c in flops.layer_costs(vae.encoder, vae.decoder)}
+    assert by_layer == {
+        "encoder_conv_0": 28 * 28 * 32 * 9 * 1,  # 225,792
+        "encoder_conv_1": 14 * 14 * 64 * 9 * 32,  # 3,612,672
+        "encoder_conv_2": 7 * 7 * 64 * 9 * 64,  # 1,806,336
+        "encoder_conv_3": 7 * 7 * 64 * 9 * 64,
+        "mu": 3136 * 2,
+        "log_var": 3136 * 2,
+        "decoder_dense": 2 * 3136,
+        "decoder_conv_t_0": 7 * 7 * 64 * 9 * 64,  # counted on the input grid
+        "decoder_conv_t_1": 7 * 7 * 64 * 9 * 64,
+        "decoder_conv_t_2": 14 * 14 * 64 * 9 * 32,
+        "decoder_conv_t_3": 28 * 28 * 32 * 9 * 1,
+    }
+    forward = sum(by_layer.values())
+    assert forward == CHAPTER_FORWARD_MACS
+    assert abs(forward - 15e6) / 15e6 < 0.01  # the issue's "forward ≈ 15 M multiply-adds"
+    assert 89e6 < flops.training_flops_per_image(forward) == 89_526_528 < 90e6  # the issue's "about 89 MFLOP"
+
+    reference = build_reference_vae()  # the yardstick must do exactly the same work
+    assert flops.forward_macs(flops.layer_costs(reference.encoder, reference.decoder)) == CHAPTER_FORWARD_MACS
+
+
+# --- statistics, goals, report ------------------------------------------------------------------------------
+
+
+def test_summary_of_repetitions():
+    figure = stats.summarize([300.0, 100.0, 200.0], "images/s")
+    assert figure == {"median": 200.0, "min": 100.0, "max": 300.0, "spread_percent": 100.0,
+                      "samples": [300.0, 100.0, 200.0], "unit": "images/s", "status": "measured"}
+    assert stats.summarize([], "s")["status"] == "not measured: no samples"
+    assert stats.ratios([6.0, 9.0], [2.0, 3.0]) == [3.0, 3.0]
+
+
+def test_goals_say_whether_and_by_how_much_they_are_missed():
+    missed = stats.goal("ratio", {"median": 1.2}, ">=", 1.5, "×")
+    assert missed["met"] is False and missed["shortfall"] == pytest.approx(0.3) and missed["shortfall_percent"] == pytest.approx(20)
+    met = stats.goal("ratio", {"median": 1.6}, ">=", 1.5, "×")
+    assert met["met"] is True and met["shortfall"] == 0
+    slow = stats.goal("repro", {"median": 4.5}, "<=", 3.0, " s")
+    assert slow["met"] is False and slow["shortfall"] == pytest.approx(1.5) and slow["shortfall_percent"] == pytest.approx(50)
+    skipped = stats.goal("torch", stats.missing("skipped: no torch", "ratio"), ">=", 1.5, "×")
+    assert skipped["met"] is None and skipped["shortfall"] is None and skipped["status"] == "skipped: no torch"
+
+
+def test_slope_and_memory_flatness():
+    assert stats.least_squares_slope([1.0, 3.0, 5.0]) == pytest.approx(2.0)
+    assert stats.least_squares_slope([4.0]) is None
+    # The first trial (caches being built) is left out; then +1 MB per trial is flat, +5 MB is not.
+    assert sweeps.memory_growth([500.0, 900.0, 901.0, 902.0]) == (pytest.approx(1.0), True)
+    assert sweeps.memory_growth([900.0, 905.0, 910.0])[1] is False
+
+
+def test_trial_peaks_take_the_samples_inside_each_trial():
+    run = Measured(["x"], 0.0, 10.0, 999.0, rss_samples=[(1.0, 100.0), (2.0, 300.0), (3.0, 200.0), (5.0, 250.0), (9.0, 800.0)])
+    trials = [{"start": 0.5, "end": 3.5}, {"start": 4.0, "end": 6.0}, {"start": 6.5, "end": 7.0}]
+    assert sweeps.trial_peaks(run, trials) == [300.0, 250.0, None]
+
+
+def test_pruning_comparison():
+    pruned = {"epochs_spent": 14, "best_value": 102.0}
+    unpruned = {"epochs_spent": 40, "best_value": 100.0}
+    assert sweeps.compare_pruning(pruned, unpruned) == {"epochs_fraction": 0.35, "best_value_gap": pytest.approx(0.02)}
+
+
+def test_throughput_skips_the_warm_up_steps():
+    # Steps end at 1, 2, 4 and 6 s; with one warm-up step, 3 steps of 10 images take 6 - 1 = 5 s.
+    assert throughput.rate_from_step_ends([1.0, 2.0, 4.0, 6.0], warmup=1, batch=10) == pytest.approx(6.0)
+    assert throughput.steps_for(32, 4096) == 128 and throughput.steps_for(128, 100) == 1
+
+
+def test_readme_block_is_replaced_between_the_markers_only():
+    readme = f"# Title\n\nintro\n\n{report.README_BEGIN}\nold table\n{report.README_END}\n\nafter\n"
+    updated = report.replace_readme_block(readme, "| new | table |\n")
+    assert updated == f"# Title\n\nintro\n\n{report.README_BEGIN}\n| new | table |\n{report.README_END}\n\nafter\n"
+    assert report.replace_readme_block(updated, "| new | table |\n") == updated
+    with pytest.raises(ValueError, match="the README has no benchmark section"):
+        report.replace_readme_block("# no markers\n", "x")
+
+
+def test_the_projects_readme_has_the_markers():
+    report.replace_readme_block((PROJECT / "README.md").read_text(encoding="utf-8"), "x")
+
+
+# --- child processes --------------------------------------------------------------------------------------------
+
+
+def test_peak_rss_is_the_commands_own_not_the_harness(tmp_path: Path):
+    import numpy as np
+
+    from bench.processes import BenchError, run_measured
+
+    ballast = np.ones(400 * 2**20 // 8)  # 400 MB resident in this process, which a plain fork would pass on
+    common = dict(cwd=tmp_path, env=dict(os.environ), timeout=120)
+    small = run_measured([sys.executable, "-c", "pass"], log=tmp_path / "small.log", **common)
+    assert small.peak_rss_mb < 100, small.peak_rss_mb
+    grows = "import numpy, time; a = numpy.ones(300 * 2**20 // 8); time.sleep(1)"
+    big = run_measured([sys.executable, "-c", grows], log=tmp_path / "big.log", sample_rss=True, **common)
+    assert 300 < big.peak_rss_mb < 400, big.peak_rss_mb
+    assert max(mb for _, mb in big.rss_samples) > 300  # the samples watch the command, not its launcher
+    assert big.wall_seconds >= 1 and big.started <= big.rss_samples[0][0]
+    with pytest.raises(BenchError, match=r"exited with code 3: boom \(see .*fails.log\)"):
+        run_measured([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], log=tmp_path / "fails.log", **common)
+    del ballast
+
+
+# --- the real thing, tiny --------------------------------------------------------------------------------------
+
+FIGURE_KEYS = {"median", "min", "max", "spread_percent", "samples", "unit", "status"}
+
+
+def _check_figure(figure: dict, samples: int | None) -> None:
+    """``samples`` = how many a measured figure must have; None = must be unmeasured (skipped)."""
+    assert set(figure) >= FIGURE_KEYS, figure
+    assert isinstance(figure["unit"], str) and isinstance(figure["status"], str)
+    if samples is None:
+        assert figure["status"] != "measured" and figure["median"] is None and figure["samples"] == []
+        return
+    assert figure["status"] == "measured", figure["status"]
+    assert len(figure["samples"]) == samples and all(isinstance(v, float) for v in figure["samples"])
+    assert all(isinstance(figure[k], float) for k in ("median", "min", "max"))
+    assert figure["min"] <= figure["median"] <= figure["max"]
+
+
+@pytest.mark.slow
+def test_tiny_mode_writes_every_field(tmp_path: Path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{report.README_BEGIN}\nold\n{report.README_END}\n", encoding="utf-8")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--mode", "tiny", "--out", str(tmp_path / "out"), "--scratch",
+         str(tmp_path / "scratch"), "--readme", str(readme), "--torch-python", TORCH_PYTHON],
+        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    rounds = 2  # MODES["tiny"].repetitions
+
+    assert results["mode"] == "tiny" and results["schema_version"] == 1 and isinstance(results["duration_s"], float)
+    machine = results["machine"]
+    for key in ("cpu_model", "os", "python", "numpy", "tensorflow", "keras", "date_utc"):
+        assert isinstance(machine[key], str) and machine[key], key
+    assert isinstance(machine["usable_cpus"], int) and machine["usable_cpus"] >= 1
+    assert len(machine["load_average_start"]) == 3 and len(machine["load_average_end"]) == 3
+    assert (machine["torch"] is not None) == HAS_TORCH
+    assert results["settings"]["batches"] == [32, 128] and results["settings"]["timed_steps"] == {"32": 8, "128": 2}
+
+    assert results["flops"]["forward_multiply_adds_per_image"] == CHAPTER_FORWARD_MACS
+    assert results["flops"]["training_flops_per_image"] == 89_526_528
+    assert results["flops"]["same_architecture_as_references"] is True
+    _check_figure(results["matmul_peak_gflops"], rounds)
+    assert results["matmul_peak_gflops"]["matrix_size"] == 512
+    for batch in (32, 128):
+        figures = results["throughput"][f"batch_{batch}"]
+        for key in ("vaelab", "keras_reference", "vaelab_over_keras_reference", "vaelab_gflops", "vaelab_fraction_of_peak"):
+            _check_figure(figures[key], rounds)
+        for key in ("torch_eager", "vaelab_over_torch_eager"):
+            _check_figure(figures[key], rounds if HAS_TORCH else None)
+        vaelab, reference = figures["vaelab"]["samples"], figures["keras_reference"]["samples"]
+        assert figures["vaelab_over_keras_reference"]["samples"] == pytest.approx([v / r for v, r in zip(vaelab, reference)])
+        assert figures["vaelab_gflops"]["samples"] == pytest.approx([v * 89_526_528 / 1e9 for v in vaelab])
+    if not HAS_TORCH:
+        assert results["notes"]["throughput.torch_eager"].startswith("skipped: ")
+
+    pipeline = results["pipeline"]
+    assert pipeline["status"] == "measured"
+    for key in ("noop_dvc_repro_s", "startup_to_first_step_begin_s", "startup_to_first_step_end_s", "train_epoch_s",
+                "evaluate_s", "evaluate_fraction_of_epoch"):
+        _check_figure(pipeline[key], 1)
+    assert pipeline["startup_to_first_step_begin_s"]["median"] < pipeline["startup_to_first_step_end_s"]["median"]
+    assert pipeline["evaluate_fraction_of_epoch"]["median"] == pytest.approx(
+        pipeline["evaluate_s"]["median"] / pipeline["train_epoch_s"]["median"])
+
+    memory = results["memory"]
+    assert memory["status"] == "measured"
+    _check_figure(memory["preprocess_peak_rss_mb"], 1)
+    _check_figure(memory["train_peak_rss_mb"], 1)
+    assert memory["train_peak_rss_mb"]["median"] > memory["preprocess_peak_rss_mb"]["median"]  # TensorFlow is big
+    assert memory["sweep_trials"] == 3 and len(memory["sweep_trial_peak_rss_mb"]) == 3
+    assert isinstance(memory["sweep_peak_rss_mb"], float) and isinstance(memory["sweep_growth_mb_per_trial"], float)
+    assert isinstance(memory["sweep_memory_flat"], bool)
+
+    sweep = results["sweeps"]
+    assert sweep["status"] == "measured" and sweep["pruner"] in ("median", "hyperband")
+    assert sweep["pruned"]["trials"] == sweep["unpruned"]["trials"] == 3
+    assert sweep["unpruned"]["epochs_spent"] == 3 * 2 and sweep["unpruned"]["states"] == {"COMPLETE": 3}
+    assert 3 <= sweep["pruned"]["epochs_spent"] <= 6
+    assert sweep["epochs_fraction"] == pytest.approx(sweep["pruned"]["epochs_spent"] / 6)
+    assert isinstance(sweep["pruned"]["best_value"], float) and isinstance(sweep["best_value_gap"], float)
+
+    assert set(results["goals"]) == {
+        "vaelab_over_keras_reference_batch_32", "vaelab_over_keras_reference_batch_128",
+        "vaelab_over_torch_eager_batch_32", "vaelab_over_torch_eager_batch_128",
+        "fraction_of_matmul_peak_batch_32", "fraction_of_matmul_peak_batch_128",
+        "noop_dvc_repro_s", "startup_to_first_step_s", "pruned_sweep_epochs_fraction", "pruned_best_value_gap",
+    }
+    for name, goal in results["goals"].items():
+        assert set(goal) == {"description", "target", "comparison", "actual", "unit", "met", "shortfall", "shortfall_percent", "status"}
+        if goal["actual"] is None:
+            assert not HAS_TORCH and "torch" in name and goal["met"] is None
+            continue
+        beats = goal["actual"] >= goal["target"] if goal["comparison"] == ">=" else goal["actual"] <= goal["target"]
+        assert goal["met"] is beats and (goal["shortfall"] == 0) is beats, name
+        assert goal["shortfall"] == pytest.approx(abs(goal["actual"] - goal["target"]) if not beats else 0.0), name
+
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| **vaelab / Keras reference** |" in table and "| goal | target |" in table
+    assert f"{report.README_BEGIN}\n{table}" in readme.read_text() and "old" not in readme.read_text()
+    assert not (tmp_path / "scratch" / "work").exists()  # the scratch workspace is removed, the logs stay
+    assert (tmp_path / "scratch" / "logs" / "train-1.log").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_TORCH, reason=f"no PyTorch interpreter at {TORCH_PYTHON} (make bench-torch)")
+def test_torch_reference_reports_images_per_second():
+    done = subprocess.run([TORCH_PYTHON, str(PROJECT / "bench" / "torch_reference.py"), "--batch", "4", "--warmup", "1", "--steps", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reply = json.loads(done.stdout)
+    assert reply["batch"] == 4 and reply["steps"] == 2 and reply["images_per_second"] > 0
+    assert reply["loss"] > 0 and reply["torch"].startswith("2.13")

@@ -1,0 +1,234 @@
+"""The promise "compare runs in the MLflow UI", checked in a real browser.
+
+Two real runs (the train, classifier and evaluate stage functions on tiny data) go into an SQLite store;
+`mlflow ui` serves it on 127.0.0.1, and Debian's chromium, driven by Playwright, checks the runs list,
+the comparison view and an image artifact. Screenshots land in test-artifacts/browser/.
+Without chromium or Playwright the tests skip locally but fail under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+from vaelab.config import load_config
+from vaelab.data.processed import write_splits
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "browser"
+SHOWN_METRICS = ("test_nll_iwae_nats", "test_neg_elbo_nats", "sample_fid_classifier")
+SMALL = {
+    "train": {"encoder_filters": [8, 8, 8, 8], "decoder_filters": [8, 8, 8, 1], "batch_size": 32, "epochs": 1},
+    "evaluate": {"latent_points": 100, "manifold_grid": 4, "batch_size": 64, "nll_samples": 4, "nll_images": 32, "quality_samples": 200},
+    "classifier": {"filters": [4, 8], "feature_units": 16, "dropout_rate": 0.0, "epochs": 2, "batch_size": 32, "learning_rate": 0.01},
+}
+UI_TIMEOUT_MS = 30_000
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the browser test cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def _bars(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    labels = rng.integers(0, 3, n).astype("uint8")
+    x = rng.uniform(0, 0.1, (n, 28, 28, 1)).astype("float32")
+    for i, label in enumerate(labels):
+        x[i, 6 + 7 * label : 10 + 7 * label, 4:24, 0] = 0.9
+    return x, labels
+
+
+@pytest.fixture(scope="module")
+def playwright_api():
+    """Playwright's entry point, once chromium and the package are known to be there (before any slow set-up)."""
+    if shutil.which(CHROMIUM) is None:
+        _unavailable(f"no chromium at {CHROMIUM}; install Debian's: apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is missing; pip install -r requirements.lock")
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory, playwright_api):
+    """`mlflow ui` on a free 127.0.0.1 port over a store with two FINISHED runs (z_dim 2 and 3) made by the
+    real stage functions. The server boots while the runs train; it is stopped after the module."""
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("ui")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # creates the tables first: the server must not race the stages to it
+    server, url, log_path = _start_server(root, uri)
+    try:
+        runs = _make_runs(root, uri)
+        _wait_until_healthy(server, url, log_path)
+        samples_png = (root / "reports/plots/samples.png").read_bytes()
+        yield SimpleNamespace(
+            url=url, runs=runs, experiment_id=MlflowClient(uri).get_run(runs[0].id).info.experiment_id,
+            samples_size=struct.unpack(">II", samples_png[16:24]),  # PNG IHDR: width, height
+        )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # its own session: mlflow, its uvicorn and job runner, nothing else
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def _start_server(root: Path, uri: str) -> tuple[subprocess.Popen, str, Path]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_path = root / "mlflow-ui.log"
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [str(mlflow_cli), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return server, f"http://127.0.0.1:{port}", log_path
+
+
+def _wait_until_healthy(server: subprocess.Popen, url: str, log_path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert server.poll() is None, f"mlflow ui exited:\n{log_path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"mlflow ui not healthy within {timeout:g} s:\n{log_path.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+
+
+def _make_runs(root: Path, uri: str) -> list[SimpleNamespace]:
+    from mlflow.tracking import MlflowClient
+
+    from vaelab.stages import run_classifier, run_evaluate, run_train
+
+    runs = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+        for section, values in SMALL.items():
+            params[section].update(values)
+        Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        rng = np.random.default_rng(0)
+        arrays = {}
+        for split, n in (("train", 256), ("val", 32), ("test", 64)):
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = _bars(n, rng)
+        write_splits("data/processed", arrays, {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": ["a", "b", "c"]})
+        run_classifier(load_config("params.yaml"))
+        for z_dim in (2, 3):
+            config = load_config("params.yaml", {"train.z_dim": z_dim})
+            run_id = run_train(config)
+            name = MlflowClient(uri).get_run(run_id).info.run_name
+            runs.append(SimpleNamespace(id=run_id, name=name, z_dim=z_dim, metrics=run_evaluate(config)))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_api, ui: SimpleNamespace):
+    # Set up after (so torn down before) the server: open connections would keep `mlflow ui` from stopping.
+    with playwright_api() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, ui: SimpleNamespace, request: pytest.FixtureRequest):
+    """A fresh tab; its last state is saved as test-artifacts/browser/<test name>.png, pass or fail."""
+    tab = browser.new_page(viewport={"width": 1600, "height": 900}, base_url=ui.url)
+    tab.set_default_timeout(UI_TIMEOUT_MS)
+    yield tab
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
+    tab.close()
+
+
+def _open_runs_list(page, ui: SimpleNamespace) -> None:
+    page.goto(f"/#/experiments/{ui.experiment_id}/runs")
+    for run in ui.runs:
+        page.get_by_text(run.name, exact=True).wait_for()
+    assistant = page.get_by_role("button", name="Close", exact=True)
+    if assistant.count():  # the assistant side panel takes a third of the width
+        assistant.first.click()
+
+
+def test_runs_list_shows_both_runs_by_name_with_their_test_metrics(page, ui: SimpleNamespace) -> None:
+    _open_runs_list(page, ui)
+    page.get_by_role("button", name="Columns").click()
+    search = page.get_by_placeholder("Search columns")
+    for metric in SHOWN_METRICS:
+        search.fill(metric)
+        page.get_by_text(metric, exact=True).first.click()
+    page.keyboard.press("Escape")
+    for metric in SHOWN_METRICS:
+        page.locator(f"[role=columnheader][col-id='metrics.`{metric}`']").wait_for()
+
+    for run in ui.runs:
+        # The grid renders a row in parts (pinned name column, scrolling columns) sharing one row-index.
+        index = page.locator("[role=row][row-index]", has_text=run.name).first.get_attribute("row-index")
+        row_text = " ".join(page.locator(f"[role=row][row-index='{index}']").all_inner_texts())
+        shown = [float(number) for number in re.findall(r"-?\d+\.\d+(?:e[-+]?\d+)?", row_text)]
+        for metric in SHOWN_METRICS:
+            assert any(value == pytest.approx(run.metrics[metric], rel=1e-9) for value in shown), (run.name, metric, row_text)
+
+
+def test_comparison_view_shows_params_side_by_side(page, ui: SimpleNamespace) -> None:
+    _open_runs_list(page, ui)
+    for run in ui.runs:
+        page.locator("[role=row]", has_text=run.name).locator("input.ag-checkbox-input").check()
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.get_by_text(f"Comparing {len(ui.runs)} Runs").wait_for()
+    assert "/compare-runs?" in page.url
+
+    names = page.locator("tr", has_text="Run Name:").inner_text().split()[2:]
+    by_name = {run.name: run for run in ui.runs}
+    assert sorted(names) == sorted(by_name)
+    z_dims = page.locator("tr", has_text="train.z_dim").first.inner_text().split()
+    assert z_dims == ["train.z_dim", *(str(by_name[name].z_dim) for name in names)]
+    assert page.locator("tr", has_text="base.seed").first.inner_text().split() == ["base.seed", "42", "42"]
+
+    page.get_by_text("Show diff only").first.click()  # the parameters table's switch
+    page.locator("tr", has_text="base.seed").first.wait_for(state="detached")
+    assert page.locator("tr", has_text="train.z_dim").count() >= 1
+
+
+def test_image_artifact_loads(page, ui: SimpleNamespace) -> None:
+    run = ui.runs[-1]  # the run whose plots are still in reports/plots
+    page.goto(f"/#/experiments/{ui.experiment_id}/runs/{run.id}")
+    page.get_by_role("tab", name="Artifacts").click()
+    page.get_by_text("plots", exact=True).click()
+    page.get_by_text("samples.png", exact=True).click()
+    image = page.locator("img[src^='blob:']").first
+    image.wait_for()
+    page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=image.element_handle())
+    assert tuple(image.evaluate("image => [image.naturalWidth, image.naturalHeight]")) == ui.samples_size

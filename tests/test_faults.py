@@ -1,0 +1,141 @@
+"""Storage faults and damaged files: one line naming the path, exit code 2, and nothing overwritten.
+
+A full disk and a read-only folder are real: small tmpfs mounts (root only; skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from vaelab.config import load_config
+from vaelab.data.processed import load_splits, write_splits
+from vaelab.errors import TrainingError
+from vaelab.training import train
+
+pytestmark = pytest.mark.slow
+
+PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
+SMALL = {
+    "train": {"encoder_filters": [8, 8, 8, 8], "decoder_filters": [8, 8, 8, 1], "batch_size": 32, "epochs": 1},
+    "evaluate": {"latent_points": 16, "manifold_grid": 4, "batch_size": 16, "nll_samples": 2, "nll_images": 8, "quality_samples": 16},
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, project_root: Path) -> Path:
+    monkeypatch.chdir(tmp_path)
+    _write_params(tmp_path, project_root, {})
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 64), ("val", 16), ("test", 16)):
+        arrays[f"x_{split}"] = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+        arrays[f"y_{split}"] = rng.integers(0, 10, n).astype("uint8")
+    write_splits(tmp_path / "data/processed", arrays, {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": [str(d) for d in range(10)]})
+    return tmp_path
+
+
+def test_disk_full_at_model_save_is_one_line_naming_the_path_and_keeps_the_old_model(project: Path, project_root: Path) -> None:
+    # The model file is ~110 kB; a 32 kB filesystem holding the previous model cannot take it.
+    with _tmpfs(project / "full", "size=32k") as full:
+        (full / "vae.keras").write_bytes(b"the previous model")
+        _write_params(project, project_root, {"paths": {"model": str(full / "vae.keras")}})
+
+        done = _stage("train")
+
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert _last_line(done) == f"vaelab: error: cannot write {full / 'vae.keras'}: No space left on device; free space or choose another folder in params.yaml paths"
+        assert "Traceback" not in done.stderr
+        assert (full / "vae.keras").read_bytes() == b"the previous model"
+        assert sorted(p.name for p in full.iterdir()) == ["vae.keras"]  # no half-written temporary left
+    assert not Path("models/mlflow_run.json").exists()  # the stage stopped before declaring success
+
+
+def test_read_only_output_folder_is_one_line_naming_it(project: Path, project_root: Path) -> None:
+    with _tmpfs(project / "readonly", "ro,size=1m") as readonly:
+        _write_params(project, project_root, {"paths": {"model": str(readonly / "vae.keras")}})
+
+        done = _stage("train")
+
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert _last_line(done) == f"vaelab: error: folder {readonly} is not writable"
+        assert "Traceback" not in done.stderr and list(readonly.iterdir()) == []
+
+
+def test_damaged_model_file_is_a_clear_error_and_left_as_it_was(project: Path, mlflow_uri: str) -> None:
+    client = MlflowClient(mlflow_uri)
+    run = client.create_run(client.create_experiment("faults"))
+    Path("models").mkdir()
+    Path("models/mlflow_run.json").write_text(json.dumps({"run_id": run.info.run_id}))
+    damaged = b"PK\x03\x04" + b"\x00" * 60  # a zip header and then nothing: a model file cut short
+    Path("models/vae.keras").write_bytes(damaged)
+
+    done = _stage("evaluate")
+
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert _last_line(done).startswith("vaelab: error: models/vae.keras: cannot load the model (")
+    assert _last_line(done).endswith("re-run `dvc repro train`") and "Traceback" not in done.stderr
+    assert Path("models/vae.keras").read_bytes() == damaged
+    assert not Path("reports/metrics.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated to half", "zeroed"])
+def test_damaged_checkpoint_is_a_clear_error_and_left_as_it_was(project: Path, damage: str) -> None:
+    config = load_config("params.yaml")
+    splits = load_splits(config.paths.processed)
+    folder = project / "checkpoints/train"
+    # Leaves the checkpoint after epoch 1 (the stage, not train(), clears it); the same settings resume from it.
+    train(config, splits, checkpoint_dir=folder, verbose=0)
+    model_file = folder / "model-epoch-0001.keras"
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[: len(data) // 2] if damage == "truncated to half" else bytes(len(data)))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    with pytest.raises(TrainingError) as caught:
+        train(config, splits, checkpoint_dir=folder, verbose=0)
+
+    assert str(caught.value) == (
+        f"{model_file}: the checkpoint is damaged (not a .keras zip file); delete {folder} to start the training afresh"
+    )
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def _write_params(root: Path, project_root: Path, extra: dict) -> None:
+    params = yaml.safe_load((project_root / "params.yaml").read_text())
+    for changes in (SMALL, extra):
+        for section, values in changes.items():
+            params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _stage(name: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, str(PIPELINE / f"{name}.py")], env=env, capture_output=True, text=True, timeout=300)
+
+
+def _last_line(done: subprocess.CompletedProcess) -> str:
+    return done.stderr.rstrip("\n").splitlines()[-1]
+
+
+@contextmanager
+def _tmpfs(where: Path, options: str) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)

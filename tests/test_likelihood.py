@@ -1,0 +1,127 @@
+"""The importance-sampled NLL: exact against numerical integration for a 1-D latent, seeded and batch-size
+independent, equal in expectation to the negative ELBO at K = 1, and tighter as K grows on a trained model."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+
+from vaelab.config import BaseSection, Config, TrainSection
+from vaelab.evaluation import mean_negative_elbo
+from vaelab.likelihood import estimate_test_nll, importance_sampled_nll, log_importance_weights, log_mean_exp
+from vaelab.model import build_vae
+
+# A one-layer VAE on 4x4 images: p(x) has a 1-D integral over z that a fine grid computes exactly.
+ONE_D = TrainSection(
+    z_dim=1, encoder_filters=(2,), encoder_kernels=(3,), encoder_strides=(1,),
+    decoder_filters=(1,), decoder_kernels=(3,), decoder_strides=(1,), reconstruction="bce",
+)
+
+
+def test_log_mean_exp_is_exact_and_does_not_overflow() -> None:
+    np.testing.assert_allclose(log_mean_exp(np.array([[0.0, math.log(3.0)]])), [math.log(2.0)], rtol=1e-15)
+    np.testing.assert_allclose(log_mean_exp(np.array([[-1e4, -1e4], [800.0, 800.0]])), [-1e4, 800.0], rtol=1e-15)
+    assert log_mean_exp(np.array([[-np.inf, 0.0]]))[0] == pytest.approx(-math.log(2.0))
+
+
+@pytest.fixture(scope="module")
+def one_d_vae():
+    keras.utils.set_random_seed(0)
+    model = build_vae((4, 4, 1), ONE_D, seed=0)
+    dense = model.decoder.get_layer("decoder_dense")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 6.0, bias])  # make p(x|z) depend strongly on z
+    return model
+
+
+def _binary_images(n: int, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).uniform(size=(n, 4, 4, 1)) > 0.5).astype("float32")
+
+
+def _exact_nll_by_quadrature(model, x: np.ndarray) -> np.ndarray:
+    """-log integral p(x|z) N(z; 0, 1) dz on a grid of z in [-12, 12]."""
+    grid = np.linspace(-12.0, 12.0, 24001)
+    step = grid[1] - grid[0]
+    decoded = np.clip(keras.ops.convert_to_numpy(model.decoder(grid[:, None].astype("float32"))).astype(np.float64), 1e-7, 1 - 1e-7)
+    flat_x, flat_p = x.reshape(len(x), 1, -1), decoded.reshape(1, len(grid), -1)
+    log_likelihood = np.sum(flat_x * np.log(flat_p) + (1 - flat_x) * np.log(1 - flat_p), axis=-1)  # (images, grid)
+    log_joint = log_likelihood - 0.5 * (grid**2 + math.log(2 * math.pi))
+    peak = log_joint.max(axis=1, keepdims=True)
+    return -(np.log(np.sum(np.exp(log_joint - peak), axis=1) * step) + peak[:, 0])
+
+
+def test_many_importance_samples_reach_the_exact_likelihood(one_d_vae) -> None:
+    x = _binary_images(3, seed=1)
+    exact = _exact_nll_by_quadrature(one_d_vae, x)
+    estimate = importance_sampled_nll(one_d_vae, x, k=20000, seed=0, max_decoded=20000)
+    np.testing.assert_allclose(estimate, exact, atol=0.01)
+    single = importance_sampled_nll(one_d_vae, x, k=1, seed=0)
+    assert np.all(np.abs(single - exact) > 0.01)  # one sample is not enough: the tolerance above means something
+
+
+def test_same_seed_same_numbers_for_any_batch_size(one_d_vae) -> None:
+    x = _binary_images(5, seed=2)
+    big = log_importance_weights(one_d_vae, x, k=6, seed=3, max_decoded=1000)  # all 30 draws in one pass
+    images_split = log_importance_weights(one_d_vae, x, k=6, seed=3, max_decoded=13)  # 2 images per pass
+    draws_split = log_importance_weights(one_d_vae, x, k=6, seed=3, max_decoded=4)  # 1 image, 4 + 2 draws
+    assert big.shape == (5, 6) and big.dtype == np.float64
+    np.testing.assert_allclose(images_split, big, rtol=1e-6)
+    np.testing.assert_allclose(draws_split, big, rtol=1e-6)
+    assert not np.allclose(log_importance_weights(one_d_vae, x, k=6, seed=4), big)
+
+
+def test_estimate_on_a_seeded_subset_of_test_images(one_d_vae) -> None:
+    x = _binary_images(10, seed=5)
+    chosen = np.sort(np.random.default_rng(7).choice(10, size=4, replace=False))
+    expected = importance_sampled_nll(one_d_vae, x[chosen], k=5, seed=7).mean()
+    assert estimate_test_nll(one_d_vae, x, k=5, n_images=4, seed=7) == pytest.approx(expected, rel=1e-12)
+    assert estimate_test_nll(one_d_vae, x, k=5, n_images=None, seed=7) == pytest.approx(
+        importance_sampled_nll(one_d_vae, x, k=5, seed=7).mean(), rel=1e-12
+    )
+
+
+def test_bad_k_is_rejected(one_d_vae) -> None:
+    with pytest.raises(ValueError, match="received k=0, max_decoded=1000"):
+        log_importance_weights(one_d_vae, _binary_images(1, 0), k=0, seed=0)
+
+
+def _bars(n: int, seed: int) -> np.ndarray:
+    """16x16 images, each one of 4 bars at a random height band: a little to learn."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 16, 16, 1), dtype="float32")
+    for i, row in enumerate(rng.integers(0, 4, n)):
+        x[i, 2 + 3 * row : 4 + 3 * row, 2:14, 0] = 1.0
+    return x
+
+
+@pytest.fixture(scope="module")
+def trained_vae():
+    from vaelab.training import train
+
+    settings = TrainSection(
+        z_dim=2, encoder_filters=(8, 8), encoder_kernels=(3, 3), encoder_strides=(2, 2),
+        decoder_filters=(8, 1), decoder_kernels=(3, 3), decoder_strides=(2, 2),
+        reconstruction="bce", r_loss_factor=256.0, learning_rate=0.005, batch_size=32, epochs=4,
+    )
+    x = _bars(512, seed=0)
+    splits = SimpleNamespace(x_train=x, x_val=x[:64], image_shape=(16, 16, 1))
+    config = Config(train=settings, base=BaseSection(seed=0))
+    return train(config, splits, verbose=0).model
+
+
+@pytest.mark.slow
+def test_k1_equals_the_negative_elbo_in_expectation_and_more_samples_tighten_it(trained_vae) -> None:
+    x = _bars(200, seed=1)
+    # Each column of the (N, K) weights is an independent K=1 estimate; their mean estimates E_q[-log w],
+    # the negative ELBO, which the evaluate stage computes with the KL in closed form.
+    k1_mean = float(np.mean(-log_importance_weights(trained_vae, x, k=20, seed=0)))
+    neg_elbo = float(np.mean([mean_negative_elbo(trained_vae, x, batch_size=200, seed=s) for s in range(20)]))
+    assert k1_mean == pytest.approx(neg_elbo, abs=0.3)  # both are means of 4000 draws: standard error ~0.05
+
+    estimates = [float(np.mean(importance_sampled_nll(trained_vae, x, k=k, seed=0))) for k in (1, 10, 100)]
+    assert estimates[0] > estimates[1] > estimates[2], estimates
+    assert estimates[0] - estimates[2] > 0.3  # a real gap (0.77 nats here), not rounding
