@@ -107,33 +107,38 @@ def compare_main(argv: Sequence[str] | None = None) -> None:
     sys.exit(run_guarded(action))
 
 
+def preset_main(argv: Sequence[str]) -> None:
+    from vaelab import presets
+
+    codes: list[int] = []
+    exit_code = run_guarded(lambda: codes.append(presets.main(argv)))
+    sys.exit(exit_code or (codes[0] if codes else 0))
+
+
+# Commands beyond the stages: name -> (one-line help, "module:function" that takes the remaining arguments).
+TOOLS: dict[str, tuple[str, str]] = {
+    "sweep": ("an Optuna study over params.yaml `sweep.space`, tracked as MLflow parent and child runs", "vaelab.sweep:main"),
+    "compare": (COMPARE_HELP, "vaelab.cli:compare_main"),
+    "preset": ("print a preset (presets/NAME.yaml) as `dvc exp run -S` flags, or --run it", "vaelab.cli:preset_main"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """`vaelab COMMAND [--params FILE] [--set KEY=VALUE ...]`; `vaelab COMMAND --help` for each."""
+    """`vaelab COMMAND ...`; `vaelab COMMAND --help` for each."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in STAGES:
         stage_main(argv[0], argv[1:])
         return
-    if argv and argv[0] == "compare":
-        compare_main(argv[1:])
+    if argv and argv[0] in TOOLS:
+        module, _, function = TOOLS[argv[0]][1].partition(":")
+        getattr(importlib.import_module(module), function)(argv[1:])
         return
-    if argv and argv[0] == "sweep":
-        from vaelab.sweep import main as sweep_main
-
-        sweep_main(argv[1:])
-        return
-    if argv and argv[0] == "preset":
-        from vaelab import presets
-
-        codes = []
-        exit_code = run_guarded(lambda: codes.append(presets.main(argv[1:])))
-        sys.exit(exit_code or (codes[0] if codes else 0))
     parser = argparse.ArgumentParser(prog="vaelab", description="Train, track and tune the chapter-3 VAE.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, summary) in STAGES.items():
         sub.add_parser(name, help=summary)
-    sub.add_parser("compare", help=COMPARE_HELP)
-    sub.add_parser("sweep", help="an Optuna study over params.yaml `sweep.space`, tracked as MLflow parent and child runs")
-    sub.add_parser("preset", help="print a preset (presets/NAME.yaml) as `dvc exp run -S` flags, or --run it")
+    for name, (summary, _) in TOOLS.items():
+        sub.add_parser(name, help=summary)
     parser.parse_args(argv)  # only reached for --help or an unknown command: prints and exits
 
 
