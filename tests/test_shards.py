@@ -75,6 +75,19 @@ def test_integer_tuple_and_ellipsis_keys_act_like_numpy(tmp_path) -> None:
         images[[0, 11]]
 
 
+@pytest.mark.parametrize(("count", "shard_counts"), [(6, [4, 2]), (8, [4, 4]), (1, [1]), (0, []), (25, [4, 4, 2])])
+def test_head_is_a_shorter_view_that_reads_nothing(tmp_path, monkeypatch, count, shard_counts) -> None:
+    images = write(tmp_path, numbered(10), per_shard=4)
+    with monkeypatch.context() as patch:
+        patch.setattr(ShardedImages, "_read_sorted", lambda *_: pytest.fail("head() read images"))
+        first = images.head(count)
+    assert isinstance(first, ShardedImages) and [s.count for s in first.shards] == shard_counts
+    assert np.array_equal(first.read_uint8(slice(None)), numbered(10)[:count])
+    assert np.array_equal(first[-1:], images[min(count, 10) - 1 : min(count, 10)])
+    with pytest.raises(ValueError, match="count must be at least 0; received -1"):
+        images.head(-1)
+
+
 def test_a_truncated_shard_is_a_data_error_naming_it(tmp_path) -> None:
     write(tmp_path, numbered(10), per_shard=4)
     path = tmp_path / "x_train-00001.npy"

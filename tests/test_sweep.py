@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 
 from vaelab import sweep
 from vaelab.config import Config, load_config
-from vaelab.data.processed import Splits, write_splits
+from vaelab.data.processed import Splits, load_splits, write_splits
+from vaelab.data.shards import ShardedImages
 from vaelab.errors import ConfigError, VaelabError
 from vaelab.sweep_report import winner_command
 
@@ -167,6 +168,15 @@ def test_objective_caps_the_training_set_and_keeps_validation_whole(make_config)
     assert objective.splits.x_train.shape == (5, *IMAGE_SHAPE)
     np.testing.assert_array_equal(objective.splits.x_train, tiny_splits().x_train[:5])
     assert len(objective.splits.x_val) == 4
+
+
+def test_objective_leaves_sharded_splits_on_disk(make_config, processed):
+    splits = load_splits(processed)
+    objective = sweep.Objective(make_config(), splits)
+    assert isinstance(objective.splits.x_train, ShardedImages) and isinstance(objective.splits.x_val, ShardedImages)
+    assert len(objective.splits.x_train) == len(objective.splits.y_train) == 192  # sweep.max_train
+    np.testing.assert_array_equal(objective.splits.x_train[-3:], splits.x_train[189:192])
+    assert len(objective.splits.x_val) == 64
 
 
 @pytest.mark.parametrize(

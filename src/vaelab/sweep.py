@@ -1,10 +1,13 @@
 """Optuna sweeps over the ``train.*`` keys in ``sweep.space``: one study, K workers, one MLflow parent run.
 
-Each trial trains ``sweep.epochs`` epochs on the first ``sweep.max_train`` training images and is scored by
-the validation negative ELBO in nats under a Bernoulli decoder (comparable across ``r_loss_factor``; lower
-is better). ``sweep.n_trials`` counts COMPLETE and PRUNED trials in total, so a resumed study runs only
-the missing ones; diverged (FAIL) trials are replaced, up to ``2 * n_trials`` of them. Two workers that
-look at the same instant may together start one trial too many.
+This module runs the study: the coordinator (:func:`run_sweep`), the worker loop (:func:`run_worker`) and
+the ``vaelab sweep`` command (:func:`main`). A trial itself is :class:`vaelab.sweep_objective.Objective`;
+storages and studies are opened by :mod:`vaelab.sweep_storage`; :mod:`vaelab.sweep_report` writes the
+results. The names tests and scripts use from those modules are importable from here too.
+
+``sweep.n_trials`` counts COMPLETE and PRUNED trials in total, so a resumed study runs only the missing
+ones; diverged (FAIL) trials are replaced, up to ``2 * n_trials`` of them. Two workers that look at the
+same instant may together start one trial too many.
 
 Storage: ``--storage``, else ``$VAELAB_OPTUNA_STORAGE``, else ``sweep.storage``, else the journal file
 ``sweeps/optuna.journal``. A value with ``://`` is an SQLAlchemy URL, anything else a journal file path.
@@ -22,252 +25,75 @@ Several machines: run the same command on each, sharing one PostgreSQL database 
 They share the study, its MLflow parent run and the trial budget. Workers send a heartbeat every 10 s; the
 trial of a worker that died is marked FAIL after 30 s of silence and retried once with the same parameters.
 Each machine writes ``sweeps/<study>/`` when its workers finish; the last one has the whole study.
+
+Importing this module loads Optuna but neither TensorFlow nor MLflow: those load when a trial runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
-import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import optuna
 import yaml
 from optuna.trial import TrialState
 
 from vaelab.config import Config
-from vaelab.errors import ConfigError, DataError, TrainingError, VaelabError
-from vaelab.io import ensure_dir
-from vaelab.sweep_report import FAIL_REASON_ATTR, OBJECTIVE_METRIC, log_finished_trial
+from vaelab.errors import ConfigError, TrainingError, VaelabError
+from vaelab.sweep_objective import STATE_TAG, Objective, training_subset, trial_run_name
+from vaelab.sweep_report import OBJECTIVE_METRIC, log_finished_trial
+from vaelab.sweep_storage import (
+    DEFAULT_STORAGE,
+    GRACE_PERIOD,
+    HEARTBEAT_INTERVAL,
+    STORAGE_ENV,
+    WORKER_ATTR,
+    fail_abandoned_trials,
+    is_sqlite,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    open_study,
+    resolve_storage,
+    uses_heartbeats,
+    worker_id,
+)
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "GRACE_PERIOD",
+    "HEARTBEAT_INTERVAL",
+    "PARENT_RUN_ATTR",
+    "STATE_TAG",
+    "STORAGE_ENV",
+    "WORKER_ATTR",
+    "Objective",
+    "main",
+    "make_pruner",
+    "make_sampler",
+    "open_storage",
+    "open_study",
+    "resolve_storage",
+    "run_sweep",
+    "run_worker",
+    "training_subset",
+    "trial_run_name",
+    "worker_id",
+]
 
 log = logging.getLogger(__name__)
 
 SWEEPS_DIR = Path("sweeps")
-DEFAULT_STORAGE = "sweeps/optuna.journal"
-STORAGE_ENV = "VAELAB_OPTUNA_STORAGE"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr: the MLflow run every worker's trials nest under
-WORKER_ATTR = "worker"  # trial user attr "host:pid", to recognise trials of dead local workers
-STATE_TAG = "optuna.state"
-HEARTBEAT_INTERVAL = 10  # seconds
-GRACE_PERIOD = 30  # seconds without a heartbeat before a running trial counts as abandoned
 MAX_FAILED_PER_TRIAL = 2  # a study stops after 2 * n_trials failed trials: the space is broken
-
-
-def resolve_storage(override: str | None, config: Config) -> str:
-    """``--storage``, else ``$VAELAB_OPTUNA_STORAGE``, else ``sweep.storage``, else ``sweeps/optuna.journal``."""
-    return override or os.environ.get(STORAGE_ENV) or config.sweep.storage or DEFAULT_STORAGE
-
-
-def open_storage(spec: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD):
-    """A JournalStorage for a file path; an RDBStorage for a URL, with heartbeats and one retry unless SQLite."""
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from vaelab.tracking import redact_url
-
-    if not _is_url(spec):
-        ensure_dir(Path(spec).parent)
-        return JournalStorage(JournalFileBackend(spec))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-            if _is_sqlite(spec):
-                return RDBStorage(spec, engine_kwargs={"connect_args": {"timeout": 60}})
-            return RDBStorage(
-                _with_installed_driver(spec),
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
-    except (ImportError, ValueError, SQLAlchemyError) as err:
-        reason = redact_url((str(err).strip() or type(err).__name__).splitlines()[0])
-        raise VaelabError(
-            f"cannot open the Optuna storage {redact_url(spec)}: {reason}; check --storage, ${STORAGE_ENV} or sweep.storage"
-        ) from None
-
-
-def make_sampler(config: Config, seed: int) -> optuna.samplers.BaseSampler:
-    if config.sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
-
-
-def make_pruner(config: Config) -> optuna.pruners.BasePruner:
-    if config.sweep.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if config.sweep.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.sweep.epochs)
-    return optuna.pruners.NopPruner()
-
-
-def open_study(config: Config, storage, study_name: str, worker_index: int = 0) -> optuna.Study:
-    """Create the study, or load the one of that name, with this config's sampler and pruner."""
-    # log_finished_trial reports each trial in one line; Optuna would add its own, with tracebacks for failures.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(
-        storage=storage, study_name=study_name, direction="minimize", pruner=make_pruner(config), load_if_exists=True
-    )
-    # Seeded from base.seed and also from the trials so far and the worker: with base.seed alone, a resumed
-    # study or a second worker would propose the very parameters already tried.
-    entropy = [config.base.seed, len(study.get_trials(deepcopy=False)), worker_index]
-    study.sampler = make_sampler(config, int(np.random.SeedSequence(entropy).generate_state(1)[0]))
-    return study
-
-
-class Objective:
-    """One trial: sample the space, train like the train stage on the capped data, return the validation -ELBO.
-
-    The splits are held in memory for all trials of a worker: the first ``sweep.max_train`` training
-    images and the whole validation split.
-    """
-
-    def __init__(self, config: Config, splits, *, parent_run_id: str | None = None, study_name: str | None = None):
-        if len(splits.x_val) == 0:
-            raise DataError("the validation split is empty, so trials cannot be scored; raise data.val_fraction")
-        self.config = config
-        self.splits = training_subset(splits, config.sweep.max_train)
-        self.parent_run_id = parent_run_id
-        self.study_name = study_name or config.sweep.study_name
-        self._check_space()
-
-    def suggest(self, trial: optuna.Trial) -> dict[str, int | float]:
-        """One value per ``sweep.space`` key; integer train settings (z_dim, batch_size) stay integers."""
-        values: dict[str, int | float] = {}
-        for key, bounds in self.config.sweep.space.items():
-            if _is_integer_setting(self.config, key):
-                values[key] = trial.suggest_int(key, *_integer_bounds(key, bounds), log=bounds.log)
-            else:
-                values[key] = trial.suggest_float(key, bounds.low, bounds.high, log=bounds.log)
-        return values
-
-    def trial_config(self, values: dict[str, int | float]) -> Config:
-        overrides = {f"train.{key}": value for key, value in values.items()}
-        return self.config.with_overrides({**overrides, "train.epochs": self.config.sweep.epochs})
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        import keras
-
-        from vaelab import tracking
-
-        trial.set_user_attr(WORKER_ATTR, worker_id())
-        config = self.trial_config(self.suggest(trial))
-        tags = {"optuna.study": self.study_name, STATE_TAG: "RUNNING"}
-        if self.parent_run_id:
-            tags["mlflow.parentRunId"] = self.parent_run_id
-        pruned = None
-        try:
-            with tracking.start_run(config, name=trial_run_name(trial.number, config), nested=True, tags=tags) as run:
-                trial.set_user_attr("mlflow_run_id", run.info.run_id)
-                tracking.log_params({"optuna.trial_number": trial.number})
-                try:
-                    value = self._train(trial, config)
-                except optuna.TrialPruned as err:
-                    pruned = err  # raised once the run has ended, so MLflow records it FINISHED, not FAILED
-                    tracking.set_tags({STATE_TAG: "PRUNED"})
-                except TrainingError as err:
-                    trial.set_user_attr(FAIL_REASON_ATTR, str(err))
-                    tracking.set_tags({STATE_TAG: "FAIL", "optuna.fail_reason": str(err)})
-                    raise
-                else:
-                    tracking.log_metrics({f"final_{OBJECTIVE_METRIC}": value})
-                    tracking.set_tags({STATE_TAG: "COMPLETE"})
-        finally:
-            # Each trial builds a new model; without this, graphs and weights of every earlier one stay alive.
-            keras.backend.clear_session()
-            gc.collect()
-        if pruned is not None:
-            raise pruned
-        return value
-
-    def _train(self, trial: optuna.Trial, config: Config) -> float:
-        from vaelab import tracking
-        from vaelab.training import train
-
-        reporter = _validation_reporter(trial, self.splits.x_val, config.evaluate.batch_size, config.base.seed)
-        train(config, self.splits, callbacks=[reporter, tracking.MlflowEpochLogger()], verbose=0)
-        if reporter.failure:
-            raise TrainingError(reporter.failure)
-        if reporter.pruned_after is not None:
-            raise optuna.TrialPruned(f"after epoch {reporter.pruned_after}: {OBJECTIVE_METRIC}={reporter.last_value:.4g}")
-        return reporter.last_value
-
-    def _check_space(self) -> None:
-        """Both ends of every range must be valid settings, so a bad range fails now rather than mid-study."""
-        for key, bounds in self.config.sweep.space.items():
-            ends = _integer_bounds(key, bounds) if _is_integer_setting(self.config, key) else (bounds.low, bounds.high)
-            for end in ends:
-                try:
-                    self.config.with_overrides({f"train.{key}": end})
-                except ConfigError as err:
-                    message = f"sweep.space.{key}: the range end {end:g} is not a valid train.{key} ({err})"
-                    raise ConfigError(message) from None
-
-
-def training_subset(splits, max_train: int | None):
-    """``splits`` with the first ``max_train`` training images (all if None); train and validation read into memory."""
-    n = len(splits.x_train) if max_train is None else min(max_train, len(splits.x_train))
-    return replace(
-        splits,
-        x_train=np.ascontiguousarray(splits.x_train[:n]),
-        y_train=np.ascontiguousarray(splits.y_train[:n]),
-        x_val=np.ascontiguousarray(splits.x_val),
-        y_val=np.ascontiguousarray(splits.y_val),
-    )
-
-
-def trial_run_name(number: int, config: Config) -> str:
-    """The child run's name, e.g. ``trial-3-z8-r1000-lr0.0005``."""
-    train = config.train
-    return f"trial-{number}-z{train.z_dim}-r{train.r_loss_factor:.4g}-lr{train.learning_rate:.2g}"
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _validation_reporter(trial: optuna.Trial, x_val: np.ndarray, batch_size: int, seed: int):
-    """A Keras callback that reports the validation -ELBO to ``trial`` after each epoch and stops a pruned trial."""
-    import keras  # here, not at the top: `vaelab sweep --help` should not load TensorFlow
-
-    from vaelab.evaluation import mean_negative_elbo
-
-    class ValidationReporter(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.last_value = math.nan
-            self.pruned_after: int | None = None
-            self.failure: str | None = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            if self.model.stop_training:  # training's NaN guard stopped it, and train() raises the error
-                return
-            value = mean_negative_elbo(self.model, x_val, batch_size, seed)
-            if not math.isfinite(value):
-                self.failure = f"{OBJECTIVE_METRIC} became {value} after epoch {epoch + 1}"
-                self.model.stop_training = True
-                return
-            self.last_value = value
-            if logs is not None:
-                logs[OBJECTIVE_METRIC] = value  # the same dict goes on to MlflowEpochLogger
-            trial.report(value, epoch + 1)  # steps are 1-based epochs, like the MLflow metric steps
-            if trial.should_prune():
-                self.pruned_after = epoch + 1
-                self.model.stop_training = True
-
-    return ValidationReporter()
 
 
 def run_worker(
@@ -288,7 +114,7 @@ def run_worker(
     study = open_study(config, storage, study_name, worker_index)
     parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
     objective = Objective(config, load_splits(config.paths.processed), parent_run_id=parent_run_id, study_name=study_name)
-    heartbeat = _is_url(storage_spec) and not _is_sqlite(storage_spec)
+    heartbeat = uses_heartbeats(storage_spec)
     # A new model per trial means new tf.functions each time; TensorFlow's retracing warning is expected here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     while (step := _next_step(study, n_trials, deadline, heartbeat)) != "stop":
@@ -300,7 +126,7 @@ def run_worker(
 
 def _next_step(study: optuna.Study, n_trials: int, deadline: float | None, heartbeat: bool) -> str:
     """Whether to "run" a trial, "wait" for other workers' running trials (one may be abandoned) or "stop"."""
-    _fail_abandoned_trials(study, heartbeat)
+    fail_abandoned_trials(study, heartbeat)
     states = Counter(trial.state for trial in study.get_trials(deepcopy=False))
     finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
     if finished >= n_trials:
@@ -314,30 +140,6 @@ def _next_step(study: optuna.Study, n_trials: int, deadline: float | None, heart
     if states[TrialState.WAITING] or finished + states[TrialState.RUNNING] < n_trials:
         return "run"
     return "wait"
-
-
-def _fail_abandoned_trials(study: optuna.Study, heartbeat: bool) -> None:
-    if heartbeat:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # FAIL after the grace period, then the retry callback
-        return
-    host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-        if owner == host and pid.isdigit() and not _process_alive(int(pid)):
-            log.warning("trial %d was left RUNNING by worker process %s, now gone; marking it FAIL", trial.number, pid)
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by another user
-        return True
-    return True
 
 
 def run_sweep(
@@ -397,7 +199,7 @@ def run_sweep(
 def _check_workers(workers: int, spec: str) -> None:
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1; received {workers}")
-    if workers > 1 and _is_sqlite(spec):
+    if workers > 1 and is_sqlite(spec):
         raise ConfigError(
             f"{workers} workers cannot share the SQLite storage {spec} (SQLite fails with 'database is locked' under "
             "concurrent writers); use a journal file path (the default, sweeps/optuna.journal) or a postgresql:// URL"
@@ -436,35 +238,6 @@ def _run_worker_processes(config: Config, spec: str, workers: int, **options) ->
         raise VaelabError(f"all {workers} sweep workers failed (exit codes {codes}); see their messages above")
     if any(code != 0 for code in codes):
         log.warning("some sweep workers failed (exit codes %s); the others went on with the study", codes)
-
-
-def _is_url(spec: str) -> bool:
-    return "://" in spec
-
-
-def _is_sqlite(spec: str) -> bool:
-    return spec.startswith("sqlite")
-
-
-def _with_installed_driver(url: str) -> str:
-    """SQLAlchemy 2.1 reads ``postgresql://`` as psycopg 3; vaelab installs psycopg2, so name it unless psycopg is there."""
-    import importlib.util
-
-    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
-        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    return url
-
-
-def _is_integer_setting(config: Config, key: str) -> bool:
-    value = getattr(config.train, key)
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _integer_bounds(key: str, bounds) -> tuple[int, int]:
-    low, high = math.ceil(bounds.low), math.floor(bounds.high)
-    if low > high:
-        raise ConfigError(f"sweep.space.{key}: no integer in [{bounds.low:g}, {bounds.high:g}]; train.{key} is an integer")
-    return low, high
 
 
 def _positive_int(text: str) -> int:

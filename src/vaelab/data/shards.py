@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +153,8 @@ class ShardedImages:
     """A split's images in uint8 shards, indexed like a read-only float32 array ``(N, H, W, C)`` in [0, 1].
 
     ``x[i]``, ``x[a:b]``, ``x[[i, j]]`` and ``x[rows, ...rest]`` read only those rows;
-    ``np.asarray(x)`` reads them all, so keep it for small splits. :meth:`read_uint8` gives the stored bytes.
+    ``np.asarray(x)`` reads them all, so keep it for small splits. :meth:`read_uint8` gives the stored bytes,
+    :meth:`head` a shorter view that reads nothing.
     """
 
     dtype = np.dtype(np.float32)
@@ -177,6 +178,18 @@ class ShardedImages:
 
     def __repr__(self) -> str:
         return f"ShardedImages(shape={self.shape}, shards={len(self.shards)})"
+
+    def head(self, count: int) -> ShardedImages:
+        """The first ``count`` images (all if fewer) over the same files; unlike ``x[:count]``, nothing is read."""
+        if count < 0:
+            raise ValueError(f"count must be at least 0; received {count}")
+        kept, remaining = [], min(count, len(self))
+        for shard in self.shards:
+            if remaining == 0:
+                break
+            kept.append(shard if shard.count <= remaining else replace(shard, count=remaining))
+            remaining -= kept[-1].count
+        return ShardedImages(kept, self.image_shape)
 
     def __getitem__(self, key):
         rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())

@@ -1,0 +1,182 @@
+"""One sweep trial: sample ``sweep.space``, train like the train stage, score by the validation -ELBO.
+
+Each trial trains ``sweep.epochs`` epochs on the first ``sweep.max_train`` training images and reports
+the validation negative ELBO in nats under a Bernoulli decoder (comparable across ``r_loss_factor``;
+lower is better) after every epoch, so a pruner can stop it early. The images stream from the processed
+shards batch by batch, so a worker's memory does not grow with ``sweep.max_train`` or the validation split.
+
+Part of vaelab.sweep; Optuna, Keras and MLflow are imported inside the functions, so importing this module
+stays cheap.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from vaelab.config import Config
+from vaelab.data.shards import ShardedImages
+from vaelab.errors import ConfigError, DataError, TrainingError
+from vaelab.sweep_report import FAIL_REASON_ATTR, OBJECTIVE_METRIC
+from vaelab.sweep_storage import WORKER_ATTR, worker_id
+
+if TYPE_CHECKING:
+    import optuna
+
+STATE_TAG = "optuna.state"
+
+
+class Objective:
+    """One trial: sample the space, train like the train stage on the capped data, return the validation -ELBO.
+
+    Holds the config and the splits (the first ``sweep.max_train`` training images and the whole
+    validation split, left on disk when they are shards) for all trials of a worker.
+    """
+
+    def __init__(self, config: Config, splits, *, parent_run_id: str | None = None, study_name: str | None = None):
+        if len(splits.x_val) == 0:
+            raise DataError("the validation split is empty, so trials cannot be scored; raise data.val_fraction")
+        self.config = config
+        self.splits = training_subset(splits, config.sweep.max_train)
+        self.parent_run_id = parent_run_id
+        self.study_name = study_name or config.sweep.study_name
+        self._check_space()
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, int | float]:
+        """One value per ``sweep.space`` key; integer train settings (z_dim, batch_size) stay integers."""
+        values: dict[str, int | float] = {}
+        for key, bounds in self.config.sweep.space.items():
+            if _is_integer_setting(self.config, key):
+                values[key] = trial.suggest_int(key, *_integer_bounds(key, bounds), log=bounds.log)
+            else:
+                values[key] = trial.suggest_float(key, bounds.low, bounds.high, log=bounds.log)
+        return values
+
+    def trial_config(self, values: dict[str, int | float]) -> Config:
+        overrides = {f"train.{key}": value for key, value in values.items()}
+        return self.config.with_overrides({**overrides, "train.epochs": self.config.sweep.epochs})
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        import keras
+        import optuna
+
+        from vaelab import tracking
+
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+        config = self.trial_config(self.suggest(trial))
+        tags = {"optuna.study": self.study_name, STATE_TAG: "RUNNING"}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        pruned = None
+        try:
+            with tracking.start_run(config, name=trial_run_name(trial.number, config), nested=True, tags=tags) as run:
+                trial.set_user_attr("mlflow_run_id", run.info.run_id)
+                tracking.log_params({"optuna.trial_number": trial.number})
+                try:
+                    value = self._train(trial, config)
+                except optuna.TrialPruned as err:
+                    pruned = err  # raised once the run has ended, so MLflow records it FINISHED, not FAILED
+                    tracking.set_tags({STATE_TAG: "PRUNED"})
+                except TrainingError as err:
+                    trial.set_user_attr(FAIL_REASON_ATTR, str(err))
+                    tracking.set_tags({STATE_TAG: "FAIL", "optuna.fail_reason": str(err)})
+                    raise
+                else:
+                    tracking.log_metrics({f"final_{OBJECTIVE_METRIC}": value})
+                    tracking.set_tags({STATE_TAG: "COMPLETE"})
+        finally:
+            # Each trial builds a new model; without this, graphs and weights of every earlier one stay alive.
+            keras.backend.clear_session()
+            gc.collect()
+        if pruned is not None:
+            raise pruned
+        return value
+
+    def _train(self, trial: optuna.Trial, config: Config) -> float:
+        import optuna
+
+        from vaelab import tracking
+        from vaelab.training import train
+
+        reporter = _validation_reporter(trial, self.splits.x_val, config.evaluate.batch_size, config.base.seed)
+        train(config, self.splits, callbacks=[reporter, tracking.MlflowEpochLogger()], verbose=0)
+        if reporter.failure:
+            raise TrainingError(reporter.failure)
+        if reporter.pruned_after is not None:
+            raise optuna.TrialPruned(f"after epoch {reporter.pruned_after}: {OBJECTIVE_METRIC}={reporter.last_value:.4g}")
+        return reporter.last_value
+
+    def _check_space(self) -> None:
+        """Both ends of every range must be valid settings, so a bad range fails now rather than mid-study."""
+        for key, bounds in self.config.sweep.space.items():
+            ends = _integer_bounds(key, bounds) if _is_integer_setting(self.config, key) else (bounds.low, bounds.high)
+            for end in ends:
+                try:
+                    self.config.with_overrides({f"train.{key}": end})
+                except ConfigError as err:
+                    message = f"sweep.space.{key}: the range end {end:g} is not a valid train.{key} ({err})"
+                    raise ConfigError(message) from None
+
+
+def training_subset(splits, max_train: int | None):
+    """``splits`` with only the first ``max_train`` training images (all if None); no image is read.
+
+    Shards stay shards (:meth:`ShardedImages.head`) and arrays become views, so the trials stream their
+    batches from disk like the train stage does instead of holding the subset as float32.
+    """
+    n = len(splits.x_train) if max_train is None else min(max_train, len(splits.x_train))
+    x_train = splits.x_train.head(n) if isinstance(splits.x_train, ShardedImages) else splits.x_train[:n]
+    return replace(splits, x_train=x_train, y_train=splits.y_train[:n])
+
+
+def trial_run_name(number: int, config: Config) -> str:
+    """The child run's name, e.g. ``trial-3-z8-r1000-lr0.0005``."""
+    train = config.train
+    return f"trial-{number}-z{train.z_dim}-r{train.r_loss_factor:.4g}-lr{train.learning_rate:.2g}"
+
+
+def _validation_reporter(trial: optuna.Trial, x_val, batch_size: int, seed: int):
+    """A Keras callback that reports the validation -ELBO to ``trial`` after each epoch and stops a pruned trial."""
+    import keras  # here, not at the top: `vaelab sweep --help` should not load TensorFlow
+
+    from vaelab.evaluation import mean_negative_elbo
+
+    class ValidationReporter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.last_value = math.nan
+            self.pruned_after: int | None = None
+            self.failure: str | None = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.model.stop_training:  # training's NaN guard stopped it, and train() raises the error
+                return
+            # Reads x_val a batch at a time, so the validation split need not fit in memory.
+            value = mean_negative_elbo(self.model, x_val, batch_size, seed)
+            if not math.isfinite(value):
+                self.failure = f"{OBJECTIVE_METRIC} became {value} after epoch {epoch + 1}"
+                self.model.stop_training = True
+                return
+            self.last_value = value
+            if logs is not None:
+                logs[OBJECTIVE_METRIC] = value  # the same dict goes on to MlflowEpochLogger
+            trial.report(value, epoch + 1)  # steps are 1-based epochs, like the MLflow metric steps
+            if trial.should_prune():
+                self.pruned_after = epoch + 1
+                self.model.stop_training = True
+
+    return ValidationReporter()
+
+
+def _is_integer_setting(config: Config, key: str) -> bool:
+    value = getattr(config.train, key)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer_bounds(key: str, bounds) -> tuple[int, int]:
+    low, high = math.ceil(bounds.low), math.floor(bounds.high)
+    if low > high:
+        raise ConfigError(f"sweep.space.{key}: no integer in [{bounds.low:g}, {bounds.high:g}]; train.{key} is an integer")
+    return low, high

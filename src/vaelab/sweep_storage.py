@@ -1,0 +1,156 @@
+"""Where a sweep's Optuna study lives: the storage spec, opening storages and studies, abandoned trials.
+
+A storage spec with ``://`` is an SQLAlchemy URL, anything else a journal file path. Why the default is
+a journal file, and how several machines share a PostgreSQL study, is told in :mod:`vaelab.sweep`.
+
+Part of vaelab.sweep; Optuna is imported inside the functions so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vaelab.config import Config
+from vaelab.errors import VaelabError
+from vaelab.io import ensure_dir
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "sweeps/optuna.journal"
+STORAGE_ENV = "VAELAB_OPTUNA_STORAGE"
+WORKER_ATTR = "worker"  # trial user attr "host:pid", to recognise trials of dead local workers
+HEARTBEAT_INTERVAL = 10  # seconds
+GRACE_PERIOD = 30  # seconds without a heartbeat before a running trial counts as abandoned
+
+
+def resolve_storage(override: str | None, config: Config) -> str:
+    """``--storage``, else ``$VAELAB_OPTUNA_STORAGE``, else ``sweep.storage``, else ``sweeps/optuna.journal``."""
+    return override or os.environ.get(STORAGE_ENV) or config.sweep.storage or DEFAULT_STORAGE
+
+
+def open_storage(spec: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD):
+    """A JournalStorage for a file path; an RDBStorage for a URL, with heartbeats and one retry unless SQLite."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from vaelab.tracking import redact_url
+
+    if not is_url(spec):
+        ensure_dir(Path(spec).parent)
+        return JournalStorage(JournalFileBackend(spec))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+            if is_sqlite(spec):
+                return RDBStorage(spec, engine_kwargs={"connect_args": {"timeout": 60}})
+            return RDBStorage(
+                _with_installed_driver(spec),
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+    except (ImportError, ValueError, SQLAlchemyError) as err:
+        reason = redact_url((str(err).strip() or type(err).__name__).splitlines()[0])
+        raise VaelabError(
+            f"cannot open the Optuna storage {redact_url(spec)}: {reason}; check --storage, ${STORAGE_ENV} or sweep.storage"
+        ) from None
+
+
+def make_sampler(config: Config, seed: int) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    if config.sweep.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def make_pruner(config: Config) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if config.sweep.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if config.sweep.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.sweep.epochs)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(config: Config, storage, study_name: str, worker_index: int = 0) -> optuna.Study:
+    """Create the study, or load the one of that name, with this config's sampler and pruner."""
+    import optuna
+
+    # log_finished_trial reports each trial in one line; Optuna would add its own, with tracebacks for failures.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, direction="minimize", pruner=make_pruner(config), load_if_exists=True
+    )
+    # Seeded from base.seed and also from the trials so far and the worker: with base.seed alone, a resumed
+    # study or a second worker would propose the very parameters already tried.
+    entropy = [config.base.seed, len(study.get_trials(deepcopy=False)), worker_index]
+    study.sampler = make_sampler(config, int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+    return study
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_abandoned_trials(study: optuna.Study, heartbeat: bool) -> None:
+    """Mark FAIL the RUNNING trials whose worker is gone: by heartbeat for a database, else by local pid."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if heartbeat:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # FAIL after the grace period, then the retry callback
+        return
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        if owner == host and pid.isdigit() and not _process_alive(int(pid)):
+            log.warning("trial %d was left RUNNING by worker process %s, now gone; marking it FAIL", trial.number, pid)
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def is_url(spec: str) -> bool:
+    return "://" in spec
+
+
+def is_sqlite(spec: str) -> bool:
+    return spec.startswith("sqlite")
+
+
+def uses_heartbeats(spec: str) -> bool:
+    """Whether workers on ``spec`` send heartbeats (a database other than SQLite) rather than being found by pid."""
+    return is_url(spec) and not is_sqlite(spec)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
+
+
+def _with_installed_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads ``postgresql://`` as psycopg 3; vaelab installs psycopg2, so name it unless psycopg is there."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
