@@ -7,14 +7,12 @@ the faces are a folder of images the test generates outside the repository, like
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from repo_copy import make_repo_copy, run_ok
 
 from vaelab.data.sources import FASHION_MNIST_DEBIAN_DIR
 from vaelab.data.synthetic import write_faces
@@ -29,39 +27,10 @@ SHRINK = {
 }
 
 
-def _copy_repo(src: Path, dst: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=src, capture_output=True, check=True
-    ).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        if (src / rel).is_file() and not rel.startswith(".dvc/tmp"):
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, dst / rel)
-
-
-def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("repo")
-    _copy_repo(Path(__file__).resolve().parents[1], root)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for section, values in SHRINK.items():  # only keys this checkout has (other stages may add their own)
-        if section in params:
-            params[section].update({k: v for k, v in values.items() if k in params[section]})
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    env.pop("DVC_EXP_NAME", None)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        _run(command, root, env)
-    return root, env
+    return root, make_repo_copy(root, SHRINK)
 
 
 def _runs(env: dict, experiment: str):
@@ -75,7 +44,7 @@ def _runs(env: dict, experiment: str):
 @pytest.mark.skipif(not FASHION_MNIST_DEBIAN_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_experiment_runs_end_to_end(repo: tuple[Path, dict]) -> None:
     root, env = repo
-    _run(["dvc", "exp", "run", "-S", "data.dataset=fashion_mnist", "-n", "fashion"], root, env)
+    run_ok(["dvc", "exp", "run", "-S", "data.dataset=fashion_mnist", "-n", "fashion"], root, env)
 
     manifest = json.loads((root / "data/raw/fashion_mnist/manifest.json").read_text())
     assert manifest["source"] == f"IDX files in {FASHION_MNIST_DEBIAN_DIR}"
@@ -95,7 +64,7 @@ def test_face_preset_on_a_generated_folder_runs_end_to_end(repo: tuple[Path, dic
     preset = subprocess.run(
         [sys.executable, "-m", "vaelab.cli", "preset", "celeba"], cwd=root, env=env, capture_output=True, text=True, check=True
     ).stdout.split()
-    _run(["dvc", "exp", "run", *preset, "-S", f"data.image_dir={faces}", "-S", "data.image_size=64", "-n", "faces"], root, env)
+    run_ok(["dvc", "exp", "run", *preset, "-S", f"data.image_dir={faces}", "-S", "data.image_size=64", "-n", "faces"], root, env)
 
     meta = json.loads((root / "data/processed/meta.json").read_text())
     assert meta["image_shape"] == [64, 64, 3] and meta["crop"] == "celeba" and meta["listed"] == 240
@@ -109,5 +78,5 @@ def test_face_preset_on_a_generated_folder_runs_end_to_end(repo: tuple[Path, dic
 
     # A changed image re-runs the pipeline from the download stage.
     write_faces(faces / "extra", 1, seed=9)
-    status = _run(["dvc", "status", "download"], root, env)
+    status = run_ok(["dvc", "status", "download"], root, env)
     assert "changed deps" in status.stdout or "modified" in status.stdout

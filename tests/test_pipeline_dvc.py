@@ -6,14 +6,11 @@ The copy is shrunk through params.yaml (few images, one epoch) the way a user wo
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from repo_copy import make_repo_copy, run_ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
@@ -25,51 +22,22 @@ SHRINK = {
 }
 
 
-def _copy_repo(src: Path, dst: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=src, capture_output=True, check=True,
-    ).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        if (src / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / rel, dst / rel)
-
-
-def _run(args: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("repo")
-    _copy_repo(Path(__file__).resolve().parents[1], root)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for section, values in SHRINK.items():
-        params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    env.pop("DVC_EXP_NAME", None)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        _run(command, root, env)
-    return root, env
+    return root, make_repo_copy(root, SHRINK)
 
 
 def test_download_and_preprocess_then_nothing_to_do(repo: tuple[Path, dict]) -> None:
     root, env = repo
-    _run(["dvc", "repro", "preprocess"], root, env)
+    run_ok(["dvc", "repro", "preprocess"], root, env)
     manifest = json.loads((root / "data/raw/mnist/manifest.json").read_text())
     assert manifest["label_counts"]["train"] == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert manifest["label_counts"]["test"] == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    again = _run(["dvc", "repro", "preprocess"], root, env)
+    again = run_ok(["dvc", "repro", "preprocess"], root, env)
     assert "Stage 'download' didn't change, skipping" in again.stdout
     assert "Stage 'preprocess' didn't change, skipping" in again.stdout
-    status = _run(["dvc", "status", "preprocess"], root, env)
+    status = run_ok(["dvc", "status", "preprocess"], root, env)
     assert "up to date" in status.stdout
 
 
@@ -77,7 +45,7 @@ def test_full_pipeline_is_one_finished_mlflow_run(repo: tuple[Path, dict]) -> No
     from mlflow.tracking import MlflowClient
 
     root, env = repo
-    _run(["dvc", "repro"], root, env)
+    run_ok(["dvc", "repro"], root, env)
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert set(metrics) >= {"test_mse_per_pixel", "test_kl_per_image", "test_loss", "test_neg_elbo_nats",
                             "latent_knn_accuracy", "latent_logreg_accuracy"}
@@ -97,11 +65,11 @@ def test_full_pipeline_is_one_finished_mlflow_run(repo: tuple[Path, dict]) -> No
     assert "plots/reconstructions.png" in artifacts
 
     # A variation through `dvc exp run` is a second, comparable run named after the DVC experiment.
-    _run(["dvc", "exp", "run", "-S", "train.z_dim=3", "-n", "z3"], root, env)
+    run_ok(["dvc", "exp", "run", "-S", "train.z_dim=3", "-n", "z3"], root, env)
     runs = client.search_runs([run.info.experiment_id], order_by=["attributes.start_time ASC"])
     assert [r.data.params["train.z_dim"] for r in runs] == ["2", "3"]
     assert runs[1].data.tags.get("dvc.exp_name") == "z3"
     assert runs[1].info.status == "FINISHED" and "test_neg_elbo_nats" in runs[1].data.metrics
 
-    again = _run(["dvc", "repro"], root, env)
+    again = run_ok(["dvc", "repro"], root, env)
     assert "Data and pipelines are up to date." in again.stdout
