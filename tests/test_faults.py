@@ -139,3 +139,18 @@ def _tmpfs(where: Path, options: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", str(where)], check=True)
+
+
+def test_an_epoch_checkpointed_but_not_logged_before_a_kill_is_logged_once_on_resume(mlflow_uri: str) -> None:
+    from vaelab import tracking
+
+    client = MlflowClient(mlflow_uri)
+    run_id = client.create_run(client.create_experiment("resume")).info.run_id
+    client.log_metric(run_id, "loss", 5.0, step=1)  # epoch 1 logged; the kill came after epoch 2's checkpoint
+    history = [{"epoch": 1, "loss": 5.0, "val_loss": None}, {"epoch": 2, "loss": 4.0, "val_loss": 4.5}]
+
+    tracking.log_missing_epochs(run_id, history)
+    tracking.log_missing_epochs(run_id, history)  # a second resume adds nothing
+
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 5.0), (2, 4.0)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [(2, 4.5)]

@@ -1,7 +1,8 @@
-"""The tracking server of `make server` on a real PostgreSQL (127.0.0.1:5432, user postgres, trust auth).
+"""The tracking server of `make server` on a real PostgreSQL (127.0.0.1:5432, user postgres, trust auth),
+and the client's retries when a server is down or answers 5xx.
 
-Each test starts scripts/tracking_server.py on a free port with its own database, which the script
-creates and the test drops afterwards.
+The postgres tests start scripts/tracking_server.py on a free port with their own database, which the
+script creates and the test drops afterwards.
 """
 
 from __future__ import annotations

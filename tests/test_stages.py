@@ -138,9 +138,9 @@ def test_killed_training_resumes_into_the_same_run(project: Path, mlflow_uri: st
     assert len(Path("reports/history.csv").read_text().splitlines()) == 4
 
     # The same training never interrupted: the resumed one saw the same batches and noise, so its curves
-    # and final validation loss agree to within 1% (float summation order is the only difference).
+    # agree to 1 part in a million (history.csv keeps 8 significant digits).
     config = load_config("params.yaml")
     uninterrupted = train(config, load_splits(config.paths.processed), verbose=0).history
     resumed = list(csv.DictReader(Path("reports/history.csv").open()))
     for key in ("loss", "val_loss"):
-        assert [float(row[key]) for row in resumed] == pytest.approx([row[key] for row in uninterrupted], rel=0.01), key
+        assert [float(row[key]) for row in resumed] == pytest.approx([row[key] for row in uninterrupted], rel=1e-6), key

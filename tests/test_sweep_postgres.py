@@ -125,3 +125,43 @@ def wait_for_running_trial(url: str, process: subprocess.Popen, timeout: float) 
             return started[0]
         time.sleep(0.3)
     raise AssertionError(f"no trial started within {timeout} s")
+
+
+def test_4_workers_one_killed_mid_trial_complete_6_trials_with_one_retry(make_config, workdir, mlflow_uri, database):
+    """`vaelab sweep --workers 4` on one PostgreSQL study; one worker process is SIGKILLed inside a trial."""
+    config = make_config(sweep__storage=database)
+    params = workdir / "params.yaml"
+    params.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    # Four TensorFlow processes on a small machine can starve a heartbeat thread for a few seconds: a
+    # grace period of 2 s then fails live trials too, so this test allows 10 s.
+    timing = ["--heartbeat-interval", "1", "--grace-period", "10"]
+    command = [sys.executable, "-m", "vaelab.sweep", "--params", str(params), "--workers", "4", "--n-trials", "6", *timing]
+    log = (workdir / "sweep.log").open("w")
+    sweeping = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    try:
+        killed = wait_for_running_trial(database, sweeping, timeout=200)
+        worker_pid = int(killed.user_attrs["worker"].rpartition(":")[2])
+        assert worker_pid != sweeping.pid  # a worker process, not the coordinator
+        os.kill(worker_pid, signal.SIGKILL)
+        sweeping.wait(timeout=400)
+    finally:
+        if sweeping.poll() is None:
+            sweeping.kill()
+        log.close()
+    assert sweeping.returncode == 0, (workdir / "sweep.log").read_text()[-3000:]
+
+    trials = study_in(database).get_trials()
+    numbers = [trial.number for trial in trials]
+    assert numbers == list(range(len(numbers)))  # 0 duplicated trial numbers
+    # At least the 6 requested; a worker that starts while others are finishing may add one more.
+    assert sum(trial.state == TrialState.COMPLETE for trial in trials) >= 6
+    assert trials[killed.number].state == TrialState.FAIL
+    retries = [trial for trial in trials if trial.system_attrs.get("retry_history")]
+    states = [(trial.number, trial.state.name, trial.system_attrs.get("retry_history")) for trial in trials]
+    assert [retry.system_attrs["retry_history"] for retry in retries] == [[killed.number]], states
+    assert retries[0].state == TrialState.COMPLETE and retries[0].params == killed.params
+    assert len({trial.user_attrs["worker"] for trial in trials}) == 4
+    parents, children = mlflow_runs(mlflow_uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # One child run per trial, the killed one included.
+    assert sorted(int(child.data.params["optuna.trial_number"]) for child in children) == numbers

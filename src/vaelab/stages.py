@@ -48,7 +48,10 @@ def run_train(config: Config) -> str:
 
     with tracking.start_run(config, run_id=resumed_run_id) as run:
         run_id = run.info.run_id
-        if not resumed_run_id:
+        if resumed_run_id:
+            # A kill between saving an epoch's checkpoint and logging it leaves that epoch out of the run.
+            tracking.log_missing_epochs(run_id, state["history"])
+        else:
             manifest = config.paths.raw / config.data.dataset / "manifest.json"
             if manifest.exists():
                 tracking.log_dataset_manifest(manifest)

@@ -159,6 +159,26 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         with_retries(lambda: client.log_batch(self.run_id, metrics=metrics))
 
 
+def log_missing_epochs(run_id: str, history: list[dict[str, Any]]) -> None:
+    """Log the rows of a training history (``{"epoch": n, key: value}``) whose epoch the run lacks as step ``n``.
+
+    Steps already in the run are left alone, so re-running this never duplicates a point.
+    """
+    client = MlflowClient()
+    logged = {metric.step for metric in with_retries(lambda: client.get_metric_history(run_id, "loss"))}
+    timestamp = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), timestamp, int(row["epoch"]))
+        for row in history
+        if int(row["epoch"]) not in logged
+        for key, value in sorted(row.items())
+        if key != "epoch" and _is_number(value)
+    ]
+    if metrics:
+        log.info("logging %d epochs the interrupted run had checkpointed but not logged", len({m.step for m in metrics}))
+        with_retries(lambda: client.log_batch(run_id, metrics=metrics))
+
+
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     values = {key: float(value) for key, value in metrics.items()}
     with_retries(lambda: mlflow.log_metrics(values, step=step))

@@ -92,7 +92,7 @@ def train(
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch: settings.learning_rate * settings.lr_decay**epoch)
 
     model.fit(
-        _training_batches(splits.x_train, settings.batch_size, config.base.seed, skip=0),
+        _training_batches(splits.x_train, settings.batch_size, config.base.seed, skip=initial_epoch * steps_per_epoch),
         steps_per_epoch=steps_per_epoch,
         shuffle=False,  # the dataset shuffles itself, reproducibly
         epochs=settings.epochs,
