@@ -164,7 +164,7 @@ def log_missing_epochs(run_id: str, history: list[dict[str, Any]]) -> None:
 
     Steps already in the run are left alone, so re-running this never duplicates a point.
     """
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri())
     logged = {metric.step for metric in with_retries(lambda: client.get_metric_history(run_id, "loss"))}
     timestamp = int(time.time() * 1000)
     metrics = [
