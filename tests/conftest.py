@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,3 +24,46 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+class ScratchDatabases:
+    """Databases on the local PostgreSQL server that one test creates and that are dropped after it."""
+
+    def __init__(self, admin) -> None:
+        self.admin = admin  # autocommit connection to the `postgres` database
+        self.names: list[str] = []
+
+    def new(self, prefix: str, *, create: bool = True) -> str:
+        """A fresh database name; ``create=False`` leaves creating it to the code under test."""
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        self.names.append(name)
+        if create:
+            with self.admin.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_all(self) -> None:
+        with self.admin.cursor() as cursor:
+            for name in self.names:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def scratch_databases():
+    """PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres). Missing server: skipped locally, a failure in CI."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=5)
+    except psycopg2.OperationalError as err:
+        reason = f"no PostgreSQL server on 127.0.0.1:5432 ({str(err).strip()})"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    admin.autocommit = True
+    databases = ScratchDatabases(admin)
+    try:
+        yield databases
+    finally:
+        databases.drop_all()
+        admin.close()

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,26 +30,14 @@ from vaelab.data.processed import write_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = ROOT / "scripts" / "tracking_server.py"
-ADMIN = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 EPOCHS = 8
 
 
 @pytest.fixture
-def database():
+def database(scratch_databases):
     """The URL of a database that does not exist yet (the server script creates it); dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(**ADMIN, connect_timeout=5)
-    except psycopg2.OperationalError as err:
-        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432 ({err})")
-    admin.autocommit = True
-    name = f"vaelab_server_{uuid.uuid4().hex[:10]}"
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}", admin, name
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    name = scratch_databases.new("vaelab_server", create=False)
+    return f"postgresql://postgres@127.0.0.1:5432/{name}", scratch_databases.admin, name
 
 
 class Server:

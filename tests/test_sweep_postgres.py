@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import optuna
 import pytest
@@ -21,28 +20,13 @@ from vaelab import sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-SERVER = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 PASSWORD = "pg-s3cret-word"  # trust auth ignores it; it must still never reach MLflow or the logs
 
 
 @pytest.fixture
-def database():
-    """A fresh database; yields its SQLAlchemy URL with a password in it."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(**SERVER, connect_timeout=5)
-    except psycopg2.OperationalError as err:
-        pytest.skip(f"no PostgreSQL server on 127.0.0.1:5432 ({err})")
-    admin.autocommit = True
-    name = f"vaelab_sweep_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
+def database(scratch_databases):
+    """A fresh database; its SQLAlchemy URL with a password in it."""
+    return f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{scratch_databases.new('vaelab_sweep')}"
 
 
 def study_in(url: str, name: str = "tiny") -> optuna.Study:
