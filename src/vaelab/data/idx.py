@@ -47,16 +47,22 @@ def parse_idx(data: bytes, name: str) -> np.ndarray:
 def read_idx(path: Path | str) -> np.ndarray:
     """Read an IDX file, gzip-compressed when its name ends in ``.gz``."""
     path = Path(path)
+    return parse_idx(read_idx_bytes(path, missing="file not found"), path.name)
+
+
+def read_idx_bytes(path: Path, missing: str = "not found") -> bytes:
+    """The uncompressed bytes of an IDX file (gunzipped when its name ends in ``.gz``), before any parsing,
+    so a caller can check their hash first. ``missing`` is the message for an absent file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        raise DataError(f"{path}: {missing}") from None
     if path.suffix == ".gz":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as err:
             raise DataError(f"{path}: not a valid gzip file ({err})") from None
-    return parse_idx(data, path.name)
+    return data
 
 
 def write_idx(array: np.ndarray) -> bytes:

@@ -13,9 +13,7 @@ images read from ``data.image_dir`` rather than downloaded (see :mod:`vaelab.dat
 
 from __future__ import annotations
 
-import gzip
 import zipfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,21 +76,13 @@ class IdxDirectorySource:
         return f"IDX files in {self.directory}"
 
     def fetch(self, workdir: Path) -> Arrays:
-        from vaelab.data.idx import parse_idx
+        from vaelab.data.idx import parse_idx, read_idx_bytes
         from vaelab.data.raw import check_hash
 
         arrays = {}
         for name, entry in self.files.items():
             path = Path(self.directory) / entry.filename
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                raise DataError(f"{path}: not found{'; ' + self.hint if self.hint else ''}") from None
-            if path.suffix == ".gz":
-                try:
-                    data = gzip.decompress(data)
-                except (OSError, EOFError, zlib.error) as err:
-                    raise DataError(f"{path}: not a valid gzip file ({err})") from None
+            data = read_idx_bytes(path, missing=f"not found{'; ' + self.hint if self.hint else ''}")
             check_hash(data, entry.known_hash, f"{path} (uncompressed)")
             arrays[name] = parse_idx(data, path.name)
         return arrays
