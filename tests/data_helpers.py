@@ -139,3 +139,15 @@ class FileServer:
                 pass
 
         return Handler
+
+
+def bar_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 images of one of 3 horizontal bars on faint noise; the label says which bar.
+
+    Easy for a classifier and for a 2-D latent space to separate, so trained-model tests can assert on it.
+    """
+    labels = rng.integers(0, 3, n).astype("uint8")
+    x = rng.uniform(0, 0.1, (n, 28, 28, 1)).astype("float32")
+    for i, label in enumerate(labels):
+        x[i, 6 + 7 * label : 10 + 7 * label, 4:24, 0] = 0.9
+    return x, labels

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from data_helpers import bar_images
 from vaelab.classifier import FEATURE_LAYER, accepts, build_classifier, features_and_probabilities
 from vaelab.config import ClassifierSection, load_config
 from vaelab.data.processed import write_splits
@@ -55,15 +56,6 @@ SMALL = {
 }
 
 
-def _strokes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """28x28 images of one of 3 horizontal bars on faint noise; the label says which bar."""
-    labels = rng.integers(0, 3, n).astype("uint8")
-    x = rng.uniform(0, 0.1, (n, 28, 28, 1)).astype("float32")
-    for i, label in enumerate(labels):
-        x[i, 6 + 7 * label : 10 + 7 * label, 4:24, 0] = 0.9
-    return x, labels
-
-
 @pytest.fixture
 def project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, project_root: Path) -> Path:
     monkeypatch.chdir(tmp_path)
@@ -74,7 +66,7 @@ def project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, pr
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in (("train", 320), ("val", 64), ("test", 96)):
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = _strokes(n, rng)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = bar_images(n, rng)
     write_splits(tmp_path / "data/processed", arrays, {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": ["a", "b", "c"]})
     return tmp_path
 

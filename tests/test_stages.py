@@ -17,6 +17,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from data_helpers import bar_images
 from vaelab.config import load_config
 from vaelab.data.processed import load_splits, write_splits
 from vaelab.errors import TrainingError
@@ -37,20 +38,11 @@ SMALL = {
 }
 
 
-def _strokes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Images of one of 3 bars (label = which bar), so the latent space has something to separate."""
-    labels = rng.integers(0, 3, n).astype("uint8")
-    x = rng.uniform(0, 0.1, (n, 28, 28, 1)).astype("float32")
-    for i, label in enumerate(labels):
-        x[i, 6 + 7 * label : 10 + 7 * label, 4:24, 0] = 0.9
-    return x, labels
-
-
 def _make_processed(root: Path) -> None:
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in (("train", 320), ("val", 64), ("test", 96)):
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = _strokes(n, rng)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = bar_images(n, rng)
     meta = {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": ["top", "middle", "bottom"]}
     write_splits(root / "data/processed", arrays, meta)
 

@@ -66,15 +66,7 @@ def preprocess(raw_dataset_dir: Path | str, out_dir: Path | str, data: DataSecti
         "x_test": raw["x_test"][:n_test],
         "y_test": raw["y_test"][:n_test],
     }
-    meta = {
-        "dataset": data.dataset,
-        "source": manifest.get("source"),
-        "class_names": list(manifest["class_names"]),
-        "seed": seed,
-        "val_fraction": data.val_fraction,
-        "max_train": data.max_train,
-        "max_test": data.max_test,
-    }
+    meta = _split_meta(data, manifest, seed)
     return write_splits(out_dir, arrays, meta)
 
 
@@ -127,14 +119,8 @@ def preprocess_folder(raw_dataset_dir: Path | str, out_dir: Path | str, data: Da
     if skipped:
         log.warning("%s: skipped %d unreadable images of %d", root, len(skipped), len(entries))
     meta = {
-        "dataset": data.dataset,
-        "source": manifest.get("source"),
-        "class_names": list(manifest["class_names"]),
-        "seed": seed,
-        "val_fraction": data.val_fraction,
+        **_split_meta(data, manifest, seed),
         "test_fraction": data.test_fraction,
-        "max_train": data.max_train,
-        "max_test": data.max_test,
         "image_size": data.image_size,
         "crop": data.crop,
         "listed": len(entries),
@@ -177,3 +163,16 @@ def split_indices(n: int, val_fraction: float, seed: int, max_train: int | None 
         val = val[: max(1, round(n_val * max_train / len(train)))]
         train = train[:max_train]
     return train, val
+
+
+def _split_meta(data: DataSection, manifest: dict, seed: int) -> dict:
+    """What meta.json records for every dataset: where the data came from and how it was split."""
+    return {
+        "dataset": data.dataset,
+        "source": manifest.get("source"),
+        "class_names": list(manifest["class_names"]),
+        "seed": seed,
+        "val_fraction": data.val_fraction,
+        "max_train": data.max_train,
+        "max_test": data.max_test,
+    }
