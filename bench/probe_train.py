@@ -26,14 +26,15 @@ def main() -> None:
             super().__init__()
             self.events: dict = {"epochs": []}
             self._epoch_began = 0.0
-            self._step_ends: list[float] = []
+            self._step_ends: list[tuple[int, float]] = []  # (steps done in the epoch, time)
 
         def on_train_batch_begin(self, batch, logs=None):
             self.events.setdefault("first_step_begin", time.time())
 
         def on_train_batch_end(self, batch, logs=None):
-            self._step_ends.append(time.time())
-            self.events.setdefault("first_step_end", self._step_ends[-1])
+            # With several steps per execution this runs once per execution; ``batch`` is its last step.
+            self._step_ends.append((batch + 1, time.time()))
+            self.events.setdefault("first_step_end", self._step_ends[-1][1])
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch_began = time.time()
@@ -41,11 +42,11 @@ def main() -> None:
 
         def on_epoch_end(self, epoch, logs=None):
             # Training steps only (validation runs between the last step and this call). "steady_seconds"
-            # leaves out the first step, which traces the graph in epoch 1, and scales the rest up to all steps.
-            ends, steps = self._step_ends, len(self._step_ends)
-            steady = (ends[-1] - ends[0]) * steps / (steps - 1) if steps > 1 else ends[-1] - self._epoch_began
+            # leaves out the first execution, which traces the graph in epoch 1, and scales the rest up to all steps.
+            (first_done, first), (steps, last) = self._step_ends[0], self._step_ends[-1]
+            steady = (last - first) * steps / (steps - first_done) if steps > first_done else last - self._epoch_began
             self.events["epochs"].append(
-                {"epoch": epoch + 1, "steps": steps, "train_seconds": ends[-1] - self._epoch_began, "steady_seconds": steady}
+                {"epoch": epoch + 1, "steps": steps, "train_seconds": last - self._epoch_began, "steady_seconds": steady}
             )
             write_json(events_path, self.events)
 

@@ -59,6 +59,8 @@ def render_markdown(results: dict) -> str:
     for title, key, fmt in rows:
         cells = [_figure(results["throughput"][f"batch_{b}"][key], fmt) for b in results["settings"]["batches"]]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    executions = [str(results["throughput"][f"batch_{b}"]["vaelab_steps_per_execution"]) for b in results["settings"]["batches"]]
+    lines.append("| vaelab steps per execution (as in an MNIST epoch) | " + " | ".join(executions) + " |")
 
     flops, pipeline, memory, sweeps = results["flops"], results["pipeline"], results["memory"], results["sweeps"]
     matmul = results["matmul_peak_gflops"]

@@ -33,39 +33,66 @@ def steps_for(batch: int, timed_images: int) -> int:
     return max(1, math.ceil(timed_images / batch))
 
 
-def rate_from_step_ends(ends: list[float], warmup: int, batch: int) -> float:
-    """Images/s over the steps after ``warmup``, from the times each step ended (warmup >= 1)."""
-    if warmup < 1 or len(ends) <= warmup:
-        raise BenchError(f"need at least one warm-up and one timed step; got {len(ends)} steps with warmup={warmup}")
-    return (len(ends) - warmup) * batch / (ends[-1] - ends[warmup - 1])
+def rate_from_step_ends(ends: list[tuple[int, float]], warmup: int, batch: int) -> float:
+    """Images/s after the warm-up, from ``(steps finished, time)`` at the end of each execution.
+
+    Timing starts at the first execution end with at least ``warmup`` steps done (warmup >= 1); with several
+    steps per execution that can be a little later than step ``warmup`` itself.
+    """
+    start = next((i for i, (done, _) in enumerate(ends) if done >= warmup), None) if warmup >= 1 else None
+    if start is None or start == len(ends) - 1:
+        raise BenchError(f"need at least one warm-up and one timed execution; got {ends[-1][0] if ends else 0} steps "
+                         f"in {len(ends)} executions with warmup={warmup}")
+    (done_first, first), (done_last, last) = ends[start], ends[-1]
+    return (done_last - done_first) * batch / (last - first)
 
 
 def _step_clock():
     import keras
 
     class StepClock(keras.callbacks.Callback):
+        """(steps finished, time) at each batch end. With several steps per execution Keras reports only
+        the execution's end, so the optimizer's step counter says how many steps really ran."""
+
         def __init__(self):
             super().__init__()
-            self.ends: list[float] = []
+            self.ends: list[tuple[int, float]] = []
+            self._first = 0
+
+        def on_train_begin(self, logs=None):
+            self._first = int(self.model.optimizer.iterations.numpy())
 
         def on_train_batch_end(self, batch, logs=None):
-            self.ends.append(time.perf_counter())
+            self.ends.append((int(self.model.optimizer.iterations.numpy()) - self._first, time.perf_counter()))
 
     return StepClock()
 
 
 class Vaelab:
-    """vaelab's own path: ``vaelab.training.train`` (model, input pipeline, callbacks) with a step clock added."""
+    """vaelab's own path: ``vaelab.training.train`` (model, input pipeline, callbacks) with a step clock added.
+
+    A segment is one short epoch, so ``train`` would choose its steps per execution from the segment's
+    length; it runs with the count a full epoch of the project's dataset gets at that batch size instead
+    (``steps_per_execution`` in the results), which is what a user's training runs with.
+    """
 
     name = "vaelab"
 
-    def __init__(self, config, images: np.ndarray):
+    def __init__(self, config, images: np.ndarray, epoch_images: int):
         self.config = config
         self.images = images
+        self.epoch_images = epoch_images  # training images in one epoch of the project's dataset
+
+    def steps_per_execution(self, batch: int) -> int:
+        from vaelab import training
+
+        return training.steps_per_execution(math.ceil(self.epoch_images / batch))
 
     def segment(self, batch: int, warmup: int, steps: int) -> float:
+        from unittest import mock
+
+        from vaelab import training
         from vaelab.data.processed import Splits
-        from vaelab.training import train
 
         config = self.config.with_overrides({"train.batch_size": batch, "train.epochs": 1})
         n = (warmup + steps) * batch
@@ -75,8 +102,9 @@ class Vaelab:
             x_test=self.images[:batch], y_test=np.zeros(batch, dtype="uint8"),
             image_shape=IMAGE_SHAPE, class_names=("0",),
         )
-        clock = _step_clock()
-        train(config, splits, callbacks=[clock], verbose=0)
+        clock, count = _step_clock(), self.steps_per_execution(batch)
+        with mock.patch.object(training, "steps_per_execution", lambda _steps: count):
+            training.train(config, splits, callbacks=[clock], verbose=0)
         return rate_from_step_ends(clock.ends, warmup, batch)
 
 

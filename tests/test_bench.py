@@ -140,7 +140,12 @@ def test_pruning_comparison():
 
 def test_throughput_skips_the_warm_up_steps():
     # Steps end at 1, 2, 4 and 6 s; with one warm-up step, 3 steps of 10 images take 6 - 1 = 5 s.
-    assert throughput.rate_from_step_ends([1.0, 2.0, 4.0, 6.0], warmup=1, batch=10) == pytest.approx(6.0)
+    assert throughput.rate_from_step_ends([(1, 1.0), (2, 2.0), (3, 4.0), (4, 6.0)], warmup=1, batch=10) == pytest.approx(6.0)
+    # Executions of 4 steps end at 1, 3 and 5 s: timing starts after the first one that covers the warm-up,
+    # and counts the steps each execution really ran (2 in the last), not one per reported batch.
+    assert throughput.rate_from_step_ends([(4, 1.0), (8, 3.0), (10, 5.0)], warmup=2, batch=10) == pytest.approx(60 / 4)
+    with pytest.raises(throughput.BenchError):
+        throughput.rate_from_step_ends([(4, 1.0), (8, 3.0)], warmup=5, batch=10)
     assert throughput.steps_for(32, 4096) == 128 and throughput.steps_for(128, 100) == 1
 
 
@@ -234,6 +239,8 @@ def test_tiny_mode_writes_every_field(tmp_path: Path):
         vaelab, reference = figures["vaelab"]["samples"], figures["keras_reference"]["samples"]
         assert figures["vaelab_over_keras_reference"]["samples"] == pytest.approx([v / r for v, r in zip(vaelab, reference)])
         assert figures["vaelab_gflops"]["samples"] == pytest.approx([v * 89_526_528 / 1e9 for v in vaelab])
+    # An MNIST epoch of 54,000 images: 1688 steps of 32 (8 x 211), 422 steps of 128 (2 x 211).
+    assert [results["throughput"][f"batch_{b}"]["vaelab_steps_per_execution"] for b in (32, 128)] == [8, 2]
     if not HAS_TORCH:
         assert results["notes"]["throughput.torch_eager"].startswith("skipped: ")
 

@@ -90,7 +90,7 @@ def test_train_then_evaluate_make_one_finished_run(project: Path, mlflow_uri: st
 
 def test_nan_loss_fails_the_run_and_writes_no_model(project: Path, mlflow_uri: str) -> None:
     config = load_config("params.yaml", {"train.learning_rate": 1e6, "train.r_loss_factor": 1e30})
-    with pytest.raises(TrainingError, match=r"^loss became nan at epoch 1, batch \d+; try a lower train.learning_rate"):
+    with pytest.raises(TrainingError, match=r"^loss became nan at epoch 1, by batch \d+; try a lower train.learning_rate"):
         run_train(config)
     assert not Path("models/vae.keras").exists()
     assert not Path("models/mlflow_run.json").exists()

@@ -11,7 +11,8 @@ import pytest
 from vaelab.config import load_config
 from vaelab.data.processed import Splits
 from vaelab.errors import TrainingError
-from vaelab.training import HISTORY_KEYS, STATE_FILE, clear_checkpoint, read_checkpoint, train
+from vaelab import training
+from vaelab.training import HISTORY_KEYS, STATE_FILE, clear_checkpoint, read_checkpoint, steps_per_execution, train
 
 IMAGE_SHAPE = (28, 28, 1)
 # A network small enough that an epoch over 256 images takes well under a second.
@@ -113,7 +114,7 @@ def test_a_diverging_training_stops_with_a_training_error(tiny_config, splits, t
     with pytest.raises(TrainingError) as caught:
         train(tiny_config(**absurd), splits, checkpoint_dir=tmp_path / "ckpt", verbose=0)
     message = str(caught.value)
-    assert message.startswith("loss became nan at epoch 1, batch ")
+    assert message.startswith("loss became nan at epoch 1, by batch ")
     assert message.endswith(f"; try a lower {advice}")
     assert not (tmp_path / "ckpt" / STATE_FILE).exists()  # a diverged model is never checkpointed
 
@@ -195,3 +196,22 @@ def test_without_a_terminal_progress_is_one_line_per_epoch(tiny_config, splits, 
     out = capsys.readouterr().out
     assert "Epoch 1/2" in out and "Epoch 2/2" in out
     assert "━" not in out and "\r" not in out  # no redrawn progress bar
+
+
+@pytest.mark.parametrize(("steps_per_epoch", "expected"), [(844, 4), (1688, 8), (422, 2), (211, 1), (48, 16), (17, 1), (1, 1)])
+def test_steps_per_execution_is_the_largest_divisor_of_the_epoch_up_to_16(steps_per_epoch, expected):
+    assert steps_per_execution(steps_per_epoch) == expected
+
+
+@pytest.mark.slow
+def test_several_steps_per_execution_train_exactly_like_one_step_per_call(tiny_config, splits, monkeypatch):
+    fused = train(tiny_config(), splits, verbose=0)
+    monkeypatch.setattr(training, "MAX_STEPS_PER_EXECUTION", 1)
+    plain = train(tiny_config(), splits, verbose=0)
+
+    # 256 images in batches of 32: one execution of 8 steps per epoch against 8 calls of one step.
+    assert (fused.model.steps_per_execution, plain.model.steps_per_execution) == (8, 1)
+    for fused_row, plain_row in zip(fused.history, plain.history, strict=True):
+        assert fused_row == pytest.approx(plain_row, rel=1e-5)
+    for fused_weight, plain_weight in zip(weights_of(fused.model), weights_of(plain.model), strict=True):
+        np.testing.assert_allclose(fused_weight, plain_weight, rtol=1e-5, atol=1e-6)
