@@ -80,7 +80,8 @@ def train(
     # Variables made under the strategy's scope are mirrored on every device; fit() then splits each
     # global batch of train.batch_size between them. With one device this is the default strategy.
     steps_per_epoch = math.ceil(len(splits.x_train) / settings.batch_size)
-    with training_strategy().scope():
+    strategy = training_strategy()
+    with strategy.scope():
         if state:
             model = _load_checkpoint_model(Path(checkpoint_dir) / state["model_file"])
             history, initial_epoch = list(state["history"]), int(state["epoch"])
@@ -89,8 +90,11 @@ def train(
             model = build_vae(image_shape, settings, config.base.seed)
             model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate))
             history, initial_epoch = [], 0
-        # Set after compile() so a checkpoint loaded with its own compile settings gets it too.
-        model.steps_per_execution = steps_per_execution(steps_per_epoch)
+        # Set after compile() so a checkpoint loaded with its own compile settings gets it too. Keras 3.15's
+        # multi-step loop fails under MirroredStrategy ("You must feed a value for placeholder tensor
+        # while/cond/Placeholder"), so several devices keep one step per call.
+        several_devices = strategy.num_replicas_in_sync > 1
+        model.steps_per_execution = 1 if several_devices else steps_per_execution(steps_per_epoch)
     guard = _NonFiniteGuard()
     recorder = _EpochRecorder(history, guard)
     if checkpoint_dir is not None:
