@@ -147,10 +147,14 @@ def count_flops(config) -> dict:
 
 
 def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: str | None, notes: dict) -> tuple[dict, dict, str | None]:
-    needed = max((mode.warmup_steps + throughput.steps_for(b, mode.timed_images)) * b for b in BATCHES)
+    from vaelab.data.preprocess import split_indices
+    from vaelab.training import MAX_STEPS_PER_EXECUTION
+
+    # vaelab's segments round up to whole executions of at most MAX_STEPS_PER_EXECUTION steps.
+    needed = max((mode.warmup_steps + throughput.steps_for(b, mode.timed_images) + MAX_STEPS_PER_EXECUTION) * b for b in BATCHES)
     images = np.random.default_rng(0).random((needed, 28, 28, 1), dtype=np.float32)
-    # An MNIST epoch: the 60,000 training images less the validation share (data/preprocess.py's rounding).
-    epoch_images = MNIST_TRAIN_IMAGES - round(MNIST_TRAIN_IMAGES * config.data.val_fraction)
+    # An MNIST epoch: its training images less the validation split, as the preprocess stage splits them.
+    epoch_images = len(split_indices(MNIST_TRAIN_IMAGES, config.data.val_fraction, config.base.seed)[0])
     vaelab = throughput.Vaelab(config, images, epoch_images)
     implementations = [vaelab, throughput.KerasReference(config.base.seed, images)]
     skipped: dict[str, str] = {}

@@ -73,7 +73,8 @@ class Vaelab:
 
     A segment is one short epoch, so ``train`` would choose its steps per execution from the segment's
     length; it runs with the count a full epoch of the project's dataset gets at that batch size instead
-    (``steps_per_execution`` in the results), which is what a user's training runs with.
+    (``vaelab_steps_per_execution`` in the results), which is what a user's training runs with. The segment
+    is lengthened to a whole number of executions, as ``train`` requires.
     """
 
     name = "vaelab"
@@ -84,27 +85,27 @@ class Vaelab:
         self.epoch_images = epoch_images  # training images in one epoch of the project's dataset
 
     def steps_per_execution(self, batch: int) -> int:
-        from vaelab import training
+        from vaelab.training import default_steps_per_execution
 
-        return training.steps_per_execution(math.ceil(self.epoch_images / batch))
+        return default_steps_per_execution(math.ceil(self.epoch_images / batch))
 
     def segment(self, batch: int, warmup: int, steps: int) -> float:
-        from unittest import mock
-
-        from vaelab import training
         from vaelab.data.processed import Splits
+        from vaelab.training import train
 
         config = self.config.with_overrides({"train.batch_size": batch, "train.epochs": 1})
-        n = (warmup + steps) * batch
+        count = self.steps_per_execution(batch)
+        n = math.ceil((warmup + steps) / count) * count * batch
+        if n > len(self.images):
+            raise BenchError(f"a segment of {n} images at batch {batch} needs more than the {len(self.images)} generated")
         splits = Splits(
             x_train=self.images[:n], y_train=np.zeros(n, dtype="uint8"),
             x_val=self.images[:batch], y_val=np.zeros(batch, dtype="uint8"),
             x_test=self.images[:batch], y_test=np.zeros(batch, dtype="uint8"),
             image_shape=IMAGE_SHAPE, class_names=("0",),
         )
-        clock, count = _step_clock(), self.steps_per_execution(batch)
-        with mock.patch.object(training, "steps_per_execution", lambda _steps: count):
-            training.train(config, splits, callbacks=[clock], verbose=0)
+        clock = _step_clock()
+        train(config, splits, callbacks=[clock], verbose=0, steps_per_execution=count)
         return rate_from_step_ends(clock.ends, warmup, batch)
 
 

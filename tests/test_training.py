@@ -11,8 +11,9 @@ import pytest
 from vaelab.config import load_config
 from vaelab.data.processed import Splits
 from vaelab.errors import TrainingError
-from vaelab import training
-from vaelab.training import HISTORY_KEYS, STATE_FILE, clear_checkpoint, read_checkpoint, steps_per_execution, train
+from vaelab.training import (
+    HISTORY_KEYS, STATE_FILE, clear_checkpoint, default_steps_per_execution, read_checkpoint, train,
+)
 
 IMAGE_SHAPE = (28, 28, 1)
 # A network small enough that an epoch over 256 images takes well under a second.
@@ -200,14 +201,19 @@ def test_without_a_terminal_progress_is_one_line_per_epoch(tiny_config, splits, 
 
 @pytest.mark.parametrize(("steps_per_epoch", "expected"), [(844, 4), (1688, 8), (422, 2), (211, 1), (48, 16), (17, 1), (1, 1)])
 def test_steps_per_execution_is_the_largest_divisor_of_the_epoch_up_to_16(steps_per_epoch, expected):
-    assert steps_per_execution(steps_per_epoch) == expected
+    assert default_steps_per_execution(steps_per_epoch) == expected
+
+
+@pytest.mark.parametrize("count", [3, 0])
+def test_steps_per_execution_that_does_not_divide_the_epoch_is_refused(tiny_config, splits, count):
+    with pytest.raises(ValueError, match=f"^steps_per_execution={count} must be a positive divisor of the 8 steps of an epoch$"):
+        train(tiny_config(), splits, verbose=0, steps_per_execution=count)
 
 
 @pytest.mark.slow
-def test_several_steps_per_execution_train_exactly_like_one_step_per_call(tiny_config, splits, monkeypatch):
+def test_several_steps_per_execution_train_exactly_like_one_step_per_call(tiny_config, splits):
     fused = train(tiny_config(), splits, verbose=0)
-    monkeypatch.setattr(training, "MAX_STEPS_PER_EXECUTION", 1)
-    plain = train(tiny_config(), splits, verbose=0)
+    plain = train(tiny_config(), splits, verbose=0, steps_per_execution=1)
 
     # 256 images in batches of 32: one execution of 8 steps per epoch against 8 calls of one step.
     assert (fused.model.steps_per_execution, plain.model.steps_per_execution) == (8, 1)

@@ -39,9 +39,9 @@ HISTORY_KEYS = (
     "learning_rate",
 )
 
-# Keras runs this many training steps inside one compiled call instead of returning to Python after each
-# batch. On 2 CPU cores that was worth about 15% more images/s at batch 32 and about 5% at 128 (see
-# bench/); beyond 16 nothing more was gained. Callbacks then see one batch end per execution.
+# Keras runs up to this many training steps inside one compiled call instead of returning to Python after
+# each batch. On 2 CPU cores, fitting the bare model on arrays, that gave about 15% more images/s at batch
+# 32 and about 5% at 128, and 16 steps gave no more than 4. Callbacks then see one batch end per execution.
 MAX_STEPS_PER_EXECUTION = 16
 
 
@@ -60,11 +60,13 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     checkpoint_meta: dict | None = None,
     verbose: str | int = "auto",
+    steps_per_execution: int | None = None,
 ) -> TrainResult:
     """Train on ``splits.x_train`` (validating on ``splits.x_val``), resuming from ``checkpoint_dir`` if it matches.
 
     The images stream from ``splits`` a few batches at a time (see :func:`vaelab.data.shards.image_batches`),
-    so memory does not grow with the dataset.
+    so memory does not grow with the dataset. ``steps_per_execution`` (default: see
+    :func:`default_steps_per_execution`) must divide the epoch's steps; several devices run one step per call.
     """
     settings = config.train
     image_shape = tuple(int(s) for s in splits.image_shape)
@@ -81,6 +83,7 @@ def train(
     # global batch of train.batch_size between them. With one device this is the default strategy.
     steps_per_epoch = math.ceil(len(splits.x_train) / settings.batch_size)
     strategy = training_strategy()
+    steps_per_execution = _checked_steps_per_execution(steps_per_execution, steps_per_epoch, strategy)
     with strategy.scope():
         if state:
             model = _load_checkpoint_model(Path(checkpoint_dir) / state["model_file"])
@@ -90,11 +93,8 @@ def train(
             model = build_vae(image_shape, settings, config.base.seed)
             model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate))
             history, initial_epoch = [], 0
-        # Set after compile() so a checkpoint loaded with its own compile settings gets it too. Keras 3.15's
-        # multi-step loop fails under MirroredStrategy ("You must feed a value for placeholder tensor
-        # while/cond/Placeholder"), so several devices keep one step per call.
-        several_devices = strategy.num_replicas_in_sync > 1
-        model.steps_per_execution = 1 if several_devices else steps_per_execution(steps_per_epoch)
+        # Set after compile() so a checkpoint loaded with its own compile settings gets it too.
+        model.steps_per_execution = steps_per_execution
     guard = _NonFiniteGuard()
     recorder = _EpochRecorder(history, guard)
     if checkpoint_dir is not None:
@@ -123,14 +123,27 @@ def train(
     return TrainResult(model=model, history=history, initial_epoch=initial_epoch)
 
 
-def steps_per_execution(steps_per_epoch: int, limit: int | None = None) -> int:
-    """The largest divisor of ``steps_per_epoch`` that is at most ``limit`` (default MAX_STEPS_PER_EXECUTION).
+def default_steps_per_execution(steps_per_epoch: int) -> int:
+    """The largest divisor of ``steps_per_epoch`` that is at most MAX_STEPS_PER_EXECUTION.
 
     Keras always runs whole executions, so a count that does not divide the epoch would train past the
     epoch's end on the endless input stream and shift every later epoch's batches (and a resume).
     """
-    limit = MAX_STEPS_PER_EXECUTION if limit is None else limit
-    return max(d for d in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+    return max(d for d in range(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def _checked_steps_per_execution(requested: int | None, steps_per_epoch: int, strategy) -> int:
+    # Keras 3.15's multi-step loop fails under MirroredStrategy ("You must feed a value for placeholder
+    # tensor while/cond/Placeholder"), so several devices keep one step per call.
+    if strategy.num_replicas_in_sync > 1:
+        if requested not in (None, 1):
+            raise ValueError(f"steps_per_execution={requested} fails on several devices in Keras 3.15; use 1 or None")
+        return 1
+    if requested is None:
+        return default_steps_per_execution(steps_per_epoch)
+    if requested < 1 or steps_per_epoch % requested:
+        raise ValueError(f"steps_per_execution={requested} must be a positive divisor of the {steps_per_epoch} steps of an epoch")
+    return requested
 
 
 def read_checkpoint(checkpoint_dir: Path, config: Config, image_shape: tuple[int, int, int]) -> dict | None:
