@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN := PATH="$(BIN):$$PATH" TF_CPP_MIN_LOG_LEVEL=2
 PYTEST_ARGS ?=
 
-.PHONY: help setup repro test test-fast ui server sweep compare status bench bench-torch lock clean-venv
+.PHONY: help setup repro test test-fast ui server sweep compare exps status bench bench-torch lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,16 @@ sweep: setup  ## Optuna study from params.yaml `sweep:` (WORKERS=K for K process
 
 compare: setup  ## the experiment's runs side by side: table, reports/compare/compare.{csv,png,html}
 	$(RUN) vaelab compare --out reports/compare
+
+# `dvc exp show`'s own filters: params that differ between the experiments (--only-changed), the headline
+# metrics always (--keep), and no dependency hashes or other metrics (--drop: every column that is neither
+# a headline metric nor a dotted param name such as train.z_dim).
+HEADLINE := test_neg_elbo_nats|test_nll_iwae_nats|sample_fid_classifier
+EXPS_SHOW := dvc exp show --no-pager --only-changed --keep '^($(HEADLINE))$$' \
+	--drop '^(?!(Experiment|Created|State|$(HEADLINE))$$)(?![a-z_]+\.[a-z_.]+$$).*'
+EXPS_ARGS ?=
+exps: setup  ## DVC experiments, one row each: the params that differ and the headline metrics (EXPS_ARGS=--md, -A, ...)
+	$(RUN) $(EXPS_SHOW) $(EXPS_ARGS)
 
 status: setup  ## what DVC would re-run, and the latest metrics
 	$(RUN) dvc status; $(RUN) dvc metrics show

@@ -5,8 +5,11 @@ A full disk and a read-only folder are real: small tmpfs mounts (root only; skip
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -154,3 +157,44 @@ def test_an_epoch_checkpointed_but_not_logged_before_a_kill_is_logged_once_on_re
 
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 5.0), (2, 4.0)]
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [(2, 4.5)]
+
+
+STORE_ADVICE = "point MLFLOW_TRACKING_URI at another store (unset, runs go to mlflow.db in the project root)"
+
+
+def test_a_tracking_server_that_is_down_fails_the_stage_in_one_line_before_any_training(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as probe:  # a port that nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://vaelab:s3cret@127.0.0.1:{port}")
+
+    done = _stage("train")
+
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert _last_line(done) == (
+        f"vaelab: error: MLflow tracking store http://vaelab:***@127.0.0.1:{port} cannot be reached or written "
+        f"([Errno 111] Connection refused); start the server (make server) or {STORE_ADVICE}"
+    )
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+    assert "Epoch 1/" not in done.stdout and not Path("checkpoints").exists()  # stopped before any work
+
+
+def test_a_read_only_sqlite_store_fails_the_stage_in_one_line_and_keeps_its_runs(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _tmpfs(project / "store", "size=4m") as folder:
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        # An earlier run, written by another process: an open SQLite connection here would keep the remount busy.
+        earlier = "from mlflow.tracking import MlflowClient as C; c = C(%r); c.create_run(c.create_experiment('vaelab-mnist'))" % uri
+        subprocess.run([sys.executable, "-c", earlier], check=True, capture_output=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+        done = _stage("train")
+
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert _last_line(done) == (
+            f"vaelab: error: MLflow tracking store {uri} cannot be reached or written (Read-only file system); "
+            f"make it writable or {STORE_ADVICE}"
+        )
+        assert "Traceback" not in done.stderr
+        with contextlib.closing(sqlite3.connect(f"file:{folder / 'mlflow.db'}?mode=ro", uri=True)) as database:
+            assert database.execute("SELECT status FROM runs").fetchall() == [("RUNNING",)]  # the earlier run, untouched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -59,7 +60,8 @@ def project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, pr
     return tmp_path
 
 
-def test_train_then_evaluate_make_one_finished_run(project: Path, mlflow_uri: str) -> None:
+def test_train_then_evaluate_make_one_finished_run(project: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")  # the default 10 s outlasts this training
     config = load_config("params.yaml")
     run_id = run_train(config)
     metrics = run_evaluate(config)
@@ -86,6 +88,23 @@ def test_train_then_evaluate_make_one_finished_run(project: Path, mlflow_uri: st
     plots = {a.path for a in client.list_artifacts(run_id, "plots")}
     assert plots == {f"plots/{n}.png" for n in ("reconstructions", "latent_space", "samples", "manifold", "loss_curves")}
     assert json.loads(Path("models/mlflow_run.json").read_text())["run_id"] == run_id
+
+    # The data, as MLflow datasets: one input per split, named after the dataset, sized, told apart by digest.
+    meta = Path("data/processed/meta.json").read_bytes()
+    inputs = {tag.value: entry.dataset for entry in run.inputs.dataset_inputs for tag in entry.tags if tag.key == "mlflow.data.context"}
+    assert sorted(inputs) == ["test", "training", "validation"]
+    for context, split, size in (("training", "train", 320), ("validation", "val", 64), ("test", "test", 96)):
+        dataset = inputs[context]
+        assert dataset.name == "mnist"
+        assert dataset.digest == hashlib.sha256(b"\0".join([b"", meta, split.encode()])).hexdigest()[:12]  # no raw manifest here
+        assert json.loads(dataset.profile)["num_images"] == size and json.loads(dataset.profile)["image_shape"] == [28, 28, 1]
+    # What it was, on what, and how it scored, at the top of the run's page.
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("Convolutional VAE (chapter 3 of *Generative Deep Learning*) on **mnist**: 320 training and 64 validation images, 3 epochs, z_dim 2")
+    assert f"negative ELBO {metrics['test_neg_elbo_nats']:.2f}" in note and f"NLL {metrics['test_nll_iwae_nats']:.2f}" in note
+    # CPU and memory sampled during training by MLflow's own monitor.
+    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        assert client.get_metric_history(run_id, key), key
 
 
 def test_nan_loss_fails_the_run_and_writes_no_model(project: Path, mlflow_uri: str) -> None:

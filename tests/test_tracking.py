@@ -76,6 +76,20 @@ def test_default_store_is_mlflow_db_in_the_working_directory(tmp_path, monkeypat
     assert tracking._artifact_location("http://127.0.0.1:5000", "vaelab-mnist") is None
 
 
+def test_default_store_is_the_dvc_repository_s_also_from_a_temporary_experiment_copy(tmp_path, monkeypatch):
+    # DVC runs queued and --temp experiments in .dvc/tmp/exps/<copy>, deleted afterwards; DVC_ROOT names the repository.
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    copy.mkdir(parents=True)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert tracking._artifact_location(tracking.tracking_uri(), "vaelab-mnist") == (tmp_path / "mlartifacts" / "vaelab-mnist").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5001"  # an explicit store still wins
+
+
 @pytest.mark.slow  # creates a second SQLite store
 def test_without_a_tracking_uri_runs_go_to_mlflow_db_and_mlartifacts_here(tmp_path, monkeypatch, config):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -35,8 +35,9 @@ def run_preprocess(config: Config) -> dict:
 def run_train(config: Config) -> str:
     """Train (resuming an interrupted run), save the model and history, and return the MLflow run id."""
     from vaelab import tracking
-    from vaelab.data.processed import load_splits
+    from vaelab.data.processed import load_splits, split_sizes
     from vaelab.io import atomic_path, write_text
+    from vaelab.tracking.notes import describe_run
     from vaelab.training import clear_checkpoint, read_checkpoint, train
 
     splits = load_splits(config.paths.processed)
@@ -46,7 +47,7 @@ def run_train(config: Config) -> str:
     if resumed_run_id:
         log.info("resuming MLflow run %s from epoch %d", resumed_run_id, state["epoch"])
 
-    with tracking.start_run(config, run_id=resumed_run_id) as run:
+    with tracking.start_run(config, run_id=resumed_run_id, system_metrics=True) as run:
         run_id = run.info.run_id
         if resumed_run_id:
             # A kill between saving an epoch's checkpoint and logging it leaves that epoch out of the run.
@@ -55,6 +56,8 @@ def run_train(config: Config) -> str:
             manifest = config.paths.raw / config.data.dataset / "manifest.json"
             if manifest.exists():
                 tracking.log_dataset_manifest(manifest)
+            tracking.log_datasets(splits, config.paths.processed, manifest)
+            tracking.set_description(describe_run(config, split_sizes(splits)))
         result = train(
             config,
             splits,
@@ -150,8 +153,9 @@ def run_evaluate(config: Config) -> dict[str, float]:
 
     import vaelab.model  # noqa: F401 - registers the custom layers that load_model looks up
     from vaelab import evaluation, tracking
-    from vaelab.data.processed import load_splits
+    from vaelab.data.processed import load_splits, split_sizes
     from vaelab.errors import DataError
+    from vaelab.tracking.notes import describe_run
 
     run_id = tracking.read_run_info(config.paths.run_info)
     splits = load_splits(config.paths.processed)
@@ -167,6 +171,7 @@ def run_evaluate(config: Config) -> dict[str, float]:
         write_json(config.paths.metrics, metrics)
         written = _write_plots(model, splits, config)
         tracking.log_metrics(metrics)
+        tracking.set_description(describe_run(config, split_sizes(splits), metrics))
         tracking.log_artifact(config.paths.metrics)
         for png in written:
             tracking.log_artifact(png, "plots")

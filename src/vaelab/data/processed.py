@@ -52,6 +52,11 @@ class Splits:
         return bool(self.class_names)
 
 
+def split_sizes(splits: Splits) -> dict[str, int]:
+    """Images per split: ``{"train": n, "val": n, "test": n}``."""
+    return {split: len(getattr(splits, f"x_{split}")) for split in SPLITS}
+
+
 class ProcessedWriter:
     """Streams images into the processed folder split by split; :meth:`finish` writes labels, meta and stats.
 

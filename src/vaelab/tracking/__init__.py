@@ -1,7 +1,9 @@
 """Everything that talks to MLflow: run start and resume, per-epoch metrics, artifacts and the model.
 
-No other vaelab module imports ``mlflow``. The store is ``MLFLOW_TRACKING_URI`` when set (a server or
-a database), else ``mlflow.db`` in the project root with artifacts in ``mlartifacts/`` beside it.
+No module outside ``vaelab.tracking`` imports ``mlflow``. The store is ``MLFLOW_TRACKING_URI`` when set (a
+server or a database), else ``mlflow.db`` in the project root with artifacts in ``mlartifacts/`` beside it.
+The project root is the DVC repository's, also for experiments that DVC runs in temporary copies of it
+(``dvc exp run --temp``, the queue), so every run of the project lands in one store.
 Credentials in URLs are replaced by ``***`` in everything this module logs or writes.
 """
 
@@ -35,6 +37,8 @@ from vaelab.errors import DataError, VaelabError
 from vaelab.io import write_json
 
 log = logging.getLogger(__name__)
+# Four INFO lines per training (started, no GPU, stopping, stopped) that tell a user nothing; its warnings stay.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 DEFAULT_DB = Path("mlflow.db")
 ARTIFACTS_DIR = "mlartifacts"
@@ -52,11 +56,24 @@ _TRANSIENT = (
     requests.exceptions.Timeout,
     requests.exceptions.RetryError,
 )
+_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+# MLflow's codes for a store that fails underneath a valid request (SQLite locked or read-only, a database down).
+_STORE_FAILURE_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "IO_ERROR"}
+
+
+def project_root() -> Path:
+    """The folder of the default store: ``DVC_ROOT`` under DVC, else the current directory.
+
+    DVC sets ``DVC_ROOT`` for every stage command. For an experiment run in a temporary copy of the
+    repository (``.dvc/tmp/exps/...``, by ``--temp`` or a queue worker) it names the original repository,
+    not the copy, which DVC deletes afterwards together with anything written inside it.
+    """
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
 
 
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else an SQLite file ``mlflow.db`` in the current directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB.resolve()}"
+    """``MLFLOW_TRACKING_URI`` if set, else an SQLite file ``mlflow.db`` in :func:`project_root`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / DEFAULT_DB}"
 
 
 def redact_url(url: str) -> str:
@@ -77,24 +94,33 @@ def start_run(
     name: str | None = None,
     nested: bool = False,
     tags: Mapping[str, Any] | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start a run in ``config.base.experiment`` (or resume ``run_id``); end it FINISHED, or FAILED on any exception.
 
     A new run gets the flattened config as params and git/DVC tags. A resumed run gets neither:
     MLflow refuses to change a logged param, and the tags describe the code that trained it.
+    ``system_metrics`` samples CPU, memory and disk into the run (MLflow's ``system/*`` metrics) while it is open.
+    A store that cannot be reached or written ends in a :class:`StoreError` naming it.
     """
     uri = tracking_uri()
     exported = "MLFLOW_TRACKING_URI" in os.environ
     mlflow.set_tracking_uri(uri)
     try:
-        run = _open_run(config, uri, run_id, name, nested, tags)
+        with _store_errors(uri):
+            _check_server_answers(uri)
+            _check_sqlite_writable(uri)
+            run = _open_run(config, uri, run_id, name, nested, tags, system_metrics)
         try:
             yield run
-        except BaseException:
+        except BaseException as err:
             # BaseException: a Ctrl-C (KeyboardInterrupt) must not leave the run RUNNING forever.
-            mlflow.end_run(status="FAILED")
+            _end_failed(uri)
+            if isinstance(err, Exception) and _is_transient(err):
+                raise StoreError(_unreachable(uri, err)) from err
             raise
-        mlflow.end_run(status="FINISHED")
+        with _store_errors(uri):
+            mlflow.end_run(status="FINISHED")
     finally:
         if not exported:
             # set_tracking_uri also exports the URI to the environment; left there, a later run started
@@ -102,24 +128,108 @@ def start_run(
             os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-def _open_run(config: Config, uri: str, run_id: str | None, name: str | None, nested: bool, tags) -> mlflow.ActiveRun:
+class StoreError(VaelabError):
+    """The tracking store cannot be reached or written: the stage stops with one line naming the store."""
+
+
+@contextmanager
+def _store_errors(uri: str) -> Iterator[None]:
+    try:
+        yield
+    except MlflowException as err:
+        # A run that does not exist, a param that differs: MLflow's answers about the request, not the store.
+        if not _is_transient(err) and err.error_code not in _STORE_FAILURE_CODES:
+            raise
+        raise StoreError(_unreachable(uri, err)) from None
+    except _TRANSIENT as err:
+        raise StoreError(_unreachable(uri, err)) from None
+
+
+def _check_server_answers(uri: str, attempts: int = 3, first_delay: float = 1.0) -> None:
+    """Fail within seconds when a tracking server is down at the start, before any work.
+
+    MLflow's client would retry every request for minutes with back-off, which suits a server restarting
+    in the middle of a training (see :func:`with_retries`) but not one that is not there at all. Any HTTP
+    answer counts as reachable: a proxy in front of the server may not serve /health.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    for attempt in range(attempts):
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=(3, 10))
+            return
+        except requests.exceptions.RequestException as err:
+            if attempt == attempts - 1:
+                raise ConnectionError(str(err)) from None
+            time.sleep(first_delay * 2**attempt)
+
+
+def _check_sqlite_writable(uri: str) -> None:
+    """An SQLite store whose folder or file cannot be written fails here, in one line.
+
+    Left to MLflow, a read-only database logs a full SQLAlchemy traceback, and a database that cannot be
+    created is retried for minutes. SQLite also writes a journal beside the file, so the folder must take files.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=database.parent, prefix=".mlflow-write-check-"):
+            pass
+        if database.exists():
+            database.open("r+b").close()
+    except OSError as err:
+        raise StoreError(_unreachable(uri, err)) from None
+
+
+def _unreachable(uri: str, err: BaseException) -> str:
+    text = str(err).strip()
+    # requests nests the socket's own words ("[Errno 111] Connection refused") three wrappers deep.
+    errno = _ERRNO.search(text)
+    if isinstance(err, OSError) and err.strerror:
+        reason = err.strerror
+    elif errno:
+        reason = errno.group(0).rstrip(": ")
+    else:
+        reason = redact_url(text.splitlines()[0][:300]) if text else type(err).__name__
+    remedy = "start the server (make server)" if uri.startswith(("http://", "https://")) else "make it writable"
+    return (
+        f"MLflow tracking store {redact_url(uri)} cannot be reached or written ({reason}); {remedy} or point "
+        "MLFLOW_TRACKING_URI at another store (unset, runs go to mlflow.db in the project root)"
+    )
+
+
+def _end_failed(uri: str) -> None:
+    """Mark the active run FAILED; if the store is gone too, say so instead of hiding the first error."""
+    try:
+        mlflow.end_run(status="FAILED")
+    except Exception as err:  # the original exception is the one to report; this one only explains the run
+        log.warning("could not mark the MLflow run FAILED in %s: %s", redact_url(uri), redact_url(str(err).splitlines()[0][:200]))
+
+
+def _open_run(
+    config: Config, uri: str, run_id: str | None, name: str | None, nested: bool, tags, system_metrics: bool
+) -> mlflow.ActiveRun:
     if run_id is not None:
-        run = _resume(run_id, uri, nested)
+        run = _resume(run_id, uri, nested, system_metrics)
     else:
         experiment_id = _experiment_id(config.base.experiment, uri)
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=nested, tags=_new_run_tags(tags))
+        run = mlflow.start_run(
+            experiment_id=experiment_id, run_name=name, nested=nested, tags=_new_run_tags(tags),
+            log_system_metrics=system_metrics,
+        )
     try:
         if run_id is not None:
             if tags:
                 mlflow.set_tags({key: redact_url(str(value)) for key, value in tags.items()})
             return run
         if name is None:
-            short_id = os.environ.get("DVC_EXP_NAME") or run.info.run_id[:6]
-            mlflow.set_tag("mlflow.runName", run_name(config, short_id))
+            mlflow.set_tag("mlflow.runName", run_name(config, _dvc_exp_name() or run.info.run_id[:6]))
         mlflow.log_params(_param_strings(config.flat()))
         return run
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        _end_failed(uri)
         raise
 
 
@@ -129,6 +239,19 @@ def log_dataset_manifest(manifest_path: Path | str) -> None:
     digest = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
     mlflow.set_tag("data.manifest_sha256", digest)
     log_artifact(manifest_path, "data")
+
+
+def log_datasets(splits, processed_dir: Path | str, manifest_path: Path | str | None) -> None:
+    """The train, validation and test splits as the run's MLflow dataset inputs (see :mod:`.datasets`)."""
+    from vaelab.tracking.datasets import split_datasets
+
+    datasets = split_datasets(splits, processed_dir, manifest_path)
+    with_retries(lambda: mlflow.log_inputs(list(datasets.values()), contexts=list(datasets), tags_list=[None] * len(datasets)))
+
+
+def set_description(text: str) -> None:
+    """The active run's description, shown at the top of its page in the MLflow UI."""
+    set_tags({"mlflow.note.content": text})
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -308,9 +431,9 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
     return (database.resolve().parent / ARTIFACTS_DIR / folder).as_uri()
 
 
-def _resume(run_id: str, uri: str, nested: bool) -> mlflow.ActiveRun:
+def _resume(run_id: str, uri: str, nested: bool, system_metrics: bool) -> mlflow.ActiveRun:
     try:
-        return mlflow.start_run(run_id=run_id, nested=nested)
+        return mlflow.start_run(run_id=run_id, nested=nested, log_system_metrics=system_metrics)
     except MlflowException as err:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
@@ -322,10 +445,15 @@ def _resume(run_id: str, uri: str, nested: bool) -> mlflow.ActiveRun:
 
 def _new_run_tags(extra: Mapping[str, Any] | None) -> dict[str, str]:
     tags = dict(_git_tags())
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    if _dvc_exp_name():
+        tags["dvc.exp_name"] = _dvc_exp_name()
     tags.update({key: str(value) for key, value in (extra or {}).items()})
     return {key: redact_url(value) for key, value in tags.items()}
+
+
+def _dvc_exp_name() -> str | None:
+    """The DVC experiment being run (``dvc exp run``, its queue and ``--temp``); None for a plain ``dvc repro``."""
+    return os.environ.get("DVC_EXP_NAME") or None
 
 
 def _git_tags() -> dict[str, str]:
