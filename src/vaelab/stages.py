@@ -156,6 +156,7 @@ def run_evaluate(config: Config) -> dict[str, float]:
     from vaelab.data.processed import load_splits, split_sizes
     from vaelab.errors import DataError
     from vaelab.tracking.notes import describe_run
+    from vaelab.tracking.registry import register_evaluated_model
 
     run_id = tracking.read_run_info(config.paths.run_info)
     splits = load_splits(config.paths.processed)
@@ -175,6 +176,7 @@ def run_evaluate(config: Config) -> dict[str, float]:
         tracking.log_artifact(config.paths.metrics)
         for png in written:
             tracking.log_artifact(png, "plots")
+        register_evaluated_model(run_id, config, metrics)
     return metrics
 
 
