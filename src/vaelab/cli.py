@@ -1,19 +1,20 @@
 """Command-line entry points: `vaelab <stage>` and the thin modules in pipeline/.
 
 User mistakes (:class:`VaelabError`) end with one line on stderr and exit code 2; Ctrl-C with
-exit code 130. Anything else is a bug and keeps its traceback.
+exit code 130. Anything else is a bug and keeps its traceback. Every command sets up its output with
+:mod:`vaelab.logs` before anything loads TensorFlow.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
 import yaml
 
+from vaelab import logs
 from vaelab.config import Config, ConfigError, load_config
 from vaelab.errors import VaelabError
 
@@ -70,7 +71,7 @@ def stage_main(stage: str, argv: Sequence[str] | None = None) -> None:
     add_config_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="prefix log lines with level and module")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
+    logs.configure(verbose=args.verbose)
 
     def action() -> None:
         config = config_from_args(args)
@@ -91,7 +92,7 @@ def compare_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--metrics", help="comma-separated metric names (default: NLL, negative ELBO, sample FID, 5-NN accuracy)")
     parser.add_argument("--out", default="reports/compare", help="folder for compare.csv, .png and .html (default: %(default)s)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logs.configure()
 
     def action() -> None:
         from vaelab.compare import DEFAULT_METRICS, compare
@@ -130,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         stage_main(argv[0], argv[1:])
         return
     if argv and argv[0] in TOOLS:
+        logs.quiet_tensorflow()  # the tool sets up its own log format
         module, _, function = TOOLS[argv[0]][1].partition(":")
         getattr(importlib.import_module(module), function)(argv[1:])
         return

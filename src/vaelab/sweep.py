@@ -252,6 +252,7 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``vaelab sweep [--params F] [--set K=V ...] [--workers K] [--n-trials N] [--study NAME] [--storage URL]``."""
+    from vaelab import logs
     from vaelab.cli import add_config_arguments, config_from_args, run_guarded
 
     parser = argparse.ArgumentParser(prog="vaelab sweep", description="An Optuna study over sweep.space, tracked in MLflow.")
@@ -270,8 +271,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--heartbeat-interval", type=_positive_int, default=HEARTBEAT_INTERVAL, help=argparse.SUPPRESS)
     parser.add_argument("--grace-period", type=_positive_int, default=GRACE_PERIOD, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    line = "%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s"
-    logging.basicConfig(level=logging.INFO, format=(f"[worker {args.worker_index}] " if args.worker else "") + line)
+    line = logs.VERBOSE_FORMAT if args.verbose else logs.PLAIN_FORMAT
+    # Worker processes start as `python -m vaelab.sweep`, not through vaelab.cli: quiet TensorFlow here too.
+    logs.configure(format=(f"[worker {args.worker_index}] " if args.worker else "") + line)
     timing = {"heartbeat_interval": args.heartbeat_interval, "grace_period": args.grace_period}
 
     def action() -> None:

@@ -7,6 +7,7 @@ leaves either the previous epoch's pair or the new one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -101,19 +102,20 @@ def train(
         recorder.checkpoint = (Path(checkpoint_dir), fingerprint, dict(checkpoint_meta or {}))
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch: settings.learning_rate * settings.lr_decay**epoch)
 
-    model.fit(
-        _training_batches(splits.x_train, settings.batch_size, config.base.seed, skip=initial_epoch * steps_per_epoch),
-        steps_per_epoch=steps_per_epoch,
-        shuffle=False,  # the dataset shuffles itself, reproducibly
-        epochs=settings.epochs,
-        initial_epoch=initial_epoch,
-        validation_data=_validation_batches(splits.x_val, settings.batch_size),
-        # Order matters at epoch end: the scheduler adds learning_rate to the logs, the guard vetoes a
-        # non-finite epoch, the recorder checkpoints it, and only then do the caller's callbacks run
-        # (so one that interrupts still finds the epoch saved).
-        callbacks=[schedule, guard, recorder, *callbacks],
-        verbose=_verbosity(verbose),
-    )
+    with _without_remapper():
+        model.fit(
+            _training_batches(splits.x_train, settings.batch_size, config.base.seed, skip=initial_epoch * steps_per_epoch),
+            steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # the dataset shuffles itself, reproducibly
+            epochs=settings.epochs,
+            initial_epoch=initial_epoch,
+            validation_data=_validation_batches(splits.x_val, settings.batch_size),
+            # Order matters at epoch end: the scheduler adds learning_rate to the logs, the guard vetoes a
+            # non-finite epoch, the recorder checkpoints it, and only then do the caller's callbacks run
+            # (so one that interrupts still finds the epoch saved).
+            callbacks=[schedule, guard, recorder, *callbacks],
+            verbose=_verbosity(verbose),
+        )
     if guard.failure:
         what, where = guard.failure
         raise TrainingError(
@@ -121,6 +123,27 @@ def train(
             f"or train.r_loss_factor (now {settings.r_loss_factor:g})"
         )
     return TrainResult(model=model, history=history, initial_epoch=initial_epoch)
+
+
+@contextlib.contextmanager
+def _without_remapper():
+    """Grappler's remapper off for the functions fit() compiles (Grappler runs at their first call), restored after.
+
+    Each encoder convolution feeds a LeakyReLU whose gradient also reads the convolution's output. The
+    oneDNN remapper of TensorFlow 2.21 fuses Conv2D+BiasAdd in its first round, then, in the second, fuses
+    that with the LeakyReLU without noticing the gradient's use; Grappler rejects the rewrite and prints
+    "remapper failed: INVALID_ARGUMENT ... LeakyReluGrad" as an ERROR at every training start. Without the
+    remapper the losses came out bit-identical and epochs no slower (2 CPU cores, real model size), so
+    skipping it loses nothing and leaves no false error in the log.
+    """
+    import tensorflow as tf
+
+    before = tf.config.optimizer.get_experimental_options().get("remapping")  # None: TensorFlow's default
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"remapping": before})
 
 
 def default_steps_per_execution(steps_per_epoch: int) -> int:
