@@ -33,8 +33,8 @@ test: setup  ## run the whole test suite (what CI runs)
 test-fast: setup  ## the tests not marked slow
 	$(RUN) python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-ui: setup  ## the MLflow UI on the project's tracking store, at http://127.0.0.1:5000
-	$(RUN) mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+ui: setup  ## the MLflow UI on mlflow.db (or MLFLOW_TRACKING_URI); prints the address of the training-runs view
+	$(RUN) vaelab ui --host 127.0.0.1 --port 5000
 
 MLFLOW_BACKEND ?= postgresql://postgres@127.0.0.1:5432/vaelab_mlflow
 MLFLOW_ARTIFACTS ?= ./mlartifacts-server

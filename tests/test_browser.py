@@ -1,13 +1,17 @@
 """The promise "compare runs in the MLflow UI", checked in a real browser.
 
 Two real runs (the train, classifier and evaluate stage functions on tiny data) go into an SQLite store;
-`mlflow ui` serves it on 127.0.0.1, and Debian's chromium, driven by Playwright, checks the runs list,
-the comparison view and an image artifact. Screenshots land in test-artifacts/browser/.
+`mlflow ui` serves it on 127.0.0.1, and Debian's chromium, driven by Playwright, checks the address that
+`vaelab ui` prints (the training runs with their headline columns, first screen, no click), a run's page,
+the runs list, the comparison view and an image artifact. Every test's tab is a new browser context: a
+fresh profile with nothing in localStorage. Screenshots land in test-artifacts/browser/.
 Without chromium or Playwright the tests skip locally but fail under CI=true.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import shutil
@@ -38,6 +42,9 @@ CHROMIUM_ARGS = [
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "browser"
 SHOWN_METRICS = ("test_nll_iwae_nats", "test_neg_elbo_nats", "sample_fid_classifier")
+SWEPT_PARAMS = ("train.z_dim", "train.r_loss_factor", "train.learning_rate")
+# Only in MLflow's GenAI view of an experiment: its charts and its side-bar entries.
+GENAI_ONLY = ("Token usage", "Latency", "Sessions", "Judges", "Evaluation runs")
 SMALL = {
     "train": {"encoder_filters": [8, 8, 8, 8], "decoder_filters": [8, 8, 8, 1], "batch_size": 32, "epochs": 1},
     "evaluate": {"latent_points": 100, "manifold_grid": 4, "batch_size": 64, "nll_samples": 4, "nll_images": 32, "quality_samples": 200},
@@ -84,10 +91,13 @@ def ui(tmp_path_factory: pytest.TempPathFactory, playwright_api):
     server, url, log_path = _start_server(root, uri)
     try:
         runs = _make_runs(root, uri)
+        experiment_id = MlflowClient(uri).get_run(runs[0].id).info.experiment_id
+        tags_from_stages = MlflowClient(uri).get_experiment(experiment_id).tags  # before `vaelab ui` sets any
+        address = _printed_address(root, uri, url)
         _wait_until_healthy(server, url, log_path)
         samples_png = (root / "reports/plots/samples.png").read_bytes()
         yield SimpleNamespace(
-            url=url, runs=runs, experiment_id=MlflowClient(uri).get_run(runs[0].id).info.experiment_id,
+            url=url, runs=runs, experiment_id=experiment_id, tags_from_stages=tags_from_stages, address=address,
             samples_size=struct.unpack(">II", samples_png[16:24]),  # PNG IHDR: width, height
         )
     finally:
@@ -135,6 +145,7 @@ def _make_runs(root: Path, uri: str) -> list[SimpleNamespace]:
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # the default 10 s outlasts these trainings
         params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
         for section, values in SMALL.items():
             params[section].update(values)
@@ -148,9 +159,27 @@ def _make_runs(root: Path, uri: str) -> list[SimpleNamespace]:
         for z_dim in (2, 3):
             config = load_config("params.yaml", {"train.z_dim": z_dim})
             run_id = run_train(config)
-            name = MlflowClient(uri).get_run(run_id).info.run_name
-            runs.append(SimpleNamespace(id=run_id, name=name, z_dim=z_dim, metrics=run_evaluate(config)))
+            metrics = run_evaluate(config)
+            run = MlflowClient(uri).get_run(run_id)
+            datasets = [(item.dataset.name, item.dataset.digest) for item in run.inputs.dataset_inputs]
+            runs.append(SimpleNamespace(
+                id=run_id, name=run.info.run_name, z_dim=z_dim, metrics=metrics, params=run.data.params, datasets=datasets,
+            ))
     return runs
+
+
+def _printed_address(root: Path, uri: str, url: str) -> str:
+    """What `vaelab ui --print-only` prints for the store that `url` serves."""
+    from vaelab.cli import main
+
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["ui", "--print-only", "--port", url.rsplit(":", 1)[1]])
+    assert exit_info.value.code == 0, printed.getvalue()
+    return re.search(r"^open (\S+)$", printed.getvalue(), re.MULTILINE).group(1)
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +200,67 @@ def page(browser, ui: SimpleNamespace, request: pytest.FixtureRequest):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     tab.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
     tab.close()
+
+
+def _cell_text(page, row_index: str, column: str) -> str:
+    return page.locator(f"[role=row][row-index='{row_index}'] [role=gridcell][col-id='{column}']").inner_text().strip()
+
+
+def _row_index(page, run_name: str) -> str:
+    # The grid renders a row in parts (pinned name column, scrolling columns) sharing one row-index.
+    return page.locator("[role=row][row-index]", has_text=run_name).first.get_attribute("row-index")
+
+
+def test_the_stages_give_the_experiment_its_training_view(ui: SimpleNamespace) -> None:
+    from vaelab.tracking.ui import KIND_TAG, TRAINING_KIND, VIEW_TAG
+
+    assert ui.tags_from_stages.get(KIND_TAG) == TRAINING_KIND
+    assert VIEW_TAG in ui.tags_from_stages
+
+
+def test_first_screen_is_the_training_runs_with_headline_metrics_and_swept_params(page, ui: SimpleNamespace) -> None:
+    assert ui.address.startswith(f"{ui.url}/#/experiments/{ui.experiment_id}/runs?"), ui.address
+    page.goto(ui.address)
+    for run in ui.runs:
+        page.get_by_text(run.name, exact=True).wait_for()
+    columns = [f"metrics.`{name}`" for name in SHOWN_METRICS] + [f"params.`{name}`" for name in SWEPT_PARAMS]
+    for column in columns:
+        page.locator(f"[role=columnheader][col-id='{column}']").wait_for()
+
+    for run in ui.runs:
+        index = _row_index(page, run.name)
+        for metric in SHOWN_METRICS:
+            shown = _cell_text(page, index, f"metrics.`{metric}`")
+            assert float(shown) == pytest.approx(run.metrics[metric], rel=1e-9), (run.name, metric, shown)
+        for param in SWEPT_PARAMS:
+            assert _cell_text(page, index, f"params.`{param}`") == run.params[param], (run.name, param)
+
+    # Still the runs page of the model-training view: no redirect to the GenAI overview or traces.
+    assert re.search(rf"#/experiments/{ui.experiment_id}/runs\?", page.url), page.url
+    page.get_by_role("heading", name="Runs", exact=True).wait_for()
+    for label in GENAI_ONLY:
+        assert page.get_by_text(label, exact=True).count() == 0, label
+    # The view came from the address and the store, not from a choice this browser remembered.
+    assert page.evaluate("Object.keys(localStorage).filter(key => key.includes('workflowType'))") == []
+
+
+def test_run_page_shows_its_dataset_and_system_metric_charts(page, ui: SimpleNamespace, request: pytest.FixtureRequest) -> None:
+    run = ui.runs[0]
+    page.goto(ui.address)
+    page.get_by_role("link", name=run.name, exact=True).click()
+    page.wait_for_url(re.compile(rf"/runs/{run.id}"))
+
+    assert {name for name, _ in run.datasets} == {"mnist"}, run.datasets
+    page.get_by_role("heading", name="Datasets", exact=True).wait_for()
+    # The panel names a dataset as "name (digest)", with its context (Training) beside it.
+    shown = "|".join(re.escape(f"{name} ({digest})") for name, digest in run.datasets)
+    page.get_by_text(re.compile(f"^(?:{shown})$")).first.wait_for()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{request.node.name}-overview.png"), full_page=True)
+
+    page.get_by_role("tab", name="System metrics").click()
+    chart = page.locator("[data-testid=experiment-view-compare-runs-card]", has=page.locator("[title='system/cpu_utilization_percentage']"))
+    chart.get_by_text(f"{run.name} (system/cpu_utilization_percentage)", exact=True).wait_for()  # the run's line
 
 
 def _open_runs_list(page, ui: SimpleNamespace) -> None:
@@ -194,8 +284,7 @@ def test_runs_list_shows_both_runs_by_name_with_their_test_metrics(page, ui: Sim
         page.locator(f"[role=columnheader][col-id='metrics.`{metric}`']").wait_for()
 
     for run in ui.runs:
-        # The grid renders a row in parts (pinned name column, scrolling columns) sharing one row-index.
-        index = page.locator("[role=row][row-index]", has_text=run.name).first.get_attribute("row-index")
+        index = _row_index(page, run.name)
         row_text = " ".join(page.locator(f"[role=row][row-index='{index}']").all_inner_texts())
         shown = [float(number) for number in re.findall(r"-?\d+\.\d+(?:e[-+]?\d+)?", row_text)]
         for metric in SHOWN_METRICS:

@@ -121,6 +121,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "sweep": ("an Optuna study over params.yaml `sweep.space`, tracked as MLflow parent and child runs", "vaelab.sweep:main"),
     "compare": (COMPARE_HELP, "vaelab.cli:compare_main"),
     "preset": ("print a preset (presets/NAME.yaml) as `dvc exp run -S` flags, or --run it", "vaelab.cli:preset_main"),
+    "ui": ("the MLflow UI on the tracking store; prints the address of the experiment's training runs", "vaelab.ui_command:main"),
 }
 
 

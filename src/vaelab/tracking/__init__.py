@@ -407,7 +407,16 @@ def _is_transient(err: BaseException | None) -> bool:
 
 
 def _experiment_id(name: str, uri: str) -> str:
+    """The experiment's id, created if missing, with the UI view that shows its training runs (see :mod:`.ui`)."""
+    from vaelab.tracking.ui import configure_experiment_view  # ui imports this module
+
     client = MlflowClient(uri)
+    experiment_id = _find_or_create_experiment(client, name, uri)
+    configure_experiment_view(client, experiment_id)
+    return experiment_id
+
+
+def _find_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
     experiment = with_retries(lambda: client.get_experiment_by_name(name))
     if experiment is None:
         try:

@@ -1,0 +1,150 @@
+"""The MLflow UI as a user of a training pipeline expects it: the experiment's runs, with the metrics and
+params that matter as columns, in MLflow's model-training view rather than its GenAI view.
+
+Everything here is MLflow 3.17's own state, kept in the tracking store so that any fresh browser gets it:
+
+- ``mlflow.experimentKind = custom_model_development``: the experiment's kind, as MLflow's kind selector
+  writes it (3.17's page follows its sidebar switch instead, but the tag still records what the experiment is);
+- ``mlflow.sharedViewState.<key>``: a saved view of the runs page (the "Views" menu) holding the selected
+  columns, in the envelope the page itself writes (``{name, createdAt, updatedAt, state}``, ``state`` a JSON
+  string of the page's search facets and UI state);
+- the address ``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=<key>`` opens that view
+  in the model-training side of the sidebar switch, whose default in a fresh browser is GenAI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from vaelab.errors import VaelabError
+from vaelab.tracking import _experiment_id, redact_url, tracking_uri, with_retries
+
+log = logging.getLogger(__name__)
+
+KIND_TAG = "mlflow.experimentKind"
+# The other values MLflow knows: genai_development, finetuning, forecasting, classification, regression, automl.
+TRAINING_KIND = "custom_model_development"
+VIEW_KEY = "vaelab-training-runs"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_NAME = "Training runs (vaelab)"
+# The runs page reads its sidebar switch from this URL parameter before the browser's remembered choice.
+WORKFLOW_PARAM = ("workflowType", "machine_learning")
+VIEW_PARAM = "viewStateShareKey"
+
+HEADLINE_METRICS = ("test_neg_elbo_nats", "test_nll_iwae_nats", "sample_fid_classifier")
+# The train.* keys of params.yaml's `sweep.space`: what tells one run of the experiment from another.
+SWEPT_PARAMS = ("train.z_dim", "train.r_loss_factor", "train.learning_rate")
+
+
+def view_columns() -> list[str]:
+    """The runs table's column ids, as in the grid's ``col-id`` attributes (metrics.`name`, params.`name`)."""
+    return [f"metrics.`{name}`" for name in HEADLINE_METRICS] + [f"params.`{name}`" for name in SWEPT_PARAMS]
+
+
+def view_state() -> dict[str, Any]:
+    """The part of the runs page's state the view sets; the page fills the rest with its defaults."""
+    return {"selectedColumns": view_columns()}
+
+
+def configure_experiment_view(client: MlflowClient, experiment_id: str) -> None:
+    """Tag the experiment as model training and give it the training-runs view; writes only what differs.
+
+    A store that refuses the tags (a server without write access to experiments) gets a warning: the
+    view is a convenience, and the training that asked for the experiment goes on.
+    """
+    try:
+        tags = with_retries(lambda: client.get_experiment(experiment_id)).tags
+        for key, value in _missing_tags(tags).items():
+            with_retries(lambda: client.set_experiment_tag(experiment_id, key, value))
+    except MlflowException as err:
+        reason = redact_url(str(err).strip().splitlines()[0][:200]) if str(err).strip() else type(err).__name__
+        log.warning("could not set the MLflow UI view of experiment %s: %s", experiment_id, reason)
+
+
+def experiment_address(base_url: str, experiment_id: str) -> str:
+    """The address of the experiment's runs, opened in the training view with its columns."""
+    query = urlencode([WORKFLOW_PARAM, (VIEW_PARAM, VIEW_KEY)])
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def _missing_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    missing = {}
+    if tags.get(KIND_TAG) != TRAINING_KIND:
+        missing[KIND_TAG] = TRAINING_KIND
+    saved = _saved_view(tags.get(VIEW_TAG))
+    if saved is None or saved.get("name") != VIEW_NAME or _state_of(saved) != view_state():
+        created = saved.get("createdAt") if saved else None
+        missing[VIEW_TAG] = _view_envelope(created if isinstance(created, int) else None)
+    return missing
+
+
+def _view_envelope(created_ms: int | None) -> str:
+    now = int(time.time() * 1000)
+    # The page's own writer deflates `state`; its reader takes plain JSON as well, which stays readable in the tag.
+    return json.dumps(
+        {"name": VIEW_NAME, "createdAt": created_ms or now, "updatedAt": now, "state": json.dumps(view_state())}
+    )
+
+
+def _saved_view(value: str | None) -> dict[str, Any] | None:
+    try:
+        saved = json.loads(value) if value else None
+    except ValueError:
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _state_of(saved: Mapping[str, Any]) -> Any:
+    try:
+        return json.loads(saved.get("state") or "null")
+    except (TypeError, ValueError):
+        return None  # deflated or broken: rewritten with ours
+
+
+# --- `vaelab ui` (see vaelab.ui_command) ---
+
+
+def training_view_address(experiment: str, host: str, port: int) -> str:
+    """The address of ``experiment``'s training view in the current store, created with its view if missing.
+
+    ``host`` and ``port`` are where ``mlflow ui`` serves a database; a tracking server's address is its own.
+    """
+    uri = tracking_uri()
+    experiment_id = _experiment_id(experiment, uri)  # with its view
+    base_url = redact_url(uri) if _is_server(uri) else f"http://{_url_host(host)}:{port}"
+    return experiment_address(base_url, experiment_id)
+
+
+def run_mlflow_ui(host: str, port: int) -> None:
+    """Replace this process with ``mlflow ui`` on the current store; a tracking server already serves its UI."""
+    uri = tracking_uri()
+    if _is_server(uri):
+        log.info("%s is a tracking server and serves its own UI; not starting another", redact_url(uri))
+        return
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    if not mlflow_cli.exists():
+        raise VaelabError(f"no `mlflow` command beside {sys.executable}; install the requirements (make setup)")
+    # exec: Ctrl-C and `kill` reach `mlflow ui` itself, as when make ran it directly.
+    os.execv(mlflow_cli, [str(mlflow_cli), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
+
+
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def _url_host(host: str) -> str:
+    # Listening on every interface still means this machine to a browser opening the printed address.
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,38 @@
+"""`vaelab ui`: print the address of the experiment's training runs in the MLflow UI, then run the UI.
+
+Kept apart from :mod:`vaelab.tracking.ui` so that ``--help`` answers without loading MLflow and Keras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from vaelab import logs
+from vaelab.cli import TOOLS, run_guarded
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`vaelab ui [--experiment NAME] [--host H] [--port N] [--print-only]`."""
+    parser = argparse.ArgumentParser(prog="vaelab ui", description=TOOLS["ui"][0])
+    parser.add_argument("--params", default="params.yaml", help="params file naming the experiment (default: %(default)s)")
+    parser.add_argument("--experiment", help="MLflow experiment name (default: base.experiment in --params)")
+    parser.add_argument("--host", default="127.0.0.1", help="address `mlflow ui` listens on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=5000, help="port `mlflow ui` listens on (default: %(default)s)")
+    parser.add_argument("--print-only", action="store_true", help="give the experiment its view and print the address; start no UI")
+    args = parser.parse_args(argv)
+    logs.configure()
+    sys.exit(run_guarded(lambda: _open(args)))
+
+
+def _open(args: argparse.Namespace) -> None:
+    from vaelab.config import load_config
+
+    experiment = args.experiment or load_config(args.params).base.experiment
+    # Only now: loading MLflow and Keras takes seconds, which a mistyped --params should not wait for.
+    from vaelab.tracking.ui import run_mlflow_ui, training_view_address
+
+    print(f"open {training_view_address(experiment, args.host, args.port)}", flush=True)
+    if not args.print_only:
+        run_mlflow_ui(args.host, args.port)
