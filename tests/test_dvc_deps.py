@@ -1,0 +1,300 @@
+"""dvc.yaml lists, for every stage, each source file the stage imports: a change to one re-runs the stage.
+
+The import closure of a stage is computed statically with `ast` (nothing is imported, so no TensorFlow):
+from the stage's `python pipeline/<stage>.py` through every `vaelab` import, lazy imports inside
+functions included, to files under src/vaelab. A dep that is a directory covers every file under it.
+
+Two modules dispatch by stage name, and only the part a stage runs counts, so that a change to one
+stage's code does not re-run the others:
+
+* cli.py: the pipeline script calls `stage_main`, which imports `vaelab.stages` by a name in a string
+  (`importlib.import_module`) and takes the stage's function from the `STAGES` table. Its other
+  commands (compare, preset, the TOOLS table) are not followed.
+* stages.py: its module-level imports, plus the imports inside `run_<stage>` and inside every
+  module-level function of stages.py that it uses by name, transitively (`_write_plots`,
+  `load_classifier`, ...).
+
+Every other module counts whole: all of its imports, in functions or not.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+PACKAGE = "vaelab"
+CLI = SRC / PACKAGE / "cli.py"
+STAGES_MODULE = SRC / PACKAGE / "stages.py"
+STAGE_ENTRY = "stage_main"  # the function of cli.py that every pipeline/<stage>.py calls
+CMD = re.compile(r"^python\s+(pipeline/\w+\.py)\b")
+
+
+def dvc_stages() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+
+
+@cache
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
+# --- from an import statement to files --------------------------------------------------------------
+
+
+def module_file(name: str) -> Path | None:
+    """``vaelab.a.b`` -> src/vaelab/a/b.py, or src/vaelab/a/b/__init__.py for a package; None if neither."""
+    base = SRC.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def with_parents(name: str) -> list[str]:
+    """Importing ``vaelab.a.b`` runs ``vaelab``, ``vaelab.a`` and ``vaelab.a.b``."""
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def absolute_from(node: ast.ImportFrom, importer: Path) -> str:
+    """The module a `from ... import` names, relative imports (``from .x import y``) made absolute."""
+    if not node.level:
+        return node.module or ""
+    package = module_name(importer).split(".")
+    if importer.name != "__init__.py":
+        package = package[:-1]  # a module's own package
+    package = package[: len(package) - (node.level - 1)]
+    return ".".join(package + ([node.module] if node.module else []))
+
+
+def imported_modules(node: ast.Import | ast.ImportFrom, importer: Path) -> list[str]:
+    """Project modules an import statement runs; ``from vaelab import tracking`` names a package."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = absolute_from(node, importer)
+        # `from P import x`: x is a submodule when such a file exists, else an attribute of P.
+        names = [base] + [f"{base}.{alias.name}" for alias in node.names if module_file(f"{base}.{alias.name}")]
+    project = [name for name in names if name == PACKAGE or name.startswith(PACKAGE + ".")]
+    return [module for name in project for module in with_parents(name)]
+
+
+def dynamic_imports(node: ast.Call) -> list[str]:
+    """``importlib.import_module("vaelab.x")``: the module in the string; a computed name cannot be followed."""
+    func = node.func
+    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    if called != "import_module":
+        return []
+    argument = node.args[0] if node.args else None
+    if not (isinstance(argument, ast.Constant) and isinstance(argument.value, str)):
+        raise AssertionError(f"import_module with a computed name at line {node.lineno}: the closure cannot follow it")
+    return with_parents(argument.value) if argument.value.startswith(PACKAGE) else []
+
+
+def modules_imported_in(nodes: list[ast.AST], importer: Path) -> set[str]:
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.update(imported_modules(node, importer))
+        elif isinstance(node, ast.Call):
+            found.update(dynamic_imports(node))
+    return found
+
+
+# --- which part of a module runs ---------------------------------------------------------------------
+
+FUNCTION_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def module_level_nodes(tree: ast.Module) -> list[ast.AST]:
+    """Every node that runs on import: all but the insides of function bodies."""
+    nodes: list[ast.AST] = []
+    pending: list[ast.AST] = [tree]
+    while pending:
+        node = pending.pop()
+        nodes.append(node)
+        if not isinstance(node, FUNCTION_TYPES):
+            pending.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def functions_reached(path: Path, entries: set[str]) -> list[ast.AST]:
+    """The entry functions and the module-level functions they use by name (called or passed), transitively."""
+    defined = {node.name: node for node in parse(path).body if isinstance(node, FUNCTION_TYPES)}
+    missing = entries - defined.keys()
+    assert not missing, f"{path.relative_to(ROOT)} defines no function {sorted(missing)}"
+    seen: set[str] = set()
+    pending = list(entries)
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        pending.extend(node.id for node in ast.walk(defined[name]) if isinstance(node, ast.Name) and node.id in defined)
+    return [defined[name] for name in sorted(seen)]
+
+
+def nodes_that_run(path: Path, entries: set[str] | None) -> list[ast.AST]:
+    """The whole module (entries None), or its module-level code plus the entry functions and their helpers."""
+    tree = parse(path)
+    if entries is None:
+        return list(ast.walk(tree))
+    reached = [node for function in functions_reached(path, entries) for node in ast.walk(function)]
+    return module_level_nodes(tree) + reached
+
+
+# --- a stage's closure -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    script: Path  # pipeline/<stage>.py, from the stage's cmd
+    deps: tuple[str, ...]
+
+
+def stage_function(stage: str) -> str:
+    """The function of vaelab.stages that cli.STAGES names for the stage (a literal table, read with ast)."""
+    for node in parse(CLI).body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(isinstance(t, ast.Name) and t.id == "STAGES" for t in targets):
+                table = ast.literal_eval(node.value)
+                assert stage in table, f"cli.STAGES has no stage {stage!r}"
+                return table[stage][0]
+    raise AssertionError("cli.py defines no STAGES table")
+
+
+def partial_modules(stage: str) -> dict[Path, set[str]]:
+    """The dispatching modules, each with the functions of it that this stage runs."""
+    return {CLI: {STAGE_ENTRY}, STAGES_MODULE: {stage_function(stage)}}
+
+
+def check_dispatch_route(importer: Path, target: Path, stage: Stage) -> None:
+    """Reading cli.py and stages.py in part holds only on the route script -> cli -> stages: another
+    importer could run any of their functions."""
+    expected = {CLI: stage.script, STAGES_MODULE: CLI}
+    if target in expected and importer not in (expected[target], target):
+        raise AssertionError(
+            f"{importer.relative_to(ROOT)} imports {target.relative_to(ROOT)}: the closure reads that module only"
+            " in part, for the stage's own function; follow the new route in tests/test_dvc_deps.py"
+        )
+
+
+def import_closure(stage: Stage) -> set[Path]:
+    """The script and every project file that running it imports."""
+    partial = partial_modules(stage.name)
+    files: set[Path] = set()
+    pending = [stage.script]
+    while pending:
+        path = pending.pop()
+        if path in files:
+            continue
+        files.add(path)
+        for name in modules_imported_in(nodes_that_run(path, partial.get(path)), path):
+            target = module_file(name)
+            assert target, f"{path.relative_to(ROOT)} imports {name}, which has no file under src/"
+            check_dispatch_route(path, target, stage)
+            pending.append(target)
+    return files
+
+
+def script_of(name: str, spec: dict) -> Path:
+    match = CMD.match(spec["cmd"])
+    assert match, f"stage {name}: cmd {spec['cmd']!r} is not `python pipeline/<stage>.py`"
+    return ROOT / match.group(1)
+
+
+def load_stages() -> list[Stage]:
+    return [Stage(name, script_of(name, spec), tuple(spec.get("deps", []))) for name, spec in dvc_stages().items()]
+
+
+def code_deps(stage: Stage) -> list[str]:
+    """The deps that are paths in the repository; ${...} ones are data and params."""
+    return [dep for dep in stage.deps if "${" not in dep]
+
+
+def is_covered(path: Path, deps: list[str]) -> bool:
+    return any(path == ROOT / dep or (ROOT / dep) in path.parents for dep in deps)
+
+
+def missing_deps(stage: Stage) -> list[str]:
+    deps = code_deps(stage)
+    return sorted(str(path.relative_to(ROOT)) for path in import_closure(stage) if not is_covered(path, deps))
+
+
+# --- the tests ---------------------------------------------------------------------------------------
+
+STAGES = load_stages()
+
+
+def test_every_stage_script_dispatches_through_stage_main() -> None:
+    """The closure assumes pipeline/<stage>.py calls stage_main("<stage>"); check it rather than trust it."""
+    for stage in STAGES:
+        calls = [
+            node for node in ast.walk(parse(stage.script))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == STAGE_ENTRY
+        ]
+        arguments = [ast.literal_eval(call.args[0]) for call in calls if call.args]
+        assert arguments == [stage.name], f"{stage.script.relative_to(ROOT)} should call {STAGE_ENTRY}({stage.name!r})"
+
+
+def test_deps_cover_every_imported_file() -> None:
+    missing = {stage.name: missing_deps(stage) for stage in STAGES}
+    missing = {name: files for name, files in missing.items() if files}
+    report = "\n".join(
+        f"stage {name} imports files its deps do not list; add under `{name}: deps:` in dvc.yaml:\n"
+        + "\n".join(f"      - {path}" for path in files)
+        for name, files in missing.items()
+    )
+    if missing:
+        pytest.fail("a change to these files would not re-run the stage.\n" + report, pytrace=False)
+
+
+def test_code_deps_exist() -> None:
+    """A renamed or deleted module must not leave a stale dep behind."""
+    stale = [
+        f"stage {stage.name}: {dep}"
+        for stage in STAGES
+        for dep in code_deps(stage)
+        if dep.startswith(("src/", "pipeline/")) and not (ROOT / dep).exists()
+    ]
+    assert not stale, "deps in dvc.yaml that name no file or folder:\n" + "\n".join(stale)
+
+
+@pytest.mark.parametrize(
+    ("stage", "expected"),
+    [
+        # lazy imports inside run_train, and `from vaelab import tracking` as the package
+        ("train", {"src/vaelab/training.py", "src/vaelab/tracking/__init__.py", "src/vaelab/tracking/notes.py"}),
+        # through run_evaluate's helpers _generator_metrics -> load_classifier
+        ("evaluate", {"src/vaelab/model.py", "src/vaelab/classifier.py", "src/vaelab/likelihood.py"}),
+        # the dispatcher and the package __init__ of every stage
+        ("download", {"src/vaelab/cli.py", "src/vaelab/stages.py", "src/vaelab/__init__.py", "src/vaelab/data/__init__.py"}),
+    ],
+)
+def test_closure_follows_lazy_and_dispatched_imports(stage: str, expected: set[str]) -> None:
+    """Guards the analysis itself: an analysis that found nothing would pass the coverage test."""
+    (found,) = [s for s in STAGES if s.name == stage]
+    closure = {str(path.relative_to(ROOT)) for path in import_closure(found)}
+    assert expected <= closure
+
+
+def test_closure_leaves_out_other_stages_and_commands() -> None:
+    """Per-stage precision: download does not run training code, nor cli's compare or preset commands."""
+    (download,) = [s for s in STAGES if s.name == "download"]
+    closure = {str(path.relative_to(ROOT)) for path in import_closure(download)}
+    assert not closure & {"src/vaelab/training.py", "src/vaelab/compare.py", "src/vaelab/presets.py"}
