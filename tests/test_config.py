@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from vaelab import sizes as sizes_module
 from vaelab.config import Config, load_config
+from vaelab.sizes import image_shape, vae_size
 from vaelab.errors import ConfigError
 
 
@@ -52,6 +54,52 @@ BAD_OVERRIDES = [
     ({"train.use_batch_norm": "yes"}, "train.use_batch_norm: Input should be a valid boolean; received 'yes'"),
     ({"train.batch_size": -32}, "train.batch_size: Input should be greater than or equal to 1; received -32"),
     ({"train.encoder_filters": [32, 0, 64, 64]}, "train.encoder_filters.1: Input should be greater than or equal to 1; received 0"),
+    ({"base.seed": 2**32}, "base.seed: Input should be less than or equal to 4294967295; received 4294967296"),
+    ({"paths.model": ""}, "paths.model: must not be empty or blank; received ''"),
+    ({"paths.plots": " "}, "paths.plots: must not be empty or blank; received ' '"),
+    (
+        {"paths.processed": "data/\x00processed"},
+        "paths.processed: must not contain control or invisible characters such as '\\x00'; received 'data/\\x00processed'",
+    ),
+    ({"paths.history": "reports/"}, "paths.history: must name a file, but names a folder; received 'reports/'"),
+    ({"paths.run_info": "models/.."}, "paths.run_info: must name a file, but names a folder; received 'models/..'"),
+    (
+        {"paths.model": "models/vae.h5"},
+        "paths.model: must end in .keras, the format Keras 3 saves and the evaluate stage loads; received 'models/vae.h5'",
+    ),
+    (
+        {"paths.metrics": "./reports/history.csv"},
+        "paths: history ('reports/history.csv') is the same path as metrics ('reports/history.csv'); give each its own place",
+    ),
+    (
+        {"paths.checkpoints": "data/raw/checkpoints"},
+        "paths: checkpoints ('data/raw/checkpoints') lies inside raw ('data/raw'); give each its own place",
+    ),
+    ({"paths.raw": "."}, "paths: processed ('data/processed') lies inside raw ('.'); give each its own place"),
+    ({"base.experiment": ""}, "base.experiment: must not be empty or blank; received ''"),
+    (
+        {"base.experiment": "vae\tmnist"},
+        "base.experiment: must not contain control or invisible characters such as '\\t'; received 'vae\\tmnist'",
+    ),
+    (
+        {"base.experiment": "team/vae"},
+        "base.experiment: must not contain / or \\: the name also names a folder (mlartifacts/, sweeps/); received 'team/vae'",
+    ),
+    (
+        {"base.experiment": " vae"},
+        "base.experiment: must not start or end with white space, which would make it look like another name; received ' vae'",
+    ),
+    (
+        {"base.experiment": "x" * 243},
+        "base.experiment: must be at most 242 characters, not 243: the registered model <experiment>-<dataset> gets at "
+        f"most 256; received {'x' * 243!r}",
+    ),
+    ({"sweep.study_name": "."}, "sweep.study_name: must not be . or .., which name folders that already exist; received '.'"),
+    (
+        {"sweep.study_name": "\u00e9" * 128},
+        f"sweep.study_name: must be at most 255 bytes in UTF-8, not 256: it names a folder; received {chr(233) * 128!r}",
+    ),
+    ({"sweep.storage": ""}, "sweep.storage: must not be empty or blank; received ''"),
     (
         {"train.encoder_strides": [1, 2]},
         "train: encoder layer lists must have the same non-zero length; "
@@ -86,6 +134,8 @@ BAD_FILES = {
     "not_utf8": (b"train:\n  z_dim: \xff\n", "not valid UTF-8 (byte 0xff at offset 16)"),
     "a_list": (b"- 1\n- 2\n", "expected a mapping of sections, received list"),
     "section_not_mapping": (b"train: 3\n", "train: Input should be a valid dictionary or instance of TrainSection; received 3"),
+    "impossible_date": (b"base:\n  seed: 2020-13-45\n", "invalid YAML: a date or number that cannot be read (month must be in 1..12)"),
+    "too_deep": (b"train:\n  z_dim: " + b"[" * 5000 + b"]" * 5000, "invalid YAML: lists or mappings nested too deeply to read"),
 }
 
 
@@ -148,3 +198,93 @@ def test_bad_search_space(project_root: Path, space: dict, message: str) -> None
     with pytest.raises(ConfigError) as caught:
         load_config(project_root / "params.yaml", {"sweep.space": space})
     assert str(caught.value).startswith(f"override: {message}")
+
+
+def test_a_folder_param_naming_a_file_is_refused(project_root: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(project_root / "params.yaml", {"paths.processed": str(a_file)})
+    assert str(caught.value) == f"override: paths.processed: must name a folder, but {a_file} is not one; received {str(a_file)!r}"
+
+
+def test_a_path_through_a_file_is_refused(project_root: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder\n")
+    inside = a_file / "models" / "vae.keras"
+    with pytest.raises(ConfigError) as caught:
+        load_config(project_root / "params.yaml", {"paths.model": str(inside)})
+    assert str(caught.value) == (
+        f"override: paths.model: {a_file} is not a folder, so nothing can be made inside it; received {str(inside)!r}"
+    )
+
+
+def test_a_file_param_naming_a_folder_is_refused(project_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(project_root / "params.yaml", {"paths.metrics": str(tmp_path)})
+    assert str(caught.value) == f"override: paths.metrics: must name a file, but {tmp_path} is a folder; received {str(tmp_path)!r}"
+
+
+def test_image_dir_is_checked_only_when_it_is_read(project_root: Path, tmp_path: Path) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder\n")
+    assert load_config(project_root / "params.yaml", {"data.image_dir": str(a_file)}).data.image_dir == a_file  # mnist
+    with pytest.raises(ConfigError, match=r"^override: data\.image_dir: must name a folder, but .* is not one"):
+        load_config(project_root / "params.yaml", {"data.image_dir": str(a_file), "data.dataset": "image_folder"})
+
+
+# A 4x4 RGB image folder and a one-layer VAE, small enough to count by hand (vaelab.sizes.vae_size):
+#   encoder conv 3x3, 3 -> 2 channels, stride 2:  9*3*2 + 2 = 56 weights, output 2x2x2 = 8 (and 8 after LeakyReLU)
+#   mu and log_var from the 8 flat numbers:      2 * (8z + z) = 18z weights, outputs z, z and the sampled z
+#   decoder Dense z -> 8:                        8z + 8 weights, output 8
+#   decoder conv-transpose 3x3, 2 -> 3, stride 2: 9*2*3 + 3 = 57 weights, output 4x4x3 = 48
+# weights = 121 + 26z; outputs per image = 48 (input) + 8 + 8 + 3z + 8 + 48 = 120 + 3z;
+# training needs 16 * weights + 4 * batch * outputs = 1936 + 416z + 480 batch + 12 z batch bytes.
+TINY_VAE = {
+    "data.dataset": "image_folder", "data.image_size": 4,
+    "train.encoder_filters": [2], "train.encoder_kernels": [3], "train.encoder_strides": [2],
+    "train.decoder_filters": [3], "train.decoder_kernels": [3], "train.decoder_strides": [2],
+}
+MEMORY = 10**8
+
+
+def test_vae_size_counted_by_hand() -> None:
+    config = Config().with_overrides({**TINY_VAE, "train.z_dim": 5})
+    size = vae_size(config.train, image_shape(config.data))
+    assert (size.weights, size.trainable, sum(size.outputs)) == (121 + 26 * 5, 121 + 26 * 5, 120 + 3 * 5)
+    assert size.training_bytes(10) == 1936 + 416 * 5 + 480 * 10 + 12 * 5 * 10
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # batch 10: 6736 + 536z <= 10**8 up to z = 186554 (6736 + 536 * 186555 = 100000216)
+        ({"train.batch_size": 10, "train.z_dim": 10**6}, "train.z_dim: must be at most 186554 to fit"),
+        # z 2: 2768 + 504 batch <= 10**8 up to batch = 198407 (2768 + 504 * 198408 = 100000400)
+        ({"train.z_dim": 2, "train.batch_size": 10**6}, "train.batch_size: must be at most 198407 to fit"),
+        # A trial with z at the range's high end must fit too.
+        ({"train.batch_size": 10, "sweep.space": {"z_dim": {"low": 2, "high": 10**6, "log": True}}},
+         "sweep.space.z_dim.high: must be at most 186554 to fit"),
+        # Neither alone can fit: 12 * 10**18 bytes for z times batch, the rest is small; 1.2e19 / 2**30 = 1.12e10 GiB.
+        ({"train.z_dim": 10**9, "train.batch_size": 10**9}, "train: needs at least 1.12e+10 GiB of memory, more than"),
+    ],
+    ids=["z_dim", "batch_size", "sweep_high", "both"],
+)
+def test_sizes_are_bounded_by_memory(monkeypatch: pytest.MonkeyPatch, overrides: dict, message: str) -> None:
+    monkeypatch.setattr(sizes_module, "physical_memory_bytes", lambda: MEMORY)
+    with pytest.raises(ConfigError) as caught:
+        Config().with_overrides({**TINY_VAE, **overrides})
+    assert str(caught.value).startswith(f"override: {message}")
+    assert "\n" not in str(caught.value)
+
+
+def test_the_largest_fitting_size_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sizes_module, "physical_memory_bytes", lambda: MEMORY)
+    # Evaluation's batch and prior samples scale with z_dim too; kept at one so only training's bound is met.
+    largest = {"train.batch_size": 10, "train.z_dim": 186554, "evaluate.batch_size": 1, "evaluate.quality_samples": 1}
+    assert Config().with_overrides({**TINY_VAE, **largest}).train.z_dim == 186554
+
+
+def test_no_memory_figure_refuses_no_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sizes_module, "physical_memory_bytes", lambda: None)
+    assert Config().with_overrides({"train.z_dim": 10**30}).train.z_dim == 10**30

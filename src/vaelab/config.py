@@ -2,27 +2,124 @@
 
 Every stage, test and sweep gets its settings from :func:`load_config`. Unknown keys, wrong
 types and out-of-range values raise :class:`~vaelab.errors.ConfigError` whose message names
-the key, the value received and what is allowed.
+the key, the value received and what is allowed. Sizes are also bounded by this machine's
+memory (see "Sizes the machine can hold" below), and :func:`load_config` checks each path
+against what already exists on disk.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
+import reprlib
+import unicodedata
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from pathlib import Path, PurePath
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vaelab.errors import ConfigError
+from vaelab.sizes import memory_error
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
-NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+# keras.utils.set_random_seed also seeds NumPy's legacy generator, which takes only seeds below 2**32.
+Seed = Annotated[StrictInt, Field(ge=0, le=2**32 - 1)]
+
+
+def _first_control_character(text: str) -> str | None:
+    # Cc: NUL (which every OS call refuses), line breaks (which would split a one-line error) and escapes;
+    # Cf: invisible ones, such as a right-to-left override that makes a name read as another.
+    return next((char for char in text if unicodedata.category(char) in ("Cc", "Cf")), None)
+
+
+def _printable(value: Any) -> Any:
+    """Text that names something: not blank, no control characters. Other types pass on to the field's own check."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        raise ValueError("must not be empty or blank")
+    bad = _first_control_character(value)
+    if bad is not None:
+        raise ValueError(f"must not contain control or invisible characters such as {bad!r}")
+    return value
+
+
+def _file_path(value: Any) -> Any:
+    value = _printable(value)
+    # A trailing "/" or a last part ".." names a folder; Path() would quietly drop the slash.
+    if isinstance(value, str) and (value.endswith(("/", os.sep)) or PurePath(value).name in ("", "..")):
+        raise ValueError("must name a file, but names a folder")
+    return value
+
+
+def _keras_file_path(value: Any) -> Any:
+    value = _file_path(value)
+    if isinstance(value, str) and PurePath(value).suffix != ".keras":
+        raise ValueError("must end in .keras, the format Keras 3 saves and the evaluate stage loads")
+    return value
+
+
+FolderPath = Annotated[Path, BeforeValidator(_printable)]
+FilePath = Annotated[Path, BeforeValidator(_file_path)]
+KerasFilePath = Annotated[Path, BeforeValidator(_keras_file_path)]
+
+# MLflow's registry keeps a model's name in a String(256) column, and vaelab names the model
+# "<experiment>-<dataset>" (vaelab.tracking.registry): the experiment gets what the longest dataset name leaves.
+REGISTERED_MODEL_NAME_MAX = 256
+# sweep.study_name also names the folder sweeps/<study_name>/; a file name holds at most 255 bytes (NAME_MAX).
+FILE_NAME_MAX_BYTES = 255
+
+
+def _name(value: str) -> str:
+    """An experiment or study name: printable, no surrounding spaces, and usable as one folder's name."""
+    _printable(value)
+    if value != value.strip():
+        raise ValueError("must not start or end with white space, which would make it look like another name")
+    if "/" in value or "\\" in value:
+        raise ValueError("must not contain / or \\: the name also names a folder (mlartifacts/, sweeps/)")
+    if value in (".", ".."):
+        raise ValueError("must not be . or .., which name folders that already exist")
+    return value
+
+
+def _experiment_name(value: str) -> str:
+    from vaelab.data.sources import DATASET_NAMES  # light import: no network or TensorFlow
+
+    longest = REGISTERED_MODEL_NAME_MAX - len("-") - max(len(name) for name in DATASET_NAMES)
+    if len(value) > longest:
+        raise ValueError(
+            f"must be at most {longest} characters, not {len(value)}: the registered model <experiment>-<dataset> "
+            f"gets at most {REGISTERED_MODEL_NAME_MAX}"
+        )
+    return value
+
+
+def _file_name_length(value: str) -> str:
+    size = len(value.encode("utf-8"))
+    if size > FILE_NAME_MAX_BYTES:
+        raise ValueError(f"must be at most {FILE_NAME_MAX_BYTES} bytes in UTF-8, not {size}: it names a folder")
+    return value
+
+
+ExperimentName = Annotated[str, AfterValidator(_name), AfterValidator(_experiment_name)]
+StudyName = Annotated[str, AfterValidator(_name), AfterValidator(_file_name_length)]
 
 
 class _Section(BaseModel):
@@ -30,23 +127,46 @@ class _Section(BaseModel):
 
 
 class BaseSection(_Section):
-    seed: NonNegativeInt = 42
-    experiment: Annotated[str, Field(min_length=1)] = "vaelab-mnist"
+    seed: Seed = 42
+    experiment: ExperimentName = "vaelab-mnist"
 
 
 class PathsSection(_Section):
     """Where each stage reads and writes; dvc.yaml interpolates the same keys."""
 
-    raw: Path = Path("data/raw")
-    processed: Path = Path("data/processed")
-    model: Path = Path("models/vae.keras")
-    run_info: Path = Path("models/mlflow_run.json")
-    history: Path = Path("reports/history.csv")
-    metrics: Path = Path("reports/metrics.json")
-    plots: Path = Path("reports/plots")
-    checkpoints: Path = Path("checkpoints")
-    classifier: Path = Path("models/classifier")  # a folder: classifier.keras, or NO_LABELS.txt
-    classifier_metrics: Path = Path("reports/classifier_metrics.json")
+    # The folder params; the others name files.
+    FOLDERS: ClassVar[tuple[str, ...]] = ("raw", "processed", "plots", "checkpoints", "classifier")
+
+    raw: FolderPath = Path("data/raw")
+    processed: FolderPath = Path("data/processed")
+    model: KerasFilePath = Path("models/vae.keras")
+    run_info: FilePath = Path("models/mlflow_run.json")
+    history: FilePath = Path("reports/history.csv")
+    metrics: FilePath = Path("reports/metrics.json")
+    plots: FolderPath = Path("reports/plots")
+    checkpoints: FolderPath = Path("checkpoints")
+    classifier: FolderPath = Path("models/classifier")  # a folder: classifier.keras, or NO_LABELS.txt
+    classifier_metrics: FilePath = Path("reports/classifier_metrics.json")
+
+    @model_validator(mode="after")
+    def _apart(self) -> PathsSection:
+        # DVC refuses overlapping outputs, but a stage run directly would overwrite or delete another's files.
+        named = [(key, str(path), os.path.normpath(path)) for key, path in self]
+        for key, written, path in named:
+            for other, other_written, other_path in named:
+                if other != key and (path == other_path or _inside(path, other_path)):
+                    relation = "is the same path as" if path == other_path else "lies inside"
+                    raise ValueError(
+                        f"{key} ({written!r}) {relation} {other} ({other_written!r}); give each its own place"
+                    )
+        return self
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` lies below ``folder``, as written (no file system lookups; both normalised)."""
+    if folder == os.curdir:
+        return not os.path.isabs(path) and path != os.pardir and not path.startswith(os.pardir + os.sep)
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 class DataSection(_Section):
@@ -57,7 +177,7 @@ class DataSection(_Section):
     max_test: PositiveInt | None = None
     # dataset image_folder only (see vaelab.data.folder): the folder, the square size images are resized
     # to (RGB), the crop before resizing, and the share of the folder held out as the test set.
-    image_dir: Path = Path("images")
+    image_dir: FolderPath = Path("images")
     image_size: Annotated[StrictInt, Field(ge=4, le=1024)] = 64
     crop: Literal["square", "celeba"] = "square"
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
@@ -138,16 +258,28 @@ class SearchRange(_Section):
         return self
 
 
+# meta.json key -> the param it records (see vaelab.data.preprocess; the last three only for an image folder).
+_RECORDED_PARAMS = {
+    "dataset": "data.dataset",
+    "seed": "base.seed",
+    "val_fraction": "data.val_fraction",
+    "max_train": "data.max_train",
+    "max_test": "data.max_test",
+    "test_fraction": "data.test_fraction",
+    "image_size": "data.image_size",
+    "crop": "data.crop",
+}
+
 _SEARCHABLE = ("z_dim", "r_loss_factor", "learning_rate", "lr_decay", "dropout_rate", "batch_size")
 
 
 class SweepSection(_Section):
     """An Optuna study over train.* keys; see vaelab.sweep."""
 
-    study_name: Annotated[str, Field(min_length=1)] = "vae-mnist"
+    study_name: StudyName = "vae-mnist"
     # Optuna storage URL (postgresql://...) or journal file path; null = sweeps/optuna.journal, safe for several
     # local workers. VAELAB_OPTUNA_STORAGE overrides both.
-    storage: str | None = None
+    storage: Annotated[str, AfterValidator(_printable)] | None = None
     n_trials: PositiveInt = 16
     timeout_minutes: PositiveFloat | None = 30.0
     epochs: PositiveInt = 4
@@ -190,6 +322,11 @@ class Config(_Section):
                 out[f"{section}.{key}"] = value
         return out
 
+    def split_settings(self) -> dict[str, tuple[str, Any]]:
+        """What preprocess records in meta.json for these params: its key -> (the param, the value)."""
+        flat = self.flat()
+        return {name: (key, flat[key]) for name, key in _RECORDED_PARAMS.items()}
+
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
         """A new config with dotted keys replaced, validated like params.yaml."""
         return _validate(_apply_overrides(self.model_dump(mode="json"), overrides), "override")
@@ -222,6 +359,11 @@ def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    except ValueError as err:  # what PyYAML reads as a date or number but cannot be one: 2020-13-45, 10**5000
+        reason = str(err).split(";")[0]
+        raise ConfigError(f"{path}: invalid YAML: a date or number that cannot be read ({reason})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: lists or mappings nested too deeply to read") from None
     if raw is None:
         raise ConfigError(f"{path}: file is empty; expected sections {', '.join(Config.model_fields)}")
     if not isinstance(raw, dict):
@@ -230,11 +372,20 @@ def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
 
 
 def load_config(path: Path | str = DEFAULT_PARAMS, overrides: Mapping[str, Any] | None = None) -> Config:
-    """Load and validate params.yaml, optionally with dotted-key overrides (``{"train.epochs": 1}``)."""
+    """Load and validate params.yaml, optionally with dotted-key overrides (``{"train.epochs": 1}``).
+
+    Besides the checks of :class:`Config`, each path must agree with what already exists: a folder param
+    must not name a file, a file param not a folder, and no path may lead through a file.
+    """
     raw = read_params(path)
     if overrides:
         raw = _apply_overrides(raw, overrides)
-    return _validate(raw, str(path), overridden=set(overrides or ()))
+    overridden = set(overrides or ())
+    config = _validate(raw, str(path), overridden)
+    error = _path_on_disk_error(config)
+    if error:
+        raise _config_error(error, str(path), overridden)
+    return config
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -252,19 +403,52 @@ def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
 
 def _validate(raw: dict[str, Any], source: str, overridden: set[str] = frozenset()) -> Config:
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as err:
-        error = err.errors()[0]
-        key = ".".join(str(part) for part in error["loc"][:2])
-        if any(o == key or o.startswith(f"{key}.") for o in overridden):  # from --set, not the file
-            source = "override"
-        raise ConfigError(f"{source}: {_describe(error)}") from None
+        raise _config_error(err.errors()[0], source, overridden) from None
+    error = memory_error(config)
+    if error:
+        raise _config_error(error, source, overridden)
+    return config
+
+
+def _path_on_disk_error(config: Config) -> dict[str, Any] | None:
+    """The first path param that what exists on disk contradicts, as a pydantic-style error; else None."""
+    from vaelab.data.sources import IMAGE_FOLDER
+
+    wanted = [(("paths", key), path, key in PathsSection.FOLDERS) for key, path in config.paths]
+    if config.data.dataset == IMAGE_FOLDER:
+        wanted.append((("data", "image_dir"), config.data.image_dir, True))
+    for loc, path, folder in wanted:
+        problem = _disk_problem(path, folder)
+        if problem:
+            return {"loc": loc, "msg": problem, "input": str(path)}
+    return None
+
+
+def _disk_problem(path: Path, folder: bool) -> str | None:
+    # os.path's checks answer False where pathlib's would raise (e.g. a folder without search permission).
+    for parent in reversed(path.parents):
+        if os.path.lexists(parent) and not os.path.isdir(parent):
+            return f"{parent} is not a folder, so nothing can be made inside it"
+    if folder and os.path.lexists(path) and not os.path.isdir(path):
+        return f"must name a folder, but {path} is not one"
+    if not folder and os.path.isdir(path):
+        return f"must name a file, but {path} is a folder"
+    return None
+
+
+def _config_error(error: Mapping[str, Any], source: str, overridden: set[str]) -> ConfigError:
+    key = ".".join(str(part) for part in error["loc"][:2])
+    if any(o == key or o.startswith(f"{key}.") for o in overridden):  # from --set, not the file
+        source = "override"
+    return ConfigError(f"{source}: {_describe(error)}")
 
 
 def _describe(error: Mapping[str, Any]) -> str:
     loc = tuple(error["loc"])
     key = ".".join(str(part) for part in loc) or "(top level)"
-    if error["type"] == "extra_forbidden":
+    if error.get("type") == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
         return f"unknown key {key}; allowed keys here: {', '.join(allowed)}"
     message = error["msg"].removeprefix("Value error, ")
@@ -273,7 +457,22 @@ def _describe(error: Mapping[str, Any]) -> str:
         message = "must be a finite number"
     if isinstance(received, dict):  # a check across several keys: the message names them
         return f"{key}: {message}"
-    return f"{key}: {message}; received {received!r}"
+    return f"{key}: {message}; received {_shown(received)}"
+
+
+# A received value is shown in full up to a few hundred characters: YAML aliases let a small file hold
+# billions of list items, which a plain repr would spell out (and take minutes and gigabytes doing it).
+SHOWN_MAX = 300
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = SHOWN_MAX
+_SHORT.maxlong = 100
+_SHORT.maxlevel = 2
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 8
+
+
+def _shown(value: Any) -> str:
+    text = _SHORT.repr(value)
+    return text if len(text) <= SHOWN_MAX else text[: SHOWN_MAX - 3] + "..."
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:

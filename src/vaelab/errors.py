@@ -19,3 +19,7 @@ class DataError(VaelabError):
 
 class TrainingError(VaelabError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class InputMismatchError(DataError):
+    """A stage's input was made from other params than the ones it was given (remake it with the stage named)."""

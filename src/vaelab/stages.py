@@ -34,6 +34,10 @@ def run_preprocess(config: Config) -> dict:
 
 def run_train(config: Config) -> str:
     """Train (resuming an interrupted run), save the model and history, and return the MLflow run id."""
+    from vaelab.data.processed import check_made_from
+
+    check_made_from(config.paths.processed, config.split_settings())  # first: before TensorFlow loads
+
     from vaelab import tracking
     from vaelab.data.processed import load_splits, split_sizes
     from vaelab.io import atomic_path, write_text
@@ -84,6 +88,10 @@ NO_LABELS_FILE = "NO_LABELS.txt"  # written there instead when the data has no c
 def run_classifier(config: Config) -> dict[str, float]:
     """Train the sample-judging CNN; save it in the paths.classifier folder and its test accuracy in
     paths.classifier_metrics. Data without labels gets a note instead, so the pipeline still runs."""
+    from vaelab.data.processed import check_made_from
+
+    check_made_from(config.paths.processed, config.split_settings())  # first: before TensorFlow loads
+
     from vaelab import classifier
     from vaelab.data.processed import load_splits
     from vaelab.io import atomic_path, ensure_dir, write_text
@@ -149,6 +157,10 @@ def _generator_metrics(model, splits, config: Config) -> dict[str, float]:
 
 def run_evaluate(config: Config) -> dict[str, float]:
     """Test metrics into paths.metrics and PNGs into paths.plots, all added to the training's MLflow run."""
+    from vaelab.data.processed import check_made_from
+
+    check_made_from(config.paths.processed, config.split_settings())  # first: before TensorFlow loads
+
     import keras
 
     import vaelab.model  # noqa: F401 - registers the custom layers that load_model looks up

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from vaelab.data.shards import ShardedImages, ShardWriter, open_shard, pixel_stats
-from vaelab.errors import DataError
+from vaelab.errors import DataError, InputMismatchError
 from vaelab.io import atomic_path, ensure_dir, write_json
 
 SPLITS = ("train", "val", "test")
@@ -129,13 +129,11 @@ def load_splits(out_dir: Path | str) -> Splits:
     """Open the processed splits: shard headers and labels are read now, images when they are indexed."""
     out_dir = Path(out_dir)
     meta_path = out_dir / META
+    meta = read_meta(out_dir)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         image_shape = tuple(int(n) for n in meta["image_shape"])
         class_names = tuple(str(name) for name in meta["class_names"])
         shard_files = {split: [str(name) for name in meta["shards"][split]] for split in SPLITS}
-    except FileNotFoundError:
-        raise DataError(f"{meta_path}: not found; {_RERUN}") from None
     except KeyError as err:
         raise DataError(f"{meta_path}: no {err} entry (written by an older vaelab?); {_RERUN}") from None
     except (ValueError, TypeError) as err:
@@ -148,6 +146,39 @@ def load_splits(out_dir: Path | str) -> Splits:
             raise DataError(f"{out_dir}: {len(images)} images in x_{split} shards but y_{split} has shape {labels.shape}; {_RERUN}")
         fields[f"x_{split}"], fields[f"y_{split}"] = images, labels
     return Splits(**fields, image_shape=image_shape, class_names=class_names)
+
+
+def read_meta(out_dir: Path | str) -> dict[str, Any]:
+    """The folder's meta.json; DataError naming the file if it is missing or unreadable."""
+    meta_path = Path(out_dir) / META
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{meta_path}: not found; {_RERUN}") from None
+    except OSError as err:
+        raise DataError(f"{meta_path}: cannot be read ({err.strerror or err}); {_RERUN}") from None
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise DataError(f"{meta_path}: unreadable ({type(err).__name__}: {err}); {_RERUN}") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path}: unreadable (a JSON {type(meta).__name__}, not an object); {_RERUN}")
+    return meta
+
+
+def check_made_from(out_dir: Path | str, settings: Mapping[str, tuple[str, Any]]) -> None:
+    """Refuse the folder if meta.json records other settings than ``settings`` (meta key -> (param, value)).
+
+    A stage checks this first, so it never trains or reports on data under params that did not make it.
+    A setting meta.json does not record is not compared (hand-made test data records few).
+    """
+    meta = read_meta(out_dir)
+    differing = {name: wanted for name, wanted in settings.items() if name in meta and meta[name] != wanted[1]}
+    if differing:
+        held = ", ".join(f"{name}={meta[name]!r}" for name in differing)
+        wanted = ", ".join(f"{param}={value!r}" for param, value in differing.values())
+        raise InputMismatchError(
+            f"{Path(out_dir) / META}: holds data made with {held} but params.yaml says {wanted}; "
+            f"{_RERUN} to remake it from these params"
+        )
 
 
 def _load_labels(path: Path) -> np.ndarray:
