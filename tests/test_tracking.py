@@ -326,3 +326,46 @@ def test_logged_model_serves_reconstructions_without_vaelab(store, config, tmp_p
     done = subprocess.run([sys.executable, "-c", script, model_uri], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[-2:] == ["(3, 28, 28, 1) float32 True True", "(-1, 28, 28, 1)"]
+
+
+def _ended_process() -> tuple[int, float]:
+    """The pid and start time of a process that has exited (and been reaped)."""
+    import psutil
+
+    child = subprocess.Popen(["sleep", "30"])
+    started = psutil.Process(child.pid).create_time()
+    child.kill()
+    child.wait()
+    return child.pid, started
+
+
+def test_runs_left_running_by_ended_processes_of_this_host_are_failed_and_no_others(store, client, config):
+    import socket
+
+    import psutil
+
+    from vaelab.tracking import orphans
+
+    experiment_id = tracking._experiment_id(config.base.experiment, store)
+    host = socket.gethostname()
+    dead_pid, dead_started = _ended_process()
+
+    def running(name: str, owner: dict[str, str]) -> str:
+        return client.create_run(experiment_id, run_name=name, tags=owner).info.run_id
+
+    killed = running("killed", {orphans.HOST_TAG: host, orphans.PID_TAG: str(dead_pid), orphans.STARTED_TAG: repr(dead_started)})
+    # This test's own pid, recorded with another start time: a process that ended and whose pid came back.
+    reused = running("reused", {orphans.HOST_TAG: host, orphans.PID_TAG: str(os.getpid()), orphans.STARTED_TAG: "1.5"})
+    alive = running("alive", {orphans.HOST_TAG: host, orphans.PID_TAG: str(os.getpid()),
+                              orphans.STARTED_TAG: repr(psutil.Process().create_time())})
+    elsewhere = running("elsewhere", {orphans.HOST_TAG: "another-host", orphans.PID_TAG: str(dead_pid), orphans.STARTED_TAG: "1.5"})
+    untagged = running("untagged", {})
+
+    with tracking.start_run(config) as new:  # opening the experiment for a new run is when orphans are found
+        assert client.get_run(new.info.run_id).data.tags[orphans.PID_TAG] == str(os.getpid())
+
+    status = {run_id: client.get_run(run_id).info.status for run_id in (killed, reused, alive, elsewhere, untagged)}
+    assert status == {killed: "FAILED", reused: "FAILED", alive: "RUNNING", elsewhere: "RUNNING", untagged: "RUNNING"}
+    assert client.get_run(killed).data.tags[orphans.FAILURE_TAG] == f"process {dead_pid} on {host} ended without closing the run (killed?)"
+    for run_id in (alive, elsewhere, untagged):
+        client.set_terminated(run_id)  # leave the module's store tidy for the tests after this one

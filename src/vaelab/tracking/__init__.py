@@ -35,6 +35,7 @@ from mlflow.tracking import MlflowClient
 from vaelab.config import Config
 from vaelab.errors import DataError, VaelabError
 from vaelab.io import write_json
+from vaelab.tracking.orphans import fail_orphaned_runs, owner_tags
 
 log = logging.getLogger(__name__)
 # Four INFO lines per training (started, no GPU, stopping, stopped) that tell a user nothing; its warnings stay.
@@ -221,8 +222,8 @@ def _open_run(
         )
     try:
         if run_id is not None:
-            if tags:
-                mlflow.set_tags({key: redact_url(str(value)) for key, value in tags.items()})
+            # This process holds the run now; the one that opened it before may be dead (see orphans.py).
+            mlflow.set_tags({**{key: redact_url(str(value)) for key, value in (tags or {}).items()}, **owner_tags()})
             return run
         if name is None:
             mlflow.set_tag("mlflow.runName", run_name(config, _dvc_exp_name() or run.info.run_id[:6]))
@@ -413,6 +414,7 @@ def _experiment_id(name: str, uri: str) -> str:
     client = MlflowClient(uri)
     experiment_id = _find_or_create_experiment(client, name, uri)
     configure_experiment_view(client, experiment_id)
+    fail_orphaned_runs(client, experiment_id)
     return experiment_id
 
 
@@ -453,7 +455,7 @@ def _resume(run_id: str, uri: str, nested: bool, system_metrics: bool) -> mlflow
 
 
 def _new_run_tags(extra: Mapping[str, Any] | None) -> dict[str, str]:
-    tags = dict(_git_tags())
+    tags = {**_git_tags(), **owner_tags()}
     if _dvc_exp_name():
         tags["dvc.exp_name"] = _dvc_exp_name()
     tags.update({key: str(value) for key, value in (extra or {}).items()})

@@ -48,7 +48,12 @@ SWEPT_PARAMS = ("train.z_dim", "train.r_loss_factor", "train.learning_rate")
 
 
 def view_columns() -> list[str]:
-    """The runs table's column ids, as in the grid's ``col-id`` attributes (metrics.`name`, params.`name`)."""
+    """The runs table's column ids, as in the grid's ``col-id`` attributes (metrics.`name`, params.`name`).
+
+    The page's own Dataset column is left out: at its fixed width it pushes the swept params off a laptop's
+    screen (the view's column widths are not applied). The runs still carry their datasets: the Datasets filter
+    above the table and each run's Datasets panel show them, and Columns > Dataset brings the column back.
+    """
     return [f"metrics.`{name}`" for name in HEADLINE_METRICS] + [f"params.`{name}`" for name in SWEPT_PARAMS]
 
 
