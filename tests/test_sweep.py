@@ -233,6 +233,36 @@ def test_next_step_stops_at_the_total_the_deadline_or_too_many_failures(make_con
     assert step(4) == "run"
 
 
+def test_a_trial_runs_only_if_fewer_than_n_trials_before_it_hold_a_slot(make_config, workdir):
+    study = sweep.open_study(make_config(), sweep.open_storage("sweeps/optuna.journal"), "slots")
+    study.tell(study.ask(), 1.0)  # 0: COMPLETE, holds a slot
+    study.tell(study.ask(), state=TrialState.FAIL)  # 1: FAIL, holds none
+    study.enqueue_trial({})  # 2: WAITING, a retry's slot
+    claims = [study.ask(), study.ask()]  # 2 taken from the queue, then a new trial 3
+    assert [trial.number for trial in claims] == [2, 3]
+    objective = sweep._within_budget(lambda trial: 5.0, n_trials=2)
+
+    with pytest.raises(sweep.SurplusTrial, match="not run: earlier trials already hold all sweep.n_trials=2 slots"):
+        objective(claims[1])  # trials 0 and 2 fill the budget of 2
+    assert objective(claims[0]) == 5.0  # only trial 0 is before 2: the lower number wins the slot
+    trial = study.get_trials()[3]
+    assert trial.user_attrs[sweep.SURPLUS_ATTR] is True
+    assert trial.user_attrs["fail_reason"].startswith("not run: ")
+    assert trial.user_attrs[sweep.WORKER_ATTR] == sweep.worker_id()
+
+
+def test_surplus_trials_do_not_count_as_failures_of_the_space(make_config, workdir):
+    study = sweep.open_study(make_config(), sweep.open_storage("sweeps/optuna.journal"), "surplus")
+    for _ in range(2):
+        trial = study.ask()
+        trial.set_user_attr(sweep.SURPLUS_ATTR, True)
+        study.tell(trial, state=TrialState.FAIL)
+    assert sweep._next_step(study, 1, None, heartbeat=False) == "run"
+    study.tell(study.ask(), state=TrialState.FAIL)
+    study.tell(study.ask(), state=TrialState.FAIL)
+    assert sweep._next_step(study, 1, None, heartbeat=False) == "stop"
+
+
 @pytest.mark.parametrize(
     ("name", "kind"),
     [("median", optuna.pruners.MedianPruner), ("hyperband", optuna.pruners.HyperbandPruner),

@@ -6,8 +6,11 @@ storages and studies are opened by :mod:`vaelab.sweep_storage`; :mod:`vaelab.swe
 results. The names tests and scripts use from those modules are importable from here too.
 
 ``sweep.n_trials`` counts COMPLETE and PRUNED trials in total, so a resumed study runs only the missing
-ones; diverged (FAIL) trials are replaced, up to ``2 * n_trials`` of them. Two workers that look at the
-same instant may together start one trial too many.
+ones; diverged (FAIL) trials are replaced, up to ``2 * n_trials`` of them. The budget is exact with any
+number of workers: a trial only runs if it is among the first ``n_trials`` trials of the study that are not
+FAIL, counted in trial-number order once it exists (see :func:`_within_budget`). A trial created in the same
+instant as another for the last slot is therefore failed at once, with fail_reason "not run: ...", and
+trains nothing.
 
 Storage: ``--storage``, else ``$VAELAB_OPTUNA_STORAGE``, else ``sweep.storage``, else the journal file
 ``sweeps/optuna.journal``. A value with ``://`` is an SQLAlchemy URL, anything else a journal file path.
@@ -49,7 +52,7 @@ from optuna.trial import TrialState
 from vaelab.config import Config
 from vaelab.errors import ConfigError, TrainingError, VaelabError
 from vaelab.sweep_objective import STATE_TAG, Objective, training_subset, trial_run_name
-from vaelab.sweep_report import OBJECTIVE_METRIC, log_finished_trial
+from vaelab.sweep_report import FAIL_REASON_ATTR, OBJECTIVE_METRIC, SURPLUS_ATTR, log_finished_trial
 from vaelab.sweep_storage import (
     DEFAULT_STORAGE,
     GRACE_PERIOD,
@@ -74,6 +77,7 @@ __all__ = [
     "PARENT_RUN_ATTR",
     "STATE_TAG",
     "STORAGE_ENV",
+    "SURPLUS_ATTR",
     "WORKER_ATTR",
     "Objective",
     "main",
@@ -94,6 +98,10 @@ log = logging.getLogger(__name__)
 SWEEPS_DIR = Path("sweeps")
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr: the MLflow run every worker's trials nest under
 MAX_FAILED_PER_TRIAL = 2  # a study stops after 2 * n_trials failed trials: the space is broken
+
+
+class SurplusTrial(Exception):
+    """A trial created when ``n_trials`` earlier trials that are not FAIL already fill the budget."""
 
 
 def run_worker(
@@ -121,25 +129,67 @@ def run_worker(
         if step == "wait":
             time.sleep(min(5.0, heartbeat_interval))
             continue
-        study.optimize(objective, n_trials=1, catch=(TrainingError,), callbacks=[log_finished_trial])
+        study.optimize(
+            _within_budget(objective, n_trials),
+            n_trials=1,
+            catch=(TrainingError, SurplusTrial),
+            callbacks=[log_finished_trial],
+        )
 
 
 def _next_step(study: optuna.Study, n_trials: int, deadline: float | None, heartbeat: bool) -> str:
-    """Whether to "run" a trial, "wait" for other workers' running trials (one may be abandoned) or "stop"."""
+    """Whether to "run" a trial, "wait" for other workers' running trials (one may be abandoned) or "stop".
+
+    "run" is a guess made from counts that another worker can change before this one's trial exists;
+    :func:`_within_budget` settles it once the trial is there. The guess keeps such clashes rare.
+    """
     fail_abandoned_trials(study, heartbeat)
-    states = Counter(trial.state for trial in study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    states = Counter(trial.state for trial in trials)
     finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED]
     if finished >= n_trials:
         return "stop"
     if deadline is not None and time.time() >= deadline:
         log.info("sweep.timeout_minutes reached: no new trials (%d of %d finished)", finished, n_trials)
         return "stop"
-    if states[TrialState.FAIL] >= MAX_FAILED_PER_TRIAL * n_trials:
-        log.warning("stopping after %d failed trials (fail_reason in trials.csv); narrow sweep.space", states[TrialState.FAIL])
+    # A surplus trial never trained, so it says nothing about the search space.
+    failed = sum(trial.state == TrialState.FAIL and not trial.user_attrs.get(SURPLUS_ATTR) for trial in trials)
+    if failed >= MAX_FAILED_PER_TRIAL * n_trials:
+        log.warning("stopping after %d failed trials (fail_reason in trials.csv); narrow sweep.space", failed)
         return "stop"
+    # A WAITING trial (a retry) holds a slot already: Optuna's ask() takes it rather than create a new one.
     if states[TrialState.WAITING] or finished + states[TrialState.RUNNING] < n_trials:
         return "run"
     return "wait"
+
+
+def _within_budget(objective, n_trials: int):
+    """``objective`` for trials that are among the first ``n_trials`` not FAIL, in trial-number order.
+
+    COMPLETE, PRUNED, RUNNING and WAITING trials hold a slot; FAIL ones (diverged, abandoned, surplus) do
+    not, and FAIL is final. The storage numbers trials one at a time (the journal under its lock file, a
+    database with the study row locked FOR UPDATE), so once this trial exists every lower-numbered trial is
+    visible and none can appear later. Hence exact: of the trials that passed this check and still hold a
+    slot, the highest-numbered one saw all the others holding theirs when it checked, and it passed only if
+    they were fewer than ``n_trials``. Of several trials created at once for the last slot, the lowest-
+    numbered runs and the others are failed here, before they train or log anything.
+    """
+
+    def run(trial: optuna.Trial) -> float:
+        # First, so that if this worker dies now, its trial is found abandoned like any other.
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+        holders = sum(
+            1 for other in trial.study.get_trials(deepcopy=False)
+            if other.number < trial.number and other.state != TrialState.FAIL
+        )
+        if holders >= n_trials:
+            reason = f"not run: earlier trials already hold all sweep.n_trials={n_trials} slots"
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            raise SurplusTrial(reason)
+        return objective(trial)
+
+    return run
 
 
 def run_sweep(

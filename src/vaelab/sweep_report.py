@@ -1,7 +1,8 @@
 """What a sweep leaves behind in ``sweeps/<study>/`` and on its MLflow parent run.
 
 - ``trials.csv``: Optuna's trials table (number, state, value, params, user attrs such as ``fail_reason``).
-- ``summary.json``: trials per state, best value, best parameters, the winner's ``dvc exp run`` command.
+- ``summary.json``: trials per state (and how many FAIL ones are surplus, never run), best value, best
+  parameters, the winner's ``dvc exp run`` command.
 - ``best_params.yaml``: the best trial's ``train.*`` values, for ``dvc exp run -S key=value``.
 - ``plots/*.png``: optimisation history, parameter importances, parallel coordinates, slices.
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 OBJECTIVE_METRIC = "val_neg_elbo_nats"
 FAIL_REASON_ATTR = "fail_reason"  # trial user attr: why a trial failed
+SURPLUS_ATTR = "surplus"  # trial user attr: created after the budget was taken, so failed without running
 # Optuna's plot name -> complete trials it needs (importances compare trials, so one is not enough).
 PLOTS = {"optimization_history": 1, "param_importances": 2, "parallel_coordinate": 1, "slice": 1}
 PLOT_DPI = 100
@@ -35,6 +37,8 @@ def write_report(study, folder: Path, *, n_trials: int, storage: str, duration_s
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(1 for trial in trials if trial.state == state) for state in TrialState}
     complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+    # FAIL trials that never trained: created for the last slot in the same instant as the one that took it.
+    surplus = [trial for trial in trials if trial.state == TrialState.FAIL and trial.user_attrs.get(SURPLUS_ATTR)]
     best = min(complete, key=lambda trial: trial.value) if complete else None
     best_params = {f"train.{key}": value for key, value in best.params.items()} if best else {}
 
@@ -54,6 +58,7 @@ def write_report(study, folder: Path, *, n_trials: int, storage: str, duration_s
         "objective": f"{OBJECTIVE_METRIC} (validation negative ELBO, Bernoulli decoder, nats; lower is better)",
         "n_trials_target": n_trials,
         "trials": counts,
+        "surplus_trials": len(surplus),
         "best_trial": best.number if best else None,
         "best_value": best.value if best else None,
         "best_params": best_params,
@@ -82,7 +87,7 @@ def log_finished_trial(study, trial) -> None:
     else:
         outcome = trial.user_attrs.get(FAIL_REASON_ATTR, "see the error above")
     params = " ".join(f"{key}={value:.4g}" for key, value in trial.params.items())
-    log.info("trial %d %s: %s | %s", trial.number, trial.state.name, outcome, params)
+    log.info("trial %d %s: %s%s", trial.number, trial.state.name, outcome, f" | {params}" if params else "")
 
 
 def write_plots(study, folder: Path) -> tuple[list[Path], dict[str, str]]:

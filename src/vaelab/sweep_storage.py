@@ -121,7 +121,10 @@ def fail_abandoned_trials(study: optuna.Study, heartbeat: bool) -> None:
         owner, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
         if owner == host and pid.isdigit() and not _process_alive(int(pid)):
             log.warning("trial %d was left RUNNING by worker process %s, now gone; marking it FAIL", trial.number, pid)
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            try:
+                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker marked it between our read and our write, which the journal refuses
 
 
 def is_url(spec: str) -> bool:
