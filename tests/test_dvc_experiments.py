@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,47 @@ def test_make_exps_prints_one_row_per_experiment_with_changed_params_and_headlin
     assert header == ["Experiment", "Created", "State", *HEADLINE, "train.z_dim", "train.r_loss_factor", "train.learning_rate"]
     names = [re.search(r"\[(.+?)\]", line).group(1) for line in table[2:] if "[" in line]
     assert sorted(names) == sorted([*QUEUED, *FAILING, *TEMP])
+
+
+def _training_process(root: Path, timeout: float = 600):
+    """The `python pipeline/train.py` that a queue worker runs in a temporary copy of ``root``."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in psutil.process_iter(["cmdline", "cwd"]):
+            command, cwd = process.info["cmdline"] or [], process.info["cwd"] or ""
+            # `pipeline/train.py` as an argument of its own: the shell that DVC starts it through holds it in a longer one.
+            if "pipeline/train.py" in command and cwd.startswith(str(root / ".dvc" / "tmp" / "exps")):
+                return process
+        time.sleep(0.5)
+    raise AssertionError(f"no training started by the queue within {timeout:g} s")
+
+
+def test_a_queue_worker_killed_mid_training_leaves_a_failed_run_and_the_experiment_runs_again(project: tuple[Path, dict]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    root, env = project
+    run_ok(["dvc", "exp", "run", "--queue", "-n", "q-killed", "-S", "train.z_dim=6", "-S", "train.epochs=10000"], root, env)
+    # The worker it starts keeps inherited pipes open until it stops: capture nothing, or this waits for the training.
+    started = subprocess.run(["dvc", "queue", "start"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    assert started.returncode == 0
+    training = _training_process(root)
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    deadline = time.monotonic() + 600
+    while not (killed := _runs_by_experiment_name(root).get("q-killed")) or not client.get_metric_history(killed.info.run_id, "loss"):
+        assert time.monotonic() < deadline, "the queued training logged no epoch within 600 s"
+        time.sleep(0.5)
+    training.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 300
+    while not re.search(r"^\S+\s+q-killed\s.*\bFailed\b", run_ok(["dvc", "queue", "status"], root, env).stdout, re.MULTILINE):
+        assert time.monotonic() < deadline, "DVC did not report the killed experiment as failed"
+        time.sleep(1)
+    run_ok(["dvc", "queue", "stop", "--kill"], root, env)
+
+    # Run it again (in a fresh temporary copy): it trains, and opening the experiment ends the orphan.
+    run_ok(["dvc", "exp", "run", "--temp", "-n", "q-again", "-S", "train.z_dim=6"], root, env)
+    runs = _runs_by_experiment_name(root)
+    assert runs["q-again"].info.status == "FINISHED"
+    assert runs["q-killed"].info.status == "FAILED"
+    assert runs["q-killed"].data.tags["vaelab.failure"].startswith(f"process {training.pid} on ")
