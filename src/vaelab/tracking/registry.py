@@ -122,13 +122,34 @@ def point_best_alias(client: MlflowClient, name: str) -> tuple[int | None, int |
         best = _argmin(scores)
         if best is None or (current in scores and scores[current] <= scores[best]):
             return before, current, scores
-        with_retries(lambda: client.set_registered_model_alias(name, BEST_ALIAS, str(best)))
+        try:
+            with_retries(lambda: client.set_registered_model_alias(name, BEST_ALIAS, str(best)))
+        except Exception as err:
+            if not _lost_alias_race(err):
+                raise
+            # Another evaluation created the alias row between our read and our write; the next round re-reads.
         current = _alias_target(client, name)
     log.warning(
         "alias %s of %s kept changing for %d rounds (evaluations finishing together); left at version %s",
         BEST_ALIAS, name, MAX_ALIAS_ROUNDS, current,
     )
     return before, current, scores
+
+
+def _lost_alias_race(err: BaseException) -> bool:
+    """True when setting the alias failed because a concurrent writer inserted it first.
+
+    The SQL registry sets an alias as "delete, then insert"; two writers at once collide on the alias's unique
+    key (SQLite: "UNIQUE constraint failed", PostgreSQL: "duplicate key value"), wrapped or not by MLflow.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(err)
+        if type(err).__name__ == "IntegrityError" or "UNIQUE constraint failed" in text or "duplicate key value" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def recorded_nlls(client: MlflowClient, name: str) -> dict[int, float]:
