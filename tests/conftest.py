@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tiny import BAR_SPLIT_SIZES, write_bar_splits, write_params
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +26,21 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, project_root: Path):
+    """Makes tmp_path, the working folder, a tiny project: ``tiny_project(*changes, sizes=...)`` writes
+    params.yaml (tiny.TINY and the changes over the real one) and bar images in data/processed, and returns
+    the folder. Runs go to the test's own SQLite store."""
+    monkeypatch.chdir(tmp_path)
+
+    def make(*changes: dict[str, dict], sizes: tuple[int, int, int] = BAR_SPLIT_SIZES) -> Path:
+        write_params(tmp_path, project_root, *changes)
+        write_bar_splits(tmp_path / "data/processed", sizes)
+        return tmp_path
+
+    return make
 
 
 class ScratchDatabases:

@@ -159,7 +159,13 @@ def test_readme_block_is_replaced_between_the_markers_only():
 
 
 def test_the_projects_readme_has_the_markers():
-    report.replace_readme_block((PROJECT / "README.md").read_text(encoding="utf-8"), "x")
+    readme = (PROJECT / "README.md").read_text(encoding="utf-8")
+    # Once each, begin before end, each on a line of its own: `make bench` rewrites exactly one block.
+    lines = readme.splitlines()
+    assert lines.count(report.README_BEGIN) == 1 and lines.count(report.README_END) == 1
+    assert lines.index(report.README_BEGIN) < lines.index(report.README_END)
+    before, after = readme.split(report.README_BEGIN)[0], readme.split(report.README_END)[1]
+    assert report.replace_readme_block(readme, "x") == f"{before}{report.README_BEGIN}\nx\n{report.README_END}{after}"
 
 
 # --- child processes --------------------------------------------------------------------------------------------

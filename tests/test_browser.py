@@ -25,12 +25,10 @@ import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-import yaml
 
+from tiny import write_bar_splits, write_params
 from vaelab.config import load_config
-from vaelab.data.processed import write_splits
 
 pytestmark = pytest.mark.slow
 
@@ -45,11 +43,6 @@ SHOWN_METRICS = ("test_nll_iwae_nats", "test_neg_elbo_nats", "sample_fid_classif
 SWEPT_PARAMS = ("train.z_dim", "train.r_loss_factor", "train.learning_rate")
 # Only in MLflow's GenAI view of an experiment: its charts and its side-bar entries.
 GENAI_ONLY = ("Token usage", "Latency", "Sessions", "Judges", "Evaluation runs")
-SMALL = {
-    "train": {"encoder_filters": [8, 8, 8, 8], "decoder_filters": [8, 8, 8, 1], "batch_size": 32, "epochs": 1},
-    "evaluate": {"latent_points": 100, "manifold_grid": 4, "batch_size": 64, "nll_samples": 4, "nll_images": 32, "quality_samples": 200},
-    "classifier": {"filters": [4, 8], "feature_units": 16, "dropout_rate": 0.0, "epochs": 2, "batch_size": 32, "learning_rate": 0.01},
-}
 UI_TIMEOUT_MS = 30_000
 
 
@@ -57,14 +50,6 @@ def _unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"the browser test cannot run in CI: {reason}")
     pytest.skip(reason)
-
-
-def _bars(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    labels = rng.integers(0, 3, n).astype("uint8")
-    x = rng.uniform(0, 0.1, (n, 28, 28, 1)).astype("float32")
-    for i, label in enumerate(labels):
-        x[i, 6 + 7 * label : 10 + 7 * label, 4:24, 0] = 0.9
-    return x, labels
 
 
 @pytest.fixture(scope="module")
@@ -146,15 +131,8 @@ def _make_runs(root: Path, uri: str) -> list[SimpleNamespace]:
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # the default 10 s outlasts these trainings
-        params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-        for section, values in SMALL.items():
-            params[section].update(values)
-        Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        rng = np.random.default_rng(0)
-        arrays = {}
-        for split, n in (("train", 256), ("val", 32), ("test", 64)):
-            arrays[f"x_{split}"], arrays[f"y_{split}"] = _bars(n, rng)
-        write_splits("data/processed", arrays, {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": ["a", "b", "c"]})
+        write_params(root, PROJECT_ROOT)
+        write_bar_splits(root / "data/processed", sizes=(256, 32, 64))
         run_classifier(load_config("params.yaml"))
         for z_dim in (2, 3):
             config = load_config("params.yaml", {"train.z_dim": z_dim})

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from data_helpers import bar_images
+from tiny import TINY
 from vaelab.classifier import FEATURE_LAYER, accepts, build_classifier, features_and_probabilities
 from vaelab.config import ClassifierSection, load_config
 from vaelab.data.processed import write_splits
 
-TINY = ClassifierSection(filters=(4, 8), feature_units=16, dropout_rate=0.0, epochs=3, batch_size=32, learning_rate=0.01)
+SMALL_CLASSIFIER = ClassifierSection(**TINY["classifier"])
 
 
 def test_layers_and_outputs() -> None:
@@ -34,14 +33,14 @@ def test_layers_and_outputs() -> None:
 
 
 def test_odd_image_sizes_and_class_counts() -> None:
-    model = build_classifier((5, 7, 3), 2, TINY)
+    model = build_classifier((5, 7, 3), 2, SMALL_CLASSIFIER)
     assert model.get_layer("pool_1").output.shape[1:] == (2, 2, 8)  # 5x7 -> 3x4 -> 2x2 with "same" pooling
     with pytest.raises(ValueError, match="at least 2 classes; received n_classes=1"):
-        build_classifier((28, 28, 1), 1, TINY)
+        build_classifier((28, 28, 1), 1, SMALL_CLASSIFIER)
 
 
 def test_accepts_names_what_does_not_fit() -> None:
-    model = build_classifier((12, 12, 1), 3, TINY)
+    model = build_classifier((12, 12, 1), 3, SMALL_CLASSIFIER)
     assert accepts(model, (12, 12, 1), 3) is None
     assert accepts(model, (28, 28, 1), 3) == "it takes images of shape [12, 12, 1], the data has [28, 28, 1]"
     assert accepts(model, (12, 12, 1), 10) == "it predicts 3 classes, the data has 10"
@@ -49,26 +48,13 @@ def test_accepts_names_what_does_not_fit() -> None:
 
 # --- the stages on tiny data -------------------------------------------------------------------------
 
-SMALL = {
-    "train": {"encoder_filters": [8, 8, 8, 8], "decoder_filters": [8, 8, 8, 1], "batch_size": 32, "epochs": 2},
-    "evaluate": {"latent_points": 100, "manifold_grid": 4, "batch_size": 64, "nll_samples": 8, "nll_images": 40, "quality_samples": 300},
-    "classifier": {"filters": [4, 8], "feature_units": 16, "dropout_rate": 0.0, "epochs": 3, "batch_size": 32, "learning_rate": 0.01},
-}
-
-
 @pytest.fixture
-def project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, project_root: Path) -> Path:
-    monkeypatch.chdir(tmp_path)
-    params = yaml.safe_load((project_root / "params.yaml").read_text())
-    for section, values in SMALL.items():
-        params[section].update(values)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 320), ("val", 64), ("test", 96)):
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = bar_images(n, rng)
-    write_splits(tmp_path / "data/processed", arrays, {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": ["a", "b", "c"]})
-    return tmp_path
+def project(tiny_project) -> Path:
+    return tiny_project({
+        "train": {"epochs": 2},
+        "evaluate": {"nll_samples": 8, "nll_images": 40, "quality_samples": 300},  # K = 8: see the IWAE bound below
+        "classifier": {"epochs": 3},
+    })
 
 
 QUALITY = {"sample_fid_classifier", "sample_confidence", "sample_label_entropy_bits", "classifier_test_accuracy"}
@@ -114,7 +100,7 @@ def test_evaluate_without_a_classifier_skips_sample_quality_with_a_log_line(
 
     # A classifier for other data (12x12 images) is not used on 28x28 ones.
     Path("models/classifier").mkdir()
-    build_classifier((12, 12, 1), 3, TINY).save("models/classifier/classifier.keras")
+    build_classifier((12, 12, 1), 3, SMALL_CLASSIFIER).save("models/classifier/classifier.keras")
     with caplog.at_level(logging.INFO, logger="vaelab.stages"):
         metrics = run_evaluate(config)
     assert not QUALITY & set(metrics)

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tiny import dotted, tiny_settings
+
 pytestmark = pytest.mark.slow
+
+OVERRIDES = dotted(tiny_settings({"train": {"epochs": 4, "learning_rate": 0.002}}))
 
 # Same data, seed and global batch in both processes; only the device count differs. The two
 # replicas draw their own sampling noise, so the curves agree within noise rather than exactly.
@@ -21,7 +25,7 @@ TRAINING = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    devices = int(sys.argv[1])
+    devices, overrides = int(sys.argv[1]), json.loads(sys.argv[2])
     from vaelab.distribute import split_cpu, training_strategy
     if devices > 1:
         split_cpu(devices)
@@ -36,10 +40,7 @@ TRAINING = textwrap.dedent(
             x[i, 6 + 7 * label : 10 + 7 * label, 4:24, 0] = 0.9
         return x
     splits = SimpleNamespace(x_train=strokes(256), x_val=strokes(64), image_shape=(28, 28, 1))
-    config = Config().with_overrides({
-        "train.encoder_filters": [8, 8, 8, 8], "train.decoder_filters": [8, 8, 8, 1],
-        "train.batch_size": 32, "train.epochs": 4, "train.learning_rate": 0.002,
-    })
+    config = Config().with_overrides(overrides)
     result = train(config, splits, verbose=0)
 
     # One plain-SGD step on one global batch from fresh weights: Adam hides a wrongly scaled gradient
@@ -67,7 +68,7 @@ def _train(devices: int, tmp_path: Path) -> dict:
     script = tmp_path / "train_on_devices.py"
     script.write_text(TRAINING)
     done = subprocess.run(
-        [sys.executable, str(script), str(devices)], capture_output=True, text=True, timeout=240, cwd=tmp_path
+        [sys.executable, str(script), str(devices), json.dumps(OVERRIDES)], capture_output=True, text=True, timeout=240, cwd=tmp_path
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -16,43 +16,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
+from tiny import write_params
 from vaelab.config import load_config
-from vaelab.data.processed import load_splits, write_splits
+from vaelab.data.processed import load_splits
 from vaelab.errors import TrainingError
 from vaelab.training import train
 
 pytestmark = pytest.mark.slow
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
-SMALL = {
-    "train": {"encoder_filters": [8, 8, 8, 8], "decoder_filters": [8, 8, 8, 1], "batch_size": 32, "epochs": 1},
-    "evaluate": {"latent_points": 16, "manifold_grid": 4, "batch_size": 16, "nll_samples": 2, "nll_images": 8, "quality_samples": 16},
-}
 
 
 @pytest.fixture
-def project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, project_root: Path) -> Path:
-    monkeypatch.chdir(tmp_path)
-    _write_params(tmp_path, project_root, {})
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 64), ("val", 16), ("test", 16)):
-        arrays[f"x_{split}"] = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
-        arrays[f"y_{split}"] = rng.integers(0, 10, n).astype("uint8")
-    write_splits(tmp_path / "data/processed", arrays, {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": [str(d) for d in range(10)]})
-    return tmp_path
+def project(tiny_project) -> Path:
+    return tiny_project(sizes=(64, 16, 16))
 
 
 def test_disk_full_at_model_save_is_one_line_naming_the_path_and_keeps_the_old_model(project: Path, project_root: Path) -> None:
     # The model file is ~110 kB; a 32 kB filesystem holding the previous model cannot take it.
     with _tmpfs(project / "full", "size=32k") as full:
         (full / "vae.keras").write_bytes(b"the previous model")
-        _write_params(project, project_root, {"paths": {"model": str(full / "vae.keras")}})
+        write_params(project, project_root, {"paths": {"model": str(full / "vae.keras")}})
 
         done = _stage("train")
 
@@ -66,7 +53,7 @@ def test_disk_full_at_model_save_is_one_line_naming_the_path_and_keeps_the_old_m
 
 def test_read_only_output_folder_is_one_line_naming_it(project: Path, project_root: Path) -> None:
     with _tmpfs(project / "readonly", "ro,size=1m") as readonly:
-        _write_params(project, project_root, {"paths": {"model": str(readonly / "vae.keras")}})
+        write_params(project, project_root, {"paths": {"model": str(readonly / "vae.keras")}})
 
         done = _stage("train")
 
@@ -111,14 +98,6 @@ def test_damaged_checkpoint_is_a_clear_error_and_left_as_it_was(project: Path, d
         f"{model_file}: the checkpoint is damaged (not a .keras zip file); delete {folder} to start the training afresh"
     )
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
-
-
-def _write_params(root: Path, project_root: Path, extra: dict) -> None:
-    params = yaml.safe_load((project_root / "params.yaml").read_text())
-    for changes in (SMALL, extra):
-        for section, values in changes.items():
-            params[section].update(values)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _stage(name: str) -> subprocess.CompletedProcess:

@@ -15,11 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from test_stages import project  # noqa: F401 - the fixture: shrunk params.yaml and tiny processed data in tmp_path
 from vaelab import logs
 
 ABSL_LINE = re.compile(r"^[EWI]\d{4} ", re.MULTILINE)
 LOAD_NOTICES = ("oneDNN custom operations", "absl::InitializeLog")
+
+
+@pytest.fixture
+def project(tiny_project) -> Path:
+    return tiny_project({"train": {"epochs": 3}})  # three epochs: three progress lines to count
 
 
 def run_stage(stage: str, folder: Path, project_root: Path, **extra_env: str) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tiny import TINY
 from vaelab.config import ClassifierSection
 from vaelab.quality import (
     feature_frechet_distance,
@@ -95,7 +96,7 @@ def judge():
     rng = np.random.default_rng(1)
     x, y = _bars(600, rng)
     splits = SimpleNamespace(x_train=x, y_train=y, x_val=x[:0], y_val=y[:0], image_shape=(12, 12, 1), class_names=("a", "b", "c"))
-    settings = ClassifierSection(filters=(4, 8), feature_units=16, dropout_rate=0.0, epochs=3, batch_size=32, learning_rate=0.01)
+    settings = ClassifierSection(**{**TINY["classifier"], "epochs": 3})
     return train_classifier(splits, settings, seed=0, verbose=0)
 
 

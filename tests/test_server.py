@@ -18,14 +18,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
-import yaml
 from mlflow.tracking import MlflowClient
 
+from tiny import write_bar_splits, write_params
 from vaelab import tracking
-from vaelab.data.processed import write_splits
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,16 +188,8 @@ def _wait_for_first_epoch(client: MlflowClient, training: subprocess.Popen, time
 
 
 def _tiny_project(root: Path) -> None:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"].update(encoder_filters=[8, 8, 8, 8], decoder_filters=[8, 8, 8, 1], batch_size=32, epochs=EPOCHS)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 256), ("val", 32), ("test", 32)):
-        arrays[f"x_{split}"] = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
-        arrays[f"y_{split}"] = rng.integers(0, 10, n).astype("uint8")
-    meta = {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": [str(d) for d in range(10)]}
-    write_splits(root / "data" / "processed", arrays, meta)
+    write_params(root, ROOT, {"train": {"epochs": EPOCHS}})
+    write_bar_splits(root / "data" / "processed", sizes=(256, 32, 32))
 
 
 def _free_port() -> int:

@@ -133,6 +133,13 @@ def _collect(dataset) -> list[np.ndarray]:
     return [batch.numpy() for batch in dataset]
 
 
+def _assert_same_batches(got: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    # Counted first: a zip of the two would stop at the shorter one, and an empty stream would match anything.
+    assert [b.shape for b in got] == [b.shape for b in expected]
+    for index, (a, b) in enumerate(zip(got, expected, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"batch {index}")
+
+
 def test_batches_from_shards_equal_batches_from_the_same_array(tmp_path) -> None:
     images = write(tmp_path, numbered(10), per_shard=4)
     array = np.asarray(images)
@@ -143,7 +150,8 @@ def test_batches_from_shards_equal_batches_from_the_same_array(tmp_path) -> None
 
     shuffled = _collect(image_batches(images, 3, seed=7, repeat=True).take(8))  # 2 epochs of 4 batches
     in_memory = _collect(image_batches(array, 3, seed=7, repeat=True).take(8))
-    assert all(np.array_equal(a, b) for a, b in zip(shuffled, in_memory))
+    assert [b.shape[0] for b in shuffled] == [3, 3, 3, 1] * 2
+    _assert_same_batches(shuffled, in_memory)
     first, second = np.concatenate(shuffled[:4]), np.concatenate(shuffled[4:])
     # Each epoch is a permutation of all ten images; the two epochs are shuffled differently.
     assert sorted(np.rint(first[:, 0, 0, 0] * 255).astype(int).tolist()) == list(range(10))
@@ -155,13 +163,18 @@ def test_skip_continues_the_same_stream(tmp_path) -> None:
     images = write(tmp_path, numbered(10), per_shard=4)
     whole = _collect(image_batches(images, 3, seed=1, repeat=True).take(9))
     resumed = _collect(image_batches(images, 3, seed=1, repeat=True, skip=5).take(4))
-    assert all(np.array_equal(a, b) for a, b in zip(whole[5:], resumed))
+    assert len(whole) == 9
+    _assert_same_batches(resumed, whole[5:])
 
 
 def test_labels_travel_with_their_images(tmp_path) -> None:
     images = write(tmp_path, numbered(10), per_shard=4)
     labels = np.arange(10, dtype=np.uint8)[::-1].copy()
+    seen = []
     for x, y in image_batches(images, 4, seed=2, labels=labels):
-        assert np.array_equal(y.numpy(), labels[np.rint(x.numpy()[:, 0, 0, 0] * 255).astype(int)])
+        rows = np.rint(x.numpy()[:, 0, 0, 0] * 255).astype(int)
+        np.testing.assert_array_equal(y.numpy(), labels[rows])
+        seen.extend(rows.tolist())
+    assert sorted(seen) == list(range(10))  # the loop checked all ten images, each once: a loop over nothing passes too
     with pytest.raises(ValueError, match="10 images but 3 labels"):
         image_batches(images, 4, labels=labels[:3])

@@ -13,51 +13,21 @@ import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from data_helpers import bar_images
 from vaelab.config import load_config
-from vaelab.data.processed import load_splits, write_splits
+from vaelab.data.processed import load_splits
 from vaelab.errors import TrainingError
 from vaelab.stages import run_evaluate, run_train
 from vaelab.training import train
 
 pytestmark = pytest.mark.slow
 
-# The chapter's layer layout with fewer filters, on 28x28 images: seconds per epoch.
-SMALL = {
-    "train.encoder_filters": [8, 8, 8, 8],
-    "train.decoder_filters": [8, 8, 8, 1],
-    "train.batch_size": 32,
-    "train.epochs": 3,
-    "evaluate.latent_points": 100,
-    "evaluate.manifold_grid": 4,
-    "evaluate.batch_size": 64,
-}
-
-
-def _make_processed(root: Path) -> None:
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 320), ("val", 64), ("test", 96)):
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = bar_images(n, rng)
-    meta = {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": ["top", "middle", "bottom"]}
-    write_splits(root / "data/processed", arrays, meta)
-
 
 @pytest.fixture
-def project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, project_root: Path) -> Path:
-    monkeypatch.chdir(tmp_path)
-    params = yaml.safe_load((project_root / "params.yaml").read_text())
-    for dotted, value in SMALL.items():
-        section, key = dotted.split(".")
-        params[section][key] = value
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _make_processed(tmp_path)
-    return tmp_path
+def project(tiny_project) -> Path:
+    return tiny_project({"train": {"epochs": 3}})  # three: the killed training must have epochs left to resume
 
 
 def test_train_then_evaluate_make_one_finished_run(project: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
