@@ -116,8 +116,13 @@ def test_every_recorded_setting_that_differs_is_named(tmp_path: Path) -> None:
 
 
 def test_settings_that_meta_json_does_not_record_are_not_compared(tmp_path: Path) -> None:
-    _tiny_processed(tmp_path, dataset="mnist")  # as hand-made test data: no seed, no split settings
-    check_made_from(tmp_path, Config().with_overrides({"base.seed": 7, "data.max_train": 100}).split_settings())
+    settings = Config().with_overrides({"base.seed": 7, "data.max_train": 100}).split_settings()
+    _tiny_processed(tmp_path / "unrecorded", dataset="mnist")  # as hand-made test data: no seed, no split settings
+    check_made_from(tmp_path / "unrecorded", settings)  # nothing recorded differs: accepted
+    # The same settings against data that records its seed: refused, so the call above was a real comparison.
+    _tiny_processed(tmp_path / "recorded", dataset="mnist", seed=42)
+    with pytest.raises(InputMismatchError, match=r"holds data made with seed=42 but params.yaml says base.seed=7;"):
+        check_made_from(tmp_path / "recorded", settings)
 
 
 def _tiny_processed(folder: Path, **meta) -> None:
