@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN := PATH="$(BIN):$$PATH" TF_CPP_MIN_LOG_LEVEL=2
 PYTEST_ARGS ?=
 
-.PHONY: help setup repro test test-fast ui server sweep compare exps status bench bench-torch lock clean-venv
+.PHONY: help setup repro test test-fast ui server likelihood sweep compare exps status bench bench-torch lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ MLFLOW_ARTIFACTS ?= ./mlartifacts-server
 server: setup  ## MLflow tracking server on PostgreSQL (database created if missing), proxied artifacts, http://127.0.0.1:5001
 	$(RUN) python scripts/tracking_server.py --backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination $(MLFLOW_ARTIFACTS) --host 127.0.0.1 --port 5001
 
+LIKELIHOOD_ARGS ?=
+likelihood: setup  ## the paper-grade test NLL of the trained model: K=5000 on all test images (resumable; LIKELIHOOD_ARGS=--samples ...)
+	$(RUN) vaelab likelihood $(LIKELIHOOD_ARGS)
+
 WORKERS ?= 1
 sweep: setup  ## Optuna study from params.yaml `sweep:` (WORKERS=K for K processes); best params in sweeps/<study>/
 	$(RUN) vaelab sweep --workers $(WORKERS)
@@ -51,7 +55,8 @@ compare: setup  ## the experiment's runs side by side: table, reports/compare/co
 # `dvc exp show`'s own filters: params that differ between the experiments (--only-changed), the headline
 # metrics always (--keep), and no dependency hashes or other metrics (--drop: every column that is neither
 # a headline metric nor a dotted param name such as train.z_dim).
-HEADLINE := test_neg_elbo_nats|test_nll_iwae_nats|sample_fid_classifier
+# The same expression as vaelab.metric_names.HEADLINE_PATTERN (tests/test_metric_names.py checks it).
+HEADLINE := test_neg_elbo_k1_(binarized|grayscale)_nats|test_nll_k\d+_(binarized|grayscale)_nats|sample_fid_classifier
 EXPS_SHOW := dvc exp show --no-pager --only-changed --keep '^($(HEADLINE))$$' \
 	--drop '^(?!(Experiment|Created|State|$(HEADLINE))$$)(?![a-z_]+\.[a-z_.]+$$).*'
 EXPS_ARGS ?=

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny import BAR_SPLIT_SIZES, write_bar_splits, write_params
+from tiny import BAR_SPLIT_SIZES, tiny_settings, write_bar_splits, write_params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,7 +37,8 @@ def tiny_project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatc
 
     def make(*changes: dict[str, dict], sizes: tuple[int, int, int] = BAR_SPLIT_SIZES) -> Path:
         write_params(tmp_path, project_root, *changes)
-        write_bar_splits(tmp_path / "data/processed", sizes)
+        binarize = tiny_settings(*changes).get("data", {}).get("binarize", "none")
+        write_bar_splits(tmp_path / "data/processed", sizes, binarize)
         return tmp_path
 
     return make

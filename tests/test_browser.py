@@ -39,7 +39,7 @@ CHROMIUM_ARGS = [
 ]
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "browser"
-SHOWN_METRICS = ("test_nll_iwae_nats", "test_neg_elbo_nats", "sample_fid_classifier")
+SHOWN_METRICS = ("test_nll_k4_grayscale_nats", "test_neg_elbo_k1_grayscale_nats", "sample_fid_classifier")
 SWEPT_PARAMS = ("train.z_dim", "train.r_loss_factor", "train.learning_rate")
 # Only in MLflow's GenAI view of an experiment: its charts and its side-bar entries.
 GENAI_ONLY = ("Token usage", "Latency", "Sessions", "Judges", "Evaluation runs")

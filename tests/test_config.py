@@ -32,6 +32,23 @@ def test_overrides_apply_and_validate(project_root: Path) -> None:
     assert config.with_overrides({"train.epochs": 3}).train.epochs == 3
 
 
+def test_binarize_and_kl_warm_up_take_their_values(project_root: Path) -> None:
+    config = load_config(project_root / "params.yaml")
+    assert (config.data.binarize, config.train.kl_warmup_epochs) == ("none", 0)
+    for kind in ("none", "dynamic", "fixed"):
+        assert config.with_overrides({"data.binarize": kind}).data.binarize == kind
+    assert config.with_overrides({"train.kl_warmup_epochs": 10}).train.kl_warmup_epochs == 10
+    # An image folder keeps its grey levels; the refusal above is only for binarizing it.
+    assert config.with_overrides({"data.dataset": "image_folder"}).data.binarize == "none"
+
+
+def test_an_experiment_name_of_the_longest_length_gives_a_registered_model_name_of_at_most_256() -> None:
+    from vaelab.tracking.registry import registered_model_name
+
+    config = Config().with_overrides({"base.experiment": "x" * 232, "data.dataset": "fashion_mnist", "data.binarize": "dynamic"})
+    assert len(registered_model_name(config.base.experiment, config.data.dataset, config.data.binarize)) == 256
+
+
 def test_yaml_exponent_without_dot_is_a_float(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  learning_rate: 1e-4\n  r_loss_factor: 2E3\n")
@@ -51,6 +68,14 @@ BAD_OVERRIDES = [
     ({"data.val_fraction": 1.0}, "data.val_fraction: Input should be less than 1; received 1.0"),
     ({"data.dataset": "cifar"}, "data.dataset: unknown dataset; allowed: fashion_mnist, image_folder, mnist; received 'cifar'"),
     ({"train.reconstruction": "l1"}, "train.reconstruction: Input should be 'mse' or 'bce'; received 'l1'"),
+    ({"data.binarize": "yes"}, "data.binarize: Input should be 'none', 'dynamic' or 'fixed'; received 'yes'"),
+    ({"data.binarize": True}, "data.binarize: Input should be 'none', 'dynamic' or 'fixed'; received True"),
+    (
+        {"data.dataset": "image_folder", "data.binarize": "fixed"},
+        "data: binarize 'fixed' needs a registered dataset such as mnist or fashion_mnist; an image folder keeps binarize: none",
+    ),
+    ({"train.kl_warmup_epochs": -1}, "train.kl_warmup_epochs: Input should be greater than or equal to 0; received -1"),
+    ({"train.kl_warmup_epochs": 1.5}, "train.kl_warmup_epochs: Input should be a valid integer; received 1.5"),
     ({"train.use_batch_norm": "yes"}, "train.use_batch_norm: Input should be a valid boolean; received 'yes'"),
     ({"train.batch_size": -32}, "train.batch_size: Input should be greater than or equal to 1; received -32"),
     ({"train.encoder_filters": [32, 0, 64, 64]}, "train.encoder_filters.1: Input should be greater than or equal to 1; received 0"),
@@ -90,9 +115,10 @@ BAD_OVERRIDES = [
         "base.experiment: must not start or end with white space, which would make it look like another name; received ' vae'",
     ),
     (
-        {"base.experiment": "x" * 243},
-        "base.experiment: must be at most 242 characters, not 243: the registered model <experiment>-<dataset> gets at "
-        f"most 256; received {'x' * 243!r}",
+        # 256 - len("-fashion_mnist-binarized"): the longest registered model name that an experiment gets
+        {"base.experiment": "x" * 233},
+        "base.experiment: must be at most 232 characters, not 233: the registered model "
+        f"<experiment>-<dataset>-binarized gets at most 256; received {'x' * 233!r}",
     ),
     ({"sweep.study_name": "."}, "sweep.study_name: must not be . or .., which name folders that already exist; received '.'"),
     (

@@ -31,7 +31,7 @@ SHRINK = tiny_settings({
 QUEUED = {"q-z3": ["train.z_dim=3"], "q-z4": ["train.z_dim=4"]}
 FAILING = {"q-nan": ["train.learning_rate=1000000.0", "train.r_loss_factor=1e+30"]}  # the loss overflows in epoch 1
 TEMP = {"t-z5": ["train.z_dim=5"]}
-HEADLINE = ["sample_fid_classifier", "test_neg_elbo_nats", "test_nll_iwae_nats"]
+HEADLINE = ["sample_fid_classifier", "test_neg_elbo_k1_grayscale_nats", "test_nll_k8_grayscale_nats"]
 
 
 def _overrides(settings: list[str]) -> list[str]:
@@ -80,13 +80,13 @@ def test_every_experiment_is_a_run_in_the_project_store(project: tuple[Path, dic
         z_dim = run.data.params["train.z_dim"]
         assert run.info.status == "FINISHED", name
         assert run.info.run_name == f"mnist-z{z_dim}-r1000-{name}"
-        assert {"test_neg_elbo_nats", "test_nll_iwae_nats", "sample_fid_classifier"} <= set(run.data.metrics), name
+        assert {"test_neg_elbo_k1_grayscale_nats", "test_nll_k8_grayscale_nats", "sample_fid_classifier"} <= set(run.data.metrics), name
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2], name
         # The pictures went to mlartifacts/ in the project root, not into the temporary copy.
         stored = root / "mlartifacts" / "vaelab-mnist" / run.info.run_id / "artifacts" / "plots" / "loss_curves.png"
         assert stored.stat().st_size > 0, name
     assert runs["q-nan"].info.status == "FAILED"
-    assert "test_neg_elbo_nats" not in runs["q-nan"].data.metrics
+    assert "test_neg_elbo_k1_grayscale_nats" not in runs["q-nan"].data.metrics
 
 
 def _experiments(root: Path, env: dict) -> dict[str, dict]:
@@ -116,8 +116,8 @@ def test_dvc_metrics_and_plots_diff_compare_two_experiments(project: tuple[Path,
     a, b = QUEUED
     diff = json.loads(run_ok(["dvc", "metrics", "diff", a, b, "--json"], root, env).stdout)
     shown = _experiments(root, env)
-    elbo = diff["reports/metrics.json"]["test_neg_elbo_nats"]
-    assert (elbo["old"], elbo["new"]) == tuple(shown[name]["metrics"]["reports/metrics.json"]["data"]["test_neg_elbo_nats"] for name in (a, b))
+    elbo = diff["reports/metrics.json"]["test_neg_elbo_k1_grayscale_nats"]
+    assert (elbo["old"], elbo["new"]) == tuple(shown[name]["metrics"]["reports/metrics.json"]["data"]["test_neg_elbo_k1_grayscale_nats"] for name in (a, b))
 
     plots = json.loads(run_ok(["dvc", "plots", "diff", a, b, "--json"], root, env).stdout)["data"]
     (curve,) = plots["Loss per epoch"]

@@ -1,5 +1,6 @@
-"""The importance-sampled NLL: exact against numerical integration for a 1-D latent, seeded and batch-size
-independent, equal in expectation to the negative ELBO at K = 1, and tighter as K grows on a trained model."""
+"""The importance-sampled NLL: exact against numerical integration for a 1-D latent, seeded per image (so
+independent of the batch size and of which other images are estimated), equal in expectation to the
+negative ELBO at K = 1, and tighter as K grows on a trained model."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import pytest
 
 from vaelab.config import BaseSection, Config, TrainSection
 from vaelab.evaluation import mean_negative_elbo
-from vaelab.likelihood import estimate_test_nll, importance_sampled_nll, log_importance_weights, log_mean_exp
+from vaelab.likelihood import (
+    estimate_nll,
+    image_draws,
+    importance_sampled_nll,
+    log_importance_weights,
+    log_mean_exp,
+    subset_indices,
+)
 from vaelab.model import build_vae
 
 # A one-layer VAE on 4x4 images: p(x) has a 1-D integral over z that a fine grid computes exactly.
@@ -43,13 +51,14 @@ def _binary_images(n: int, seed: int) -> np.ndarray:
 
 
 def _exact_nll_by_quadrature(model, x: np.ndarray) -> np.ndarray:
-    """-log integral p(x|z) N(z; 0, 1) dz on a grid of z in [-12, 12]."""
+    """-log integral p(x|z) N(z; 0, 1) dz on a grid of z in [-12, 12], in float64 from the decoder's logits."""
     grid = np.linspace(-12.0, 12.0, 24001)
     step = grid[1] - grid[0]
-    decoded = np.clip(keras.ops.convert_to_numpy(model.decoder(grid[:, None].astype("float32"))).astype(np.float64), 1e-7, 1 - 1e-7)
-    flat_x, flat_p = x.reshape(len(x), 1, -1), decoded.reshape(1, len(grid), -1)
-    log_likelihood = np.sum(flat_x * np.log(flat_p) + (1 - flat_x) * np.log(1 - flat_p), axis=-1)  # (images, grid)
-    log_joint = log_likelihood - 0.5 * (grid**2 + math.log(2 * math.pi))
+    logits = keras.ops.convert_to_numpy(model.decode_logits(grid[:, None].astype("float32"))).astype(np.float64)
+    flat_x, flat_logits = x.reshape(len(x), 1, -1), logits.reshape(1, len(grid), -1)
+    # log sigmoid(l) = -log(1 + e^-l) and log(1 - sigmoid(l)) = -log(1 + e^l)
+    log_likelihood = -np.sum(flat_x * np.logaddexp(0, -flat_logits) + (1 - flat_x) * np.logaddexp(0, flat_logits), axis=-1)
+    log_joint = log_likelihood - 0.5 * (grid**2 + math.log(2 * math.pi))  # (images, grid)
     peak = log_joint.max(axis=1, keepdims=True)
     return -(np.log(np.sum(np.exp(log_joint - peak), axis=1) * step) + peak[:, 0])
 
@@ -74,14 +83,43 @@ def test_same_seed_same_numbers_for_any_batch_size(one_d_vae) -> None:
     assert not np.allclose(log_importance_weights(one_d_vae, x, k=6, seed=4), big)
 
 
+def test_an_images_draws_come_from_its_own_seeded_generator() -> None:
+    draws = image_draws(seed=3, index=5, k=4, z_dim=2)
+    assert draws.shape == (4, 2) and draws.dtype == np.float32
+    np.testing.assert_array_equal(draws, np.random.default_rng([3, 5]).standard_normal((4, 2)).astype(np.float32))
+    assert not np.array_equal(draws, image_draws(seed=3, index=6, k=4, z_dim=2))
+    assert not np.array_equal(draws, image_draws(seed=4, index=5, k=4, z_dim=2))
+
+
+def test_an_images_estimate_does_not_depend_on_the_other_images_estimated(one_d_vae) -> None:
+    x = _binary_images(10, seed=5)
+    chosen = np.array([1, 4, 8])
+    everything = importance_sampled_nll(one_d_vae, x, k=5, seed=7)
+    alone = importance_sampled_nll(one_d_vae, x[chosen], k=5, seed=7, indices=chosen)
+    np.testing.assert_allclose(alone, everything[chosen], rtol=1e-6)
+    # Without their indices the images would be numbered 0, 1, 2 and get those images' draws.
+    renumbered = importance_sampled_nll(one_d_vae, x[chosen], k=5, seed=7)
+    assert not np.allclose(renumbered, everything[chosen], rtol=1e-6)
+
+
 def test_estimate_on_a_seeded_subset_of_test_images(one_d_vae) -> None:
     x = _binary_images(10, seed=5)
-    chosen = np.sort(np.random.default_rng(7).choice(10, size=4, replace=False))
-    expected = importance_sampled_nll(one_d_vae, x[chosen], k=5, seed=7).mean()
-    assert estimate_test_nll(one_d_vae, x, k=5, n_images=4, seed=7) == pytest.approx(expected, rel=1e-12)
-    assert estimate_test_nll(one_d_vae, x, k=5, n_images=None, seed=7) == pytest.approx(
+    chosen = subset_indices(10, 4, seed=7)
+    np.testing.assert_array_equal(chosen, np.sort(np.random.default_rng(7).choice(10, size=4, replace=False)))
+    expected = importance_sampled_nll(one_d_vae, x[chosen], k=5, seed=7, indices=chosen).mean()
+    assert estimate_nll(one_d_vae, x, k=5, n_images=4, seed=7) == pytest.approx(expected, rel=1e-12)
+    assert estimate_nll(one_d_vae, x, k=5, n_images=4, seed=7, max_decoded=3) == pytest.approx(expected, rel=1e-6)
+    assert estimate_nll(one_d_vae, x, k=5, n_images=None, seed=7) == pytest.approx(
         importance_sampled_nll(one_d_vae, x, k=5, seed=7).mean(), rel=1e-12
     )
+    np.testing.assert_array_equal(subset_indices(10, None, seed=7), np.arange(10))
+    np.testing.assert_array_equal(subset_indices(10, 12, seed=7), np.arange(10))
+
+
+def test_progress_counts_the_images_finished_after_each_pass(one_d_vae) -> None:
+    seen = []
+    importance_sampled_nll(one_d_vae, _binary_images(5, seed=2), k=4, seed=0, max_decoded=8, progress=seen.append)
+    assert seen == [2, 4, 5]  # 8 decoded points hold 2 images of 4 draws
 
 
 def test_bad_k_is_rejected(one_d_vae) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from vaelab.config import TrainSection
 from vaelab.errors import ConfigError
-from vaelab.model import VAE, Sampling, build_vae
+from vaelab.model import DECODER_OUTPUT, VAE, Sampling, build_vae
 
 # A small network for tests that run the model rather than count its parameters.
 TINY = TrainSection(
@@ -69,8 +69,10 @@ def test_a_64x64_rgb_model_with_batch_norm():
     assert encoder_layers == ["InputLayer", *block * 4, "Flatten", "Dense", "Dense"]
     decoder_layers = [type(layer).__name__ for layer in vae.decoder.layers]
     transposed_block = ["Conv2DTranspose", *block[1:]]
-    assert decoder_layers == ["InputLayer", "Dense", "Reshape", *transposed_block * 3, "Conv2DTranspose"]
-    assert vae.decoder.layers[-1].activation.__name__ == "sigmoid"
+    assert decoder_layers == ["InputLayer", "Dense", "Reshape", *transposed_block * 3, "Conv2DTranspose", "Activation"]
+    # The last convolution outputs the Bernoulli logits; a layer of its own applies the sigmoid.
+    assert vae.decoder.layers[-2].activation.__name__ == "linear"
+    assert (vae.decoder.layers[-1].name, vae.decoder.layers[-1].activation.__name__) == (DECODER_OUTPUT, "sigmoid")
 
     # batch norm holds 4 numbers per channel (gamma, beta, moving mean and variance); dropout none
     def batch_norm(channels: int) -> int:
@@ -144,5 +146,74 @@ def test_a_saved_model_reloads_in_safe_mode_with_identical_outputs(tmp_path):
     for original, reloaded in zip(vae.encode(x), loaded.encode(x), strict=True):
         np.testing.assert_array_equal(np.asarray(original), np.asarray(reloaded))
     np.testing.assert_array_equal(np.asarray(vae.decoder(z)), np.asarray(loaded.decoder(z)))
+    np.testing.assert_array_equal(np.asarray(vae.decode_logits(z)), np.asarray(loaded.decode_logits(z)))
     # The random-generator position is saved too, so even the next sampled reconstruction matches.
     np.testing.assert_array_equal(np.asarray(vae(x)), np.asarray(loaded(x)))
+
+
+def _logistic(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+
+def test_decode_logits_are_the_decoders_outputs_before_its_sigmoid():
+    keras.utils.set_random_seed(0)
+    vae = build_vae((8, 8, 1), TINY, seed=0)
+    last_conv = vae.decoder.get_layer("decoder_conv_t_1")
+    kernel, bias = last_conv.get_weights()
+    last_conv.set_weights([kernel * 200.0, bias])  # push many pixels to where the sigmoid rounds to 0 or 1
+    z = np.random.default_rng(2).normal(size=(6, 2)).astype("float32")
+
+    logits = np.asarray(vae.decode_logits(z))
+    probabilities = np.asarray(vae.decoder(z))
+    assert logits.shape == probabilities.shape == (6, 8, 8, 1)
+    np.testing.assert_allclose(_logistic(logits), probabilities, rtol=1e-6, atol=1e-7)
+    # Not recovered from the rounded probabilities: logits go far beyond logit(1 - 1e-7) = 16.1.
+    assert np.abs(logits).max() > 30.0
+
+
+def test_decode_logits_of_a_decoder_without_the_sigmoid_layer_invert_its_clipped_output():
+    """A model saved before the decoder ended in its own sigmoid layer: the logits come from the probabilities."""
+    keras.utils.set_random_seed(0)
+    new = build_vae((8, 8, 1), TINY, seed=0)
+    z_in = keras.Input(shape=(2,))
+    dense = keras.layers.Dense(64, activation="sigmoid", name="old_output")
+    old_decoder = keras.Model(z_in, keras.layers.Reshape((8, 8, 1))(dense(z_in)))
+    dense.set_weights([np.full((2, 64), 10.0, "float32"), np.linspace(-3, 3, 64).astype("float32")])
+    old = VAE(new.encoder, old_decoder, seed=0)
+    z = np.array([[0.0, 0.0], [5.0, 5.0]], dtype="float32")  # the second saturates: sigmoid(100 +- 3) is 1.0
+
+    logits = np.asarray(old.decode_logits(z)).astype(np.float64)
+    np.testing.assert_allclose(logits[0].ravel(), np.linspace(-3, 3, 64), rtol=1e-4, atol=1e-5)
+    # float32 probabilities clipped to [1e-7, 1 - 1e-7] give finite logits near logit(1 - 1e-7)
+    p = np.float32(1.0) - np.float32(1e-7)
+    np.testing.assert_allclose(logits[1], math.log(p) - math.log1p(-p), rtol=1e-5)
+
+
+def test_the_kl_weight_rises_linearly_over_the_warm_up_steps():
+    vae = build_vae((8, 8, 1), TINY, seed=0)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert float(vae._kl_weight()) == 1.0  # no warm-up by default
+    vae.kl_warmup_steps = 4
+    weights = []
+    for n in range(6):
+        vae.optimizer.iterations.assign(n)
+        weights.append(float(vae._kl_weight()))
+    # The step being taken is number n + 1: 1/4, 2/4, 3/4, then 1.
+    assert weights == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+
+
+def test_training_weights_the_kl_by_the_warm_up_and_validation_does_not():
+    keras.utils.set_random_seed(0)
+    vae = build_vae((8, 8, 1), TINY.model_copy(update={"r_loss_factor": 1.0}), seed=0)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3))
+    vae.kl_warmup_steps = 4
+    x = np.random.default_rng(0).random((16, 8, 8, 1), dtype="float32")
+
+    # One batch per epoch, so each epoch's logged loss is the loss of one step: steps 1, 2, 3, ... of 4.
+    history = vae.fit(x, batch_size=16, epochs=5, validation_data=(x,), verbose=0, shuffle=False).history
+    for epoch, weight in enumerate([0.25, 0.5, 0.75, 1.0, 1.0]):
+        loss, reconstruction, kl = (history[key][epoch] for key in ("loss", "reconstruction_loss", "kl_loss"))
+        assert kl > 1e-3  # a wrong weight would change the loss by at least 2.5e-4, far beyond the tolerance
+        assert loss == pytest.approx(reconstruction + weight * kl, rel=1e-6, abs=1e-6), epoch
+        val = [history[f"val_{key}"][epoch] for key in ("loss", "reconstruction_loss", "kl_loss")]
+        assert val[0] == pytest.approx(val[1] + val[2], rel=1e-6, abs=1e-6), epoch

@@ -53,7 +53,7 @@ def test_fashion_mnist_experiment_runs_end_to_end(repo: tuple[Path, dict]) -> No
     run = runs[-1]
     assert run.info.status == "FINISHED" and run.info.run_name.startswith("fashion_mnist-z2-")
     assert run.data.tags.get("dvc.exp_name") == "fashion"
-    assert "test_neg_elbo_nats" in run.data.metrics and "latent_knn_accuracy" in run.data.metrics
+    assert "test_neg_elbo_k1_grayscale_nats" in run.data.metrics and "latent_knn_accuracy" in run.data.metrics
     assert "plots/latent_space.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
 
 

@@ -134,6 +134,7 @@ def test_stats_and_meta_have_exact_values(tmp_path) -> None:
         "val_fraction": 0.2,
         "max_train": None,
         "max_test": None,
+        "binarize": "none",  # grey levels, so no binarize_seed either
     }
 
 

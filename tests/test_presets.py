@@ -61,7 +61,7 @@ def test_the_preset_model_builds_for_both_image_sizes(presets, size) -> None:
 
 
 def test_unknown_preset_and_invalid_keys_are_one_line_errors(tmp_path, presets) -> None:
-    with pytest.raises(ConfigError, match=r"^no preset 'faces' \(.*faces\.yaml not found\); available presets: celeba$"):
+    with pytest.raises(ConfigError, match=r"^no preset 'faces' \(.*faces\.yaml not found\); available presets: celeba, fashion-mnist-likelihood, mnist-likelihood$"):
         preset_overrides("faces", **presets)
     (tmp_path / "bad.yaml").write_text("train:\n  z_dims: 3\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key train\.z_dims; allowed keys here: z_dim, "):

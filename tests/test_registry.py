@@ -21,9 +21,17 @@ from vaelab.data.processed import load_splits
 from vaelab.errors import VaelabError
 from vaelab.stages import run_evaluate, run_train
 from vaelab.tracking import registry
-from vaelab.tracking.registry import BEST_ALIAS, NLL_KEY, point_best_alias, register_evaluated_model, registered_model_name
+from vaelab.tracking.registry import (
+    BEST_ALIAS,
+    METRIC_TAG,
+    NLL_TAG,
+    point_best_alias,
+    register_evaluated_model,
+    registered_model_name,
+)
 
 NAME = "vaelab-mnist"  # registered_model_name("vaelab-mnist", "mnist"): the shipped params.yaml
+METRIC = "test_nll_k100_grayscale_nats"  # the NLL the shipped params.yaml reports (evaluate.nll_samples 100)
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +57,27 @@ def store(tmp_path_factory) -> str:
 )
 def test_registered_model_name(experiment: str, dataset: str, expected: str) -> None:
     assert registered_model_name(experiment, dataset) == expected
+    assert registered_model_name(experiment, dataset, "none") == expected
+
+
+@pytest.mark.parametrize(
+    ("experiment", "dataset", "binarize", "expected"),
+    [
+        ("vaelab-mnist", "mnist", "dynamic", "vaelab-mnist-binarized"),
+        ("vaelab-mnist", "mnist", "fixed", "vaelab-mnist-binarized"),
+        ("vaelab", "fashion_mnist", "dynamic", "vaelab-fashion_mnist-binarized"),
+        ("vaelab-mnist-likelihood", "mnist", "dynamic", "vaelab-mnist-likelihood-mnist-binarized"),
+    ],
+)
+def test_models_of_binarized_data_are_registered_apart(experiment: str, dataset: str, binarize: str, expected: str) -> None:
+    assert registered_model_name(experiment, dataset, binarize) == expected
 
 
 def test_a_store_without_a_registry_is_one_clear_line(store: str, project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", "ftp://registry.invalid/models")
     config = load_config(project_root / "params.yaml")
     with pytest.raises(VaelabError) as caught:
-        register_evaluated_model("0" * 32, config, {NLL_KEY: 150.0})
+        register_evaluated_model("0" * 32, config, {METRIC: 150.0})
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("cannot register the model in ftp://registry.invalid/models (Model Registry features are not supported")
@@ -66,20 +88,37 @@ def test_alias_moves_only_for_a_lower_nll_and_undoes_a_stale_write(store: str) -
     client = MlflowClient(store)
     name = "alias-rules"
     client.create_registered_model(name)
-    assert point_best_alias(client, name) == (None, None, {})
+    assert point_best_alias(client, name, METRIC) == (None, None, {})
 
     _fake_version(client, name, 150.0)
-    assert point_best_alias(client, name)[:2] == (None, 1)
+    assert point_best_alias(client, name, METRIC)[:2] == (None, 1)
     _fake_version(client, name, 151.0)
     _fake_version(client, name, 150.0)  # a tie: the alias stays on the older version
     _fake_version(client, name, "nan")  # no candidate
-    assert point_best_alias(client, name) == (1, 1, {1: 150.0, 2: 151.0, 3: 150.0})
+    assert point_best_alias(client, name, METRIC) == (1, 1, {1: 150.0, 2: 151.0, 3: 150.0})
     _fake_version(client, name, 149.5)
-    assert point_best_alias(client, name)[:2] == (1, 5)
+    assert point_best_alias(client, name, METRIC)[:2] == (1, 5)
 
     # A writer that listed the versions before version 5 existed and wrote its (worse) choice last.
     client.set_registered_model_alias(name, BEST_ALIAS, "1")
-    assert point_best_alias(client, name)[:2] == (1, 5)
+    assert point_best_alias(client, name, METRIC)[:2] == (1, 5)
+
+
+def test_only_versions_judged_by_the_same_metric_are_compared(store: str) -> None:
+    client = MlflowClient(store)
+    name = "alias-metrics"
+    client.create_registered_model(name)
+    _fake_version(client, name, 90.0, metric="test_nll_k1000_grayscale_nats")  # another K: lower, yet not alike
+    _fake_version(client, name, 150.0)
+    _fake_version(client, name, 140.0, metric="test_nll_k100_binarized_nats")
+    client.create_model_version(name, source="file:///nowhere", tags={NLL_TAG: "80.0"})  # no metric tag: no candidate
+    _fake_version(client, name, 151.0)
+    assert point_best_alias(client, name, METRIC) == (None, 2, {2: 150.0, 5: 151.0})
+
+    # The alias on a version of another metric moves to this metric's best, however low the other NLL.
+    client.set_registered_model_alias(name, BEST_ALIAS, "1")
+    assert point_best_alias(client, name, METRIC) == (1, 2, {2: 150.0, 5: 151.0})
+    assert point_best_alias(client, name, "test_nll_k1000_grayscale_nats") == (2, 1, {1: 90.0})
 
 
 def test_a_writer_overtaken_by_a_better_evaluation_puts_the_alias_back(store: str) -> None:
@@ -97,10 +136,10 @@ def test_a_writer_overtaken_by_a_better_evaluation_puts_the_alias_back(store: st
             if not self.overtaken:
                 self.overtaken = True
                 _fake_version(client, name, 148.0)
-                assert point_best_alias(client, name)[1] == 2  # the other evaluation finishes first
+                assert point_best_alias(client, name, METRIC)[1] == 2  # the other evaluation finishes first
             super().set_registered_model_alias(*args, **kwargs)
 
-    assert point_best_alias(OvertakenClient(store), name)[1:] == (2, {1: 150.0, 2: 148.0})
+    assert point_best_alias(OvertakenClient(store), name, METRIC)[1:] == (2, {1: 150.0, 2: 148.0})
     assert client.get_model_version_by_alias(name, BEST_ALIAS).version in (2, "2")
 
 
@@ -116,7 +155,7 @@ def test_evaluations_finishing_together_leave_the_alias_on_the_minimum(store: st
         start.wait()
         try:
             _fake_version(client, name, nll)
-            point_best_alias(client, name)
+            point_best_alias(client, name, METRIC)
         except BaseException as err:  # a thread's exception is otherwise only a warning, and the test would pass
             errors.append(err)
 
@@ -129,7 +168,7 @@ def test_evaluations_finishing_together_leave_the_alias_on_the_minimum(store: st
     assert errors == []
     client = MlflowClient(store)
     best = client.get_model_version_by_alias(name, BEST_ALIAS)
-    assert float(best.tags[NLL_KEY]) == min(nlls)
+    assert float(best.tags[NLL_TAG]) == min(nlls)
     assert len(client.search_model_versions(f"name = '{name}'")) == len(nlls)
 
 
@@ -154,13 +193,14 @@ def test_each_evaluation_adds_a_version_and_best_follows_the_lowest_nll(
         run_id = run_train(config)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger=registry.__name__):
-            nll = run_evaluate(config)[NLL_KEY]
+            nll = run_evaluate(config)["test_nll_k4_grayscale_nats"]  # tiny.TINY: evaluate.nll_samples 4
 
         versions = client.search_model_versions(f"name = '{NAME}'")
         assert len(versions) == len(nll_of_version) + 1
         new = max(versions, key=lambda v: int(v.version))
         assert new.run_id == run_id
-        assert new.tags[NLL_KEY] == repr(nll) and new.tags["run_name"] == client.get_run(run_id).info.run_name
+        assert new.tags[NLL_TAG] == repr(nll) and new.tags[METRIC_TAG] == "test_nll_k4_grayscale_nats"
+        assert new.tags["run_name"] == client.get_run(run_id).info.run_name
         logged = client.get_logged_model(new.source.removeprefix("models:/"))
         assert logged.source_run_id == run_id
         nll_of_version[int(new.version)] = nll
@@ -182,9 +222,11 @@ def test_each_evaluation_adds_a_version_and_best_follows_the_lowest_nll(
     assert result["run_id"] == run_of_version[3]
 
 
-def _fake_version(client: MlflowClient, name: str, nll: float | str) -> None:
+def _fake_version(client: MlflowClient, name: str, nll: float | str, metric: str = METRIC) -> None:
     # A version without a model behind it: enough for the alias rule, which reads only the tags.
-    client.create_model_version(name, source="file:///nowhere", tags={NLL_KEY: repr(nll) if isinstance(nll, float) else nll})
+    client.create_model_version(
+        name, source="file:///nowhere", tags={NLL_TAG: repr(nll) if isinstance(nll, float) else nll, METRIC_TAG: metric}
+    )
 
 
 def _predict_in_new_process(project: Path, uri: str) -> dict:

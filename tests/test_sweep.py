@@ -21,10 +21,11 @@ from vaelab.config import Config, load_config
 from vaelab.data.processed import Splits, load_splits, write_splits
 from vaelab.data.shards import ShardedImages
 from vaelab.errors import ConfigError, VaelabError
-from vaelab.sweep_report import winner_command
+from vaelab.sweep_report import objective_description, winner_command
 
 IMAGE_SHAPE = (28, 28, 1)
 EXPERIMENT = "sweep-tests"
+OBJECTIVE = "val_nll_k20_grayscale_nats"  # TINY's evaluate.nll_samples on data.binarize none
 # A network small enough that a two-epoch trial on 192 images takes about two seconds.
 TINY = {
     "base.experiment": EXPERIMENT,
@@ -35,6 +36,10 @@ TINY = {
     "train.decoder_kernels": [3, 3],
     "train.decoder_strides": [2, 2],
     "train.batch_size": 64,
+    # The objective: K = 20 draws on a seeded 48 of the 64 validation images, 24 decoded per pass.
+    "evaluate.nll_samples": 20,
+    "evaluate.nll_images": 48,
+    "evaluate.batch_size": 24,
     "sweep.study_name": "tiny",
     "sweep.epochs": 2,
     "sweep.max_train": 192,
@@ -193,6 +198,57 @@ def test_objective_rejects_ranges_whose_ends_are_not_valid_settings(make_config,
     assert str(caught.value).startswith(message)
 
 
+def test_objective_is_named_after_the_evaluate_stage_nll_on_the_validation_split(make_config):
+    assert sweep.objective_metric(make_config()) == "val_nll_k20_grayscale_nats"
+    assert sweep.objective_metric(make_config(evaluate__nll_samples=5000)) == "val_nll_k5000_grayscale_nats"
+    assert sweep.objective_metric(make_config(data__binarize="dynamic")) == "val_nll_k20_binarized_nats"
+    assert sweep.objective_metric(make_config(data__binarize="fixed", evaluate__nll_samples=1)) == (
+        "val_nll_k1_binarized_nats"
+    )
+    assert objective_description(make_config(data__binarize="fixed", evaluate__nll_images=None)) == (
+        "val_nll_k20_binarized_nats (validation importance-sampled NLL, K=20, binarized data, all images; "
+        "nats, lower is better)"
+    )
+
+
+@pytest.mark.slow
+def test_a_trial_reports_the_evaluate_stage_nll_of_its_model_on_the_validation_images(
+    make_config, processed, workdir, mlflow_uri, monkeypatch
+):
+    """Each epoch's value is estimate_nll with evaluate.* on the validation split, recomputed here on the model."""
+    import keras
+
+    from vaelab import likelihood, training
+
+    config = make_config()
+    x_val = np.asarray(load_splits(processed).x_val)  # all 64; estimate_nll picks its 48
+    recomputed: dict[int, float] = {}
+
+    class Recompute(keras.callbacks.Callback):  # runs after the sweep's reporter, on the same weights
+        def on_epoch_end(self, epoch, logs=None):
+            recomputed[epoch + 1] = likelihood.estimate_nll(self.model, x_val, 20, 48, config.base.seed, 24)
+
+    real_train = training.train
+
+    def train_and_recompute(*args, callbacks=(), **kwargs):
+        return real_train(*args, callbacks=[*callbacks, Recompute()], **kwargs)
+
+    monkeypatch.setattr(training, "train", train_and_recompute)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(sweep.Objective(config, load_splits(processed)), n_trials=1)
+
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert sorted(recomputed) == [1, 2]
+    assert trial.intermediate_values == recomputed
+    assert trial.value == recomputed[2]
+    client = MlflowClient(mlflow_uri)
+    run_id = trial.user_attrs["mlflow_run_id"]
+    history = client.get_metric_history(run_id, OBJECTIVE)
+    assert sorted((m.step, m.value) for m in history) == sorted(recomputed.items())
+    assert client.get_run(run_id).data.metrics[f"final_{OBJECTIVE}"] == recomputed[2]
+
+
 def test_winner_command_keeps_every_digit():
     best = {"train.z_dim": 8, "train.r_loss_factor": 1234.5, "train.learning_rate": 0.00041234567891234}
     assert winner_command(best) == (
@@ -288,7 +344,7 @@ def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(make_config,
     assert summary["trials"] == {"RUNNING": 0, "COMPLETE": 2, "PRUNED": 0, "FAIL": 0, "WAITING": 0}
     parents, children = mlflow_runs(mlflow_uri)
     assert len(parents) == 1 and len(children) == 2
-    assert sum(" COMPLETE: val_neg_elbo_nats=" in record.getMessage() for record in caplog.records) == 2
+    assert sum(f" COMPLETE: {OBJECTIVE}=" in record.getMessage() for record in caplog.records) == 2
 
     summary = sweep.run_sweep(config, n_trials=4)
 
@@ -303,9 +359,15 @@ def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(make_config,
     best = study.best_trial
     assert summary["trials"]["COMPLETE"] == 4
     assert (summary["best_trial"], summary["best_value"]) == (best.number, best.value)
+    assert summary["objective"] == (
+        "val_nll_k20_grayscale_nats (validation importance-sampled NLL, K=20, grayscale data, "
+        "a seeded subset of up to 48 images; nats, lower is better)"
+    )
 
     out = workdir / "sweeps" / "tiny"
     best_params = yaml.safe_load((out / "best_params.yaml").read_text())
+    header = f"# best of study 'tiny': trial {best.number}, {OBJECTIVE}={best.value:.6g}\n"
+    assert (out / "best_params.yaml").read_text().startswith(header)
     assert best_params == {f"train.{key}": value for key, value in best.params.items()}
     assert type(best_params["train.z_dim"]) is int
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -321,7 +383,7 @@ def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(make_config,
     assert parent.data.tags["mlflow.runName"] == "sweep-tiny"
     assert parent.info.status == "FINISHED"
     assert study.user_attrs[sweep.PARENT_RUN_ATTR] == parent.info.run_id
-    assert parent.data.metrics["best_val_neg_elbo_nats"] == pytest.approx(best.value)
+    assert parent.data.metrics[f"best_{OBJECTIVE}"] == pytest.approx(best.value)
     assert parent.data.metrics["best.z_dim"] == best.params["z_dim"]
     assert parent.data.metrics["trials_complete"] == 4
     artifacts = {item.path for item in MlflowClient(mlflow_uri).list_artifacts(parent.info.run_id)}
@@ -336,8 +398,8 @@ def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(make_config,
         assert child.data.tags["mlflow.runName"].startswith(f"trial-{trial.number}-z{trial.params['z_dim']}-")
         assert child.data.params["train.z_dim"] == str(trial.params["z_dim"])
         assert child.data.params["train.epochs"] == "2"
-        assert child.data.metrics["final_val_neg_elbo_nats"] == pytest.approx(trial.value)
-        history = MlflowClient(mlflow_uri).get_metric_history(child.info.run_id, "val_neg_elbo_nats")
+        assert child.data.metrics[f"final_{OBJECTIVE}"] == pytest.approx(trial.value)
+        history = MlflowClient(mlflow_uri).get_metric_history(child.info.run_id, OBJECTIVE)
         assert sorted((m.step, m.value) for m in history) == [
             (1, pytest.approx(trial.intermediate_values[1])), (2, pytest.approx(trial.value)),
         ]
@@ -372,9 +434,33 @@ def test_diverging_trials_fail_with_their_reason_and_the_study_goes_on(make_conf
     assert summary["trials"]["COMPLETE"] == 2 and summary["trials"]["FAIL"] == len(failed)
     for trial in failed:
         reason = trial.user_attrs["fail_reason"]
-        assert reason.startswith(("loss became nan", "loss became inf", "val_neg_elbo_nats became")), reason
+        assert reason.startswith(("loss became nan", "loss became inf", f"{OBJECTIVE} became")), reason
     _, children = mlflow_runs(mlflow_uri)
     failed_runs = [c for c in children if c.data.tags["optuna.state"] == "FAIL"]
     assert len(failed_runs) == len(failed)
     assert {run.info.status for run in failed_runs} == {"FAILED"}
     assert all(run.data.tags["optuna.fail_reason"] for run in failed_runs)
+
+
+def test_a_study_scored_by_another_objective_is_not_resumed(tmp_path: Path) -> None:
+    from vaelab.sweep_storage import OBJECTIVE_ATTR, open_study
+
+    storage = optuna.storages.InMemoryStorage()
+    first = Config().with_overrides({"evaluate.nll_samples": 20})
+    study = open_study(first, storage, "s")
+    assert study.user_attrs[OBJECTIVE_ATTR] == "val_nll_k20_grayscale_nats"
+    study.add_trial(optuna.trial.create_trial(value=90.0, params={}, distributions={}))
+
+    assert open_study(first, storage, "s").user_attrs[OBJECTIVE_ATTR] == "val_nll_k20_grayscale_nats"
+    with pytest.raises(ConfigError) as refused:
+        open_study(first.with_overrides({"data.binarize": "dynamic"}), storage, "s")
+    assert str(refused.value) == (
+        "sweep.study_name 's': its trials were scored by val_nll_k20_grayscale_nats, but these params score by "
+        "val_nll_k20_binarized_nats; choose another sweep.study_name, or the evaluate.nll_samples and data.binarize it used"
+    )
+
+    # A study from before the objective was recorded: its values are negative ELBOs.
+    old = optuna.create_study(storage=storage, study_name="old")
+    old.add_trial(optuna.trial.create_trial(value=110.0, params={}, distributions={}))
+    with pytest.raises(ConfigError, match="scored by the validation negative ELBO"):
+        open_study(first, storage, "old")

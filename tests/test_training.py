@@ -145,6 +145,25 @@ def test_an_interrupted_training_resumes_where_it_stopped(tiny_config, splits, t
         assert b == pytest.approx(a, rel=1e-4)
 
 
+@pytest.mark.slow
+def test_a_resumed_training_continues_the_kl_warm_up(tiny_config, splits, tmp_path):
+    # Warm-up over 3 epochs of 8 steps, so epoch 2 (the resumed one) still weights the KL by 9/24 .. 16/24.
+    config = tiny_config(**{"train.kl_warmup_epochs": 3, "train.epochs": 2})
+    uninterrupted = train(config, splits, verbose=0)
+    assert uninterrupted.model.kl_warmup_steps == 24
+
+    checkpoints = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, splits, checkpoint_dir=checkpoints, callbacks=[InterruptAfterEpoch(1)], verbose=0)
+    resumed = train(config, splits, checkpoint_dir=checkpoints, verbose=0)
+
+    assert resumed.initial_epoch == 1 and resumed.model.kl_warmup_steps == 24  # set again on the loaded model
+    for a, b in zip(weights_of(uninterrupted.model), weights_of(resumed.model), strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    for a, b in zip(uninterrupted.history, resumed.history, strict=True):
+        assert b == pytest.approx(a, rel=1e-4)
+
+
 def test_a_checkpoint_of_other_settings_is_ignored_and_replaced(tiny_config, splits, tmp_path, caplog):
     config = tiny_config(**{"train.epochs": 1})
     checkpoints = tmp_path / "ckpt"

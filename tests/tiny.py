@@ -14,7 +14,9 @@ import numpy as np
 import yaml
 
 from data_helpers import bar_images
+from vaelab.data.binarize import binarize_raw, stored_splits
 from vaelab.data.processed import write_splits
+from vaelab.data.shards import to_uint8
 
 # The chapter's layer layout with fewer filters: an epoch over a few hundred 28x28 images takes seconds.
 # Evaluation and the sample-judging classifier are cut to match: seconds too, and every metric still computed.
@@ -49,10 +51,17 @@ def write_params(folder: Path, project_root: Path, *changes: dict[str, dict]) ->
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def write_bar_splits(processed: Path, sizes: tuple[int, int, int] = BAR_SPLIT_SIZES) -> None:
-    """Train, val and test splits of :func:`bar_images` in the processed layout, seeded: the same images every time."""
+def write_bar_splits(processed: Path, sizes: tuple[int, int, int] = BAR_SPLIT_SIZES, binarize: str = "none") -> None:
+    """Train, val and test splits of :func:`bar_images` in the processed layout, seeded: the same images every time.
+
+    With ``binarize`` other than none, the splits preprocess would store binarized are binarized the same way
+    (:func:`vaelab.data.binarize.binarize_raw`), and meta.json records it.
+    """
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in zip(("train", "val", "test"), sizes, strict=True):
         arrays[f"x_{split}"], arrays[f"y_{split}"] = bar_images(n, rng)
-    write_splits(processed, arrays, {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": BAR_CLASSES})
+    for split in stored_splits(binarize):
+        arrays[f"x_{split}"] = binarize_raw(to_uint8(arrays[f"x_{split}"]), "test" if split == "test" else "train")
+    meta = {"dataset": "mnist", "image_shape": [28, 28, 1], "class_names": BAR_CLASSES, "binarize": binarize}
+    write_splits(processed, arrays, meta)

@@ -89,18 +89,24 @@ def compare_main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vaelab compare", description=COMPARE_HELP)
     parser.add_argument("--params", default="params.yaml", help="params file naming the experiment (default: %(default)s)")
     parser.add_argument("--experiment", help="MLflow experiment name (default: base.experiment in --params)")
-    parser.add_argument("--metrics", help="comma-separated metric names (default: NLL, negative ELBO, sample FID, 5-NN accuracy)")
+    parser.add_argument(
+        "--metrics", help="comma-separated metric names (default: NLL and negative ELBO as --params names them, sample FID, 5-NN accuracy)"
+    )
     parser.add_argument("--out", default="reports/compare", help="folder for compare.csv, .png and .html (default: %(default)s)")
     args = parser.parse_args(argv)
     logs.configure()
 
     def action() -> None:
-        from vaelab.compare import DEFAULT_METRICS, compare
+        from pathlib import Path
 
-        metrics = [name.strip() for name in (args.metrics or ",".join(DEFAULT_METRICS)).split(",") if name.strip()]
+        from vaelab.compare import compare, default_metrics
+
+        # --experiment works without a params file; the file, when there, names the default metrics (K, data).
+        config = load_config(args.params) if args.experiment is None or Path(args.params).is_file() else Config()
+        metrics = [name.strip() for name in (args.metrics or ",".join(default_metrics(config))).split(",") if name.strip()]
         if not metrics:
-            raise VaelabError(f"--metrics {args.metrics!r}: give at least one metric name, e.g. --metrics test_nll_iwae_nats")
-        experiment = args.experiment or load_config(args.params).base.experiment
+            raise VaelabError(f"--metrics {args.metrics!r}: give at least one metric name, e.g. --metrics test_nll_k100_binarized_nats")
+        experiment = args.experiment or config.base.experiment
         table = compare(experiment, metrics, args.out)
         print(table.to_string(index=False, float_format=lambda value: f"{value:.4g}"))
         print(f"wrote compare.csv, compare.png and compare.html to {args.out}")
@@ -122,6 +128,10 @@ TOOLS: dict[str, tuple[str, str]] = {
     "compare": (COMPARE_HELP, "vaelab.cli:compare_main"),
     "preset": ("print a preset (presets/NAME.yaml) as `dvc exp run -S` flags, or --run it", "vaelab.cli:preset_main"),
     "ui": ("the MLflow UI on the tracking store; prints the address of the experiment's training runs", "vaelab.ui_command:main"),
+    "likelihood": (
+        "the paper-grade test NLL of the trained model (K = 5000 importance samples, all test images); resumable",
+        "vaelab.likelihood_command:main",
+    ),
 }
 
 

@@ -21,7 +21,11 @@ import pandas as pd
 from vaelab.errors import VaelabError
 from vaelab.io import atomic_path, ensure_dir, write_text
 
-DEFAULT_METRICS = ("test_nll_iwae_nats", "test_neg_elbo_nats", "sample_fid_classifier", "latent_knn_accuracy")
+def default_metrics(config) -> tuple[str, ...]:
+    """NLL and negative ELBO under their names for ``config`` (K, data), sample FID and the 5-NN accuracy."""
+    from vaelab.metric_names import evaluate_neg_elbo_metric, evaluate_nll_metric
+
+    return (evaluate_nll_metric(config), evaluate_neg_elbo_metric(config), "sample_fid_classifier", "latent_knn_accuracy")
 AXES = ("train.z_dim", "train.r_loss_factor")
 # Metrics where larger is better; the rest (losses, distances) are better when smaller.
 HIGHER_IS_BETTER = ("accuracy", "confidence", "entropy")

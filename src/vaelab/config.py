@@ -102,11 +102,12 @@ def _name(value: str) -> str:
 def _experiment_name(value: str) -> str:
     from vaelab.data.sources import DATASET_NAMES  # light import: no network or TensorFlow
 
-    longest = REGISTERED_MODEL_NAME_MAX - len("-") - max(len(name) for name in DATASET_NAMES)
+    # "-binarized": the suffix of models of binarized data (vaelab.tracking.registry).
+    longest = REGISTERED_MODEL_NAME_MAX - len("-") - max(len(name) for name in DATASET_NAMES) - len("-binarized")
     if len(value) > longest:
         raise ValueError(
-            f"must be at most {longest} characters, not {len(value)}: the registered model <experiment>-<dataset> "
-            f"gets at most {REGISTERED_MODEL_NAME_MAX}"
+            f"must be at most {longest} characters, not {len(value)}: the registered model "
+            f"<experiment>-<dataset>-binarized gets at most {REGISTERED_MODEL_NAME_MAX}"
         )
     return value
 
@@ -181,6 +182,10 @@ class DataSection(_Section):
     image_size: Annotated[StrictInt, Field(ge=4, le=1024)] = 64
     crop: Literal["square", "celeba"] = "square"
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    # Bernoulli-sampled pixels (see vaelab.data.binarize): none keeps the grayscale values; dynamic draws the
+    # training images' bits afresh at every read and stores fixed bits for validation and test; fixed stores
+    # fixed bits for every split. Likelihoods in the literature are measured on binarized data.
+    binarize: Literal["none", "dynamic", "fixed"] = "none"
 
     @field_validator("dataset")
     @classmethod
@@ -190,6 +195,17 @@ class DataSection(_Section):
         if name not in DATASET_NAMES:
             raise ValueError(f"unknown dataset; allowed: {', '.join(sorted(DATASET_NAMES))}")
         return name
+
+    @model_validator(mode="after")
+    def _binarize_needs_a_registered_dataset(self) -> DataSection:
+        from vaelab.data.sources import IMAGE_FOLDER
+
+        if self.binarize != "none" and self.dataset == IMAGE_FOLDER:
+            raise ValueError(
+                f"binarize {self.binarize!r} needs a registered dataset such as mnist or fashion_mnist; "
+                "an image folder keeps binarize: none"
+            )
+        return self
 
 
 class TrainSection(_Section):
@@ -207,6 +223,8 @@ class TrainSection(_Section):
     r_loss_factor: PositiveFloat = 1000.0
     learning_rate: PositiveFloat = 0.0005
     lr_decay: Annotated[float, Field(gt=0, le=1)] = 1.0
+    # The KL term's weight rises linearly from 0 to 1 over this many epochs (KL warm-up); 0 = weight 1 throughout.
+    kl_warmup_epochs: Annotated[StrictInt, Field(ge=0)] = 0
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 10
 
@@ -265,6 +283,7 @@ _RECORDED_PARAMS = {
     "val_fraction": "data.val_fraction",
     "max_train": "data.max_train",
     "max_test": "data.max_test",
+    "binarize": "data.binarize",
     "test_fraction": "data.test_fraction",
     "image_size": "data.image_size",
     "crop": "data.crop",

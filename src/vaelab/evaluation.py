@@ -4,7 +4,7 @@ Which latent point each metric uses:
 
 - Reconstruction metrics (``test_mse_per_pixel``) and the pictures decode the posterior mean ``mu``:
   deterministic, and what "the model's reconstruction" of an image usually means.
-- ``test_loss`` and ``test_neg_elbo_nats`` decode one ``z ~ q(z|x)`` per image, drawn with a generator
+- ``test_loss`` and the negative ELBO decode one ``z ~ q(z|x)`` per image, drawn with a generator
   seeded by ``base.seed``: the training objective and the ELBO are expectations over q, and a single
   sample is an unbiased estimate of them (decoding ``mu`` would understate both).
 """
@@ -20,6 +20,7 @@ from keras import ops
 
 from vaelab.config import Config
 from vaelab.errors import DataError
+from vaelab.metric_names import evaluate_neg_elbo_metric
 from vaelab.losses import bernoulli_negative_elbo, kl_divergence, reconstruction_error
 
 # Train images the latent classifiers are fitted on: plenty for 5-NN on a few dimensions, and quick.
@@ -31,22 +32,25 @@ def evaluate(model, splits, config: Config) -> dict[str, float]:
     """Metrics of ``model`` on ``splits.x_test``, computed in batches of ``evaluate.batch_size``.
 
     ``test_mse_per_pixel``, ``test_kl_per_image`` (nats), ``test_loss`` (the training objective with the
-    model's ``r_loss_factor`` and reconstruction kind), ``test_neg_elbo_nats`` (Bernoulli decoder,
-    comparable across models), and the test accuracies of a 5-nearest-neighbour and a logistic-regression
+    model's ``r_loss_factor`` and reconstruction kind), the negative ELBO under the Bernoulli decoder
+    (named by :func:`vaelab.metric_names.evaluate_neg_elbo_metric`: comparable across models on the same
+    data), and the test accuracies of a 5-nearest-neighbour and a logistic-regression
     classifier fitted on the posterior means of training images.
     """
     x_test = splits.x_test
     if len(x_test) == 0:
         raise DataError("the test split is empty; check data.max_test and re-run the preprocess stage")
     means, test_means = loss_terms(model, x_test, config.evaluate.batch_size, config.base.seed)
+    elbo = means.pop("neg_elbo_nats")
     metrics = {f"test_{key}": value for key, value in means.items()}
+    metrics[evaluate_neg_elbo_metric(config)] = elbo
     if splits.labelled:  # an image folder without class subfolders has nothing to classify
         metrics.update(latent_classifier_accuracies(model, splits, test_means, config))
     return metrics
 
 
 def mean_negative_elbo(model, x: np.ndarray, batch_size: int, seed: int) -> float:
-    """Bernoulli negative ELBO in nats averaged over ``x``: the figure sweeps compare across r_loss_factor."""
+    """Bernoulli negative ELBO in nats averaged over ``x``, one z sample per image."""
     return loss_terms(model, x, batch_size, seed)[0]["neg_elbo_nats"]
 
 
@@ -60,14 +64,14 @@ def loss_terms(model, x_all: np.ndarray, batch_size: int, seed: int) -> tuple[di
         x = np.asarray(x_all[start : start + batch_size], dtype="float32")
         mu, log_var = model.encode(x, training=False)  # (batch, z_dim) each
         z = mu + ops.exp(0.5 * log_var) * keras.random.normal(ops.shape(mu), seed=noise)
-        x_hat_mean = model.decoder(mu, training=False)
-        x_hat_sampled = model.decoder(z, training=False)
+        logits_mean = model.decode_logits(mu, training=False)
+        logits_sampled = model.decode_logits(z, training=False)
         kl = kl_divergence(mu, log_var)
         per_image = {
-            "mse_per_pixel": reconstruction_error(x, x_hat_mean, "mse"),
+            "mse_per_pixel": reconstruction_error(x, logits_mean, "mse"),
             "kl_per_image": kl,
-            "loss": model.r_loss_factor * reconstruction_error(x, x_hat_sampled, model.reconstruction) + kl,
-            "neg_elbo_nats": bernoulli_negative_elbo(x, x_hat_sampled, mu, log_var),
+            "loss": model.r_loss_factor * reconstruction_error(x, logits_sampled, model.reconstruction) + kl,
+            "neg_elbo_nats": bernoulli_negative_elbo(x, logits_sampled, mu, log_var),
         }
         for key, values in per_image.items():
             # float64 sums: the mean over 10,000 images should not depend on the batch size.

@@ -1,56 +1,63 @@
-"""Importance-sampled estimate of the test negative log-likelihood -log p(x), in nats (Burda et al.'s IWAE bound).
+"""Importance-sampled estimate of the negative log-likelihood -log p(x), in nats (Burda et al.'s IWAE bound).
 
 For each image, K latent points z_k are drawn from the encoder's q(z|x), and
 
     -log p(x) ~ -log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)
 
-with a Bernoulli decoder p(x|z) (cross-entropy summed over pixels, as in ``test_neg_elbo_nats``) and
-the prior p(z) = N(0, I). Its expectation is an upper bound on -log p(x) that tightens as K grows; with
-K = 1 its expectation equals the negative ELBO (which uses the KL in closed form instead of sampled).
-VAE papers report this figure: about 87-90 nats on MNIST for well-trained models with larger latents.
-The sum over k is a log-sum-exp in float64, so weights spanning hundreds of nats neither over- nor underflow.
+with the Bernoulli decoder p(x|z) (computed from its logits) and the prior p(z) = N(0, I). Its expectation
+is an upper bound on -log p(x) that tightens as K grows; with K = 1 its expectation equals the negative
+ELBO. It is a likelihood only on binary images (data.binarize dynamic or fixed); see vaelab.metric_names.
+
+Cost and memory: K decoder passes per image. The passes run in a compiled function over at most
+``max_decoded`` latent points at a time (several images' draws, or a slice of one image's), and only K
+weights per image are kept, so memory does not grow with K or the number of images. Image ``i``'s draws come
+from its own generator seeded by ``(seed, i)``, so a figure does not depend on the batch size, on which
+other images are estimated, or on being resumed part-way (see vaelab.likelihood_command). The sum over k is
+a log-sum-exp in float64, so weights spanning hundreds of nats neither over- nor underflow.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import numpy as np
-from keras import ops
 
-from vaelab.losses import reconstruction_error
-
-_LOG_2PI = math.log(2.0 * math.pi)
+from vaelab.losses import bernoulli_log_likelihood
 
 
-def log_importance_weights(model, x: np.ndarray, k: int, seed: int, max_decoded: int = 1000) -> np.ndarray:
-    """``log p(x|z) + log p(z) - log q(z|x)`` for K draws per image: ``(N, K)`` float64.
+def image_draws(seed: int, index: int, k: int, z_dim: int) -> np.ndarray:
+    """The K standard-normal draws of image ``index``: ``(K, z_dim)`` float32, the same in every run."""
+    return np.random.default_rng([seed, index]).standard_normal((k, z_dim)).astype(np.float32)
 
-    At most ``max_decoded`` latent points are decoded at once (images x draws per pass), so memory stays
-    bounded for any K. The draws come from one NumPy stream seeded by ``seed`` in image-major order, so
-    the result does not depend on ``max_decoded``.
+
+def log_importance_weights(model, x: np.ndarray, k: int, seed: int, max_decoded: int = 1000, indices=None) -> np.ndarray:
+    """``log p(x|z) + log p(z) - log q(z|x)`` for K draws per image: ``(N, K)`` float64 (keep N * K small)."""
+    out = np.empty((len(x), k), dtype=np.float64)
+    for first, weights in _weights_by_image(model, x, k, seed, max_decoded, indices):
+        out[first : first + len(weights)] = weights
+    return out
+
+
+def importance_sampled_nll(
+    model,
+    x: np.ndarray,
+    k: int,
+    seed: int,
+    max_decoded: int = 1000,
+    indices=None,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Per-image estimate of -log p(x) in nats from K importance samples: ``(N,)`` float64.
+
+    ``indices`` are the images' numbers in their split (default ``0..N-1``), which seed their draws;
+    ``progress`` is called with the number of images finished after each pass.
     """
-    if k < 1 or max_decoded < 1:
-        raise ValueError(f"k and max_decoded must be positive; received k={k}, max_decoded={max_decoded}")
-    rng = np.random.default_rng(seed)
-    images_per_pass, draws_per_pass = (max(1, max_decoded // k), k) if k <= max_decoded else (1, max_decoded)
-    weights = np.empty((len(x), k), dtype=np.float64)
-    for start in range(0, len(x), images_per_pass):
-        batch = np.asarray(x[start : start + images_per_pass], dtype="float32")
-        mu, log_var = (ops.convert_to_numpy(t).astype(np.float64) for t in model.encode(batch, training=False))
-        for first in range(0, k, draws_per_pass):
-            draws = min(draws_per_pass, k - first)
-            eps = rng.standard_normal((len(batch), draws, mu.shape[1]))  # (images, draws, z_dim)
-            z = mu[:, None, :] + np.exp(0.5 * log_var)[:, None, :] * eps
-            weights[start : start + len(batch), first : first + draws] = (
-                _bernoulli_log_likelihood(model, batch, z) + _log_prior_over_posterior(z, eps, log_var)
-            )
-    return weights
-
-
-def importance_sampled_nll(model, x: np.ndarray, k: int, seed: int, max_decoded: int = 1000) -> np.ndarray:
-    """Per-image estimate of -log p(x) in nats from K importance samples: ``(N,)`` float64."""
-    return -log_mean_exp(log_importance_weights(model, x, k, seed, max_decoded), axis=1)
+    out = np.empty(len(x), dtype=np.float64)
+    for first, weights in _weights_by_image(model, x, k, seed, max_decoded, indices):
+        out[first : first + len(weights)] = -log_mean_exp(weights, axis=1)
+        if progress is not None:
+            progress(first + len(weights))
+    return out
 
 
 def log_mean_exp(values: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -62,28 +69,60 @@ def log_mean_exp(values: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.squeeze(shifted, axis=axis)
 
 
-def estimate_test_nll(model, x_test: np.ndarray, k: int, n_images: int | None, seed: int, max_decoded: int = 1000) -> float:
-    """Mean importance-sampled NLL over ``n_images`` test images chosen with ``seed`` (None: all of them)."""
-    if n_images is not None and n_images < len(x_test):
-        # Sorted indices read the images (shards on disk) front to back.
-        chosen = np.sort(np.random.default_rng(seed).choice(len(x_test), size=n_images, replace=False))
-        x_test = x_test[chosen]
-    return float(np.mean(importance_sampled_nll(model, x_test, k, seed, max_decoded)))
+def subset_indices(n: int, n_images: int | None, seed: int) -> np.ndarray:
+    """The seeded subset of ``n_images`` of ``n`` images (all if None), sorted so shards are read front to back."""
+    if n_images is None or n_images >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=n_images, replace=False))
 
 
-def _bernoulli_log_likelihood(model, x: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """log p(x|z) for every draw: ``(images, draws)`` from ``z`` shaped ``(images, draws, z_dim)``."""
-    images, draws, z_dim = z.shape
-    decoded = model.decoder(z.reshape(images * draws, z_dim).astype("float32"), training=False)
-    repeated = np.repeat(x, draws, axis=0)  # (images * draws, H, W, C), image-major like z
-    pixels = math.prod(x.shape[1:])
-    # reconstruction_error is the per-pixel mean; the likelihood sums over pixels.
-    mean_bce = ops.convert_to_numpy(reconstruction_error(repeated, decoded, "bce")).astype(np.float64)
-    return -pixels * mean_bce.reshape(images, draws)
+def estimate_nll(model, x: np.ndarray, k: int, n_images: int | None, seed: int, max_decoded: int = 1000) -> float:
+    """Mean importance-sampled NLL over ``n_images`` images of ``x`` chosen with ``seed`` (None: all of them)."""
+    chosen = subset_indices(len(x), n_images, seed)
+    images = x[chosen] if len(chosen) < len(x) else x
+    return float(np.mean(importance_sampled_nll(model, images, k, seed, max_decoded, indices=chosen)))
 
 
-def _log_prior_over_posterior(z: np.ndarray, eps: np.ndarray, log_var: np.ndarray) -> np.ndarray:
-    """log N(z; 0, I) - log N(z; mu, diag(exp(log_var))), with z = mu + exp(log_var / 2) * eps: ``(images, draws)``."""
-    log_prior = -0.5 * np.sum(z**2 + _LOG_2PI, axis=-1)
-    log_posterior = -0.5 * np.sum(eps**2 + _LOG_2PI + log_var[:, None, :], axis=-1)
-    return log_prior - log_posterior
+def _weights_by_image(model, x, k: int, seed: int, max_decoded: int, indices):
+    """Yields ``(first, weights)``: log importance weights ``(n, K)`` of images ``first .. first + n - 1``."""
+    if k < 1 or max_decoded < 1:
+        raise ValueError(f"k and max_decoded must be positive; received k={k}, max_decoded={max_decoded}")
+    indices = np.arange(len(x)) if indices is None else np.asarray(indices)
+    compute = _compiled_weights(model)
+    images_per_pass = max(1, max_decoded // k)
+    draws_per_pass = min(k, max_decoded)
+    for first in range(0, len(x), images_per_pass):
+        batch = np.asarray(x[first : first + images_per_pass], dtype=np.float32)
+        mu, log_var = (np.asarray(t) for t in model.encode(batch, training=False))
+        z_dim = mu.shape[1]
+        eps = np.stack([image_draws(seed, int(i), k, z_dim) for i in indices[first : first + len(batch)]])
+        weights = np.empty((len(batch), k), dtype=np.float64)
+        for start in range(0, k, draws_per_pass):
+            part = eps[:, start : start + draws_per_pass]
+            weights[:, start : start + part.shape[1]] = np.asarray(compute(batch, mu, log_var, part), dtype=np.float64)
+        yield first, weights
+
+
+def _compiled_weights(model):
+    """A compiled ``(x, mu, log_var, eps) -> (images, draws)`` of log importance weights, cached on the model."""
+    cached = getattr(model, "_vaelab_log_weights", None)
+    if cached is not None:
+        return cached
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def log_weights(x, mu, log_var, eps):
+        images, draws, z_dim = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
+        z = mu[:, None, :] + tf.exp(0.5 * log_var)[:, None, :] * eps  # (images, draws, z_dim)
+        logits = model.decode_logits(tf.reshape(z, (images * draws, z_dim)), training=False)
+        repeated = tf.repeat(x, draws, axis=0)  # image-major, like z
+        log_likelihood = tf.reshape(bernoulli_log_likelihood(repeated, logits), (images, draws))
+        # log N(z; 0, I) - log N(z; mu, diag(exp(log_var))); the log(2 pi) terms cancel.
+        log_prior_over_posterior = -0.5 * tf.reduce_sum(tf.square(z), -1) + 0.5 * tf.reduce_sum(
+            tf.square(eps) + log_var[:, None, :], -1
+        )
+        return log_likelihood + log_prior_over_posterior
+
+    # object.__setattr__: a Keras model would otherwise try to track the function as a layer attribute.
+    object.__setattr__(model, "_vaelab_log_weights", log_weights)
+    return log_weights

@@ -2,6 +2,11 @@
 
 Every function takes a batch and returns per-example values (or their batch means), computed with
 ``keras.ops`` so the same code runs inside ``train_step`` and on NumPy arrays in the evaluate stage.
+
+The reconstruction term compares images with what the decoder outputs *before* its sigmoid: pixel
+probabilities for "mse" (the chapter's squared error, computed on ``sigmoid(logits)``) and the logits
+themselves for "bce", whose Bernoulli cross-entropy is computed from logits so that it stays exact and
+finite when the sigmoid would round to 0 or 1.
 """
 
 from __future__ import annotations
@@ -9,9 +14,6 @@ from __future__ import annotations
 from keras import ops
 
 RECONSTRUCTION_KINDS = ("mse", "bce")
-
-# Keeps log(x_hat) and log(1 - x_hat) finite when the sigmoid saturates to exactly 0 or 1.
-_EPSILON = 1e-7
 
 
 def kl_divergence(mu, log_var):
@@ -21,39 +23,59 @@ def kl_divergence(mu, log_var):
     return -0.5 * ops.sum(1.0 + log_var - ops.square(mu) - ops.exp(log_var), axis=-1)
 
 
-def reconstruction_error(x, x_hat, kind: str):
-    """Per-example mean over pixels (and channels) of the squared error ("mse") or cross-entropy ("bce")."""
+def bernoulli_cross_entropy(x, logits):
+    """Per-pixel ``-log p(x | logits)`` of a Bernoulli with ``p = sigmoid(logits)``; ``x`` may be grey (in [0, 1]).
+
+    Written as ``max(l, 0) - x * l + log(1 + exp(-|l|))``, which equals ``-(x log p + (1 - x) log(1 - p))``
+    without evaluating a log of 0 or an exp that overflows, for any logit.
+    """
+    x = ops.convert_to_tensor(x, dtype="float32")
+    logits = ops.convert_to_tensor(logits, dtype="float32")
+    return ops.relu(logits) - x * logits + ops.log1p(ops.exp(-ops.abs(logits)))
+
+
+def reconstruction_error(x, logits, kind: str):
+    """Per-example mean over pixels (and channels) of the squared error ("mse") or cross-entropy ("bce").
+
+    ``logits`` are the decoder's outputs before its sigmoid (see :meth:`vaelab.model.VAE.decode_logits`).
+    """
     pixel_axes = tuple(range(1, len(ops.shape(x))))
-    return ops.mean(_pixel_errors(x, x_hat, kind), axis=pixel_axes)
+    return ops.mean(_pixel_errors(x, logits, kind), axis=pixel_axes)
 
 
-def vae_loss(x, x_hat, mu, log_var, r_loss_factor: float, kind: str):
-    """Batch means ``(total, reconstruction, kl)`` with ``total = r_loss_factor * reconstruction + kl``.
+def vae_loss(x, logits, mu, log_var, r_loss_factor: float, kind: str, kl_weight=1.0):
+    """Batch means ``(total, reconstruction, kl)`` with ``total = r_loss_factor * reconstruction + kl_weight * kl``.
 
     This is the loss the chapter's text describes: a per-pixel reconstruction error weighted by
     ``r_loss_factor`` plus the closed-form KL term. The book's notebook instead applied Keras'
-    ``KLDivergence`` loss to the images themselves and never used ``r_loss_factor``.
+    ``KLDivergence`` loss to the images themselves and never used ``r_loss_factor``. With "bce" and
+    ``r_loss_factor`` equal to the number of pixels (784 for MNIST), ``total`` is the negative ELBO.
+    ``kl_weight`` below 1 is KL warm-up; ``kl`` is reported unweighted.
     """
-    reconstruction = ops.mean(reconstruction_error(x, x_hat, kind))
+    reconstruction = ops.mean(reconstruction_error(x, logits, kind))
     kl = ops.mean(kl_divergence(mu, log_var))
-    return r_loss_factor * reconstruction + kl, reconstruction, kl
+    return r_loss_factor * reconstruction + kl_weight * kl, reconstruction, kl
 
 
-def bernoulli_negative_elbo(x, x_hat, mu, log_var):
+def bernoulli_log_likelihood(x, logits):
+    """``log p(x | z)`` under the Bernoulli decoder, summed over pixels: shape (batch,)."""
+    pixel_axes = tuple(range(1, len(ops.shape(x))))
+    return -ops.sum(bernoulli_cross_entropy(x, logits), axis=pixel_axes)
+
+
+def bernoulli_negative_elbo(x, logits, mu, log_var):
     """Per-example negative ELBO in nats under a Bernoulli decoder: cross-entropy summed over pixels + KL.
 
-    Unlike the weighted training loss this is comparable across models (an upper bound on -log p(x)).
+    Unlike the weighted training loss this is comparable across models (an upper bound on -log p(x)),
+    provided ``x`` is binary: on grey levels it is a cross-entropy, not the probability of any data.
     """
-    pixel_axes = tuple(range(1, len(ops.shape(x))))
-    return ops.sum(_pixel_errors(x, x_hat, "bce"), axis=pixel_axes) + kl_divergence(mu, log_var)
+    return -bernoulli_log_likelihood(x, logits) + kl_divergence(mu, log_var)
 
 
-def _pixel_errors(x, x_hat, kind: str):
-    x = ops.convert_to_tensor(x, dtype="float32")
-    x_hat = ops.convert_to_tensor(x_hat, dtype="float32")
+def _pixel_errors(x, logits, kind: str):
     if kind == "mse":
-        return ops.square(x - x_hat)
+        x = ops.convert_to_tensor(x, dtype="float32")
+        return ops.square(x - ops.sigmoid(ops.convert_to_tensor(logits, dtype="float32")))
     if kind == "bce":
-        p = ops.clip(x_hat, _EPSILON, 1.0 - _EPSILON)
-        return -(x * ops.log(p) + (1.0 - x) * ops.log(1.0 - p))
+        return bernoulli_cross_entropy(x, logits)
     raise ValueError(f"unknown reconstruction kind {kind!r}; allowed: {', '.join(RECONSTRUCTION_KINDS)}")

@@ -15,6 +15,8 @@ from vaelab.config import TrainSection
 from vaelab.errors import ConfigError
 from vaelab.losses import vae_loss
 
+DECODER_OUTPUT = "decoder_output"  # the decoder's final sigmoid layer
+
 
 @keras.saving.register_keras_serializable(package="vaelab")
 class Sampling(keras.layers.Layer):
@@ -64,6 +66,11 @@ class VAE(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        # Training sets this (train.kl_warmup_epochs x steps per epoch): the KL weight rises from 0 to 1 over
+        # that many optimizer steps. Read from the optimizer's step count, so a resumed training continues it.
+        self.kl_warmup_steps = 0
+        # A plain function, not a tracked sub-model, so the decoder's weights are not listed (or saved) twice.
+        self._decode_logits = _logits_function(decoder)
         # Encoder and decoder arrive built, so every weight exists; compile() can build the optimizer.
         self.built = True
 
@@ -75,6 +82,14 @@ class VAE(keras.Model):
         mu, log_var = self.encoder(x, training=training)
         return mu, log_var
 
+    def decode_logits(self, z, training=False):
+        """The decoder's outputs before its sigmoid: Bernoulli logits, ``decoder(z) == sigmoid(logits)``."""
+        if self._decode_logits is not None:
+            return self._decode_logits(z, training=training)
+        # A model saved before the decoder ended in a separate sigmoid layer: invert the clipped probabilities.
+        p = ops.clip(self.decoder(z, training=training), 1e-7, 1.0 - 1e-7)
+        return ops.log(p) - ops.log1p(-p)
+
     def call(self, x, training=False):
         mu, log_var = self.encoder(x, training=training)
         return self.decoder(self.sampling([mu, log_var]), training=training)
@@ -85,7 +100,7 @@ class VAE(keras.Model):
         # devices' gradients, so each contributes 1/replicas of the global batch's mean-loss gradient.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            total, reconstruction, kl = self._loss_terms(x, training=True)
+            total, reconstruction, kl = self._loss_terms(x, training=True, kl_weight=self._kl_weight())
             scaled = total / replicas if replicas > 1 else total
         gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
@@ -95,10 +110,16 @@ class VAE(keras.Model):
         # Sampling stays on: the validation loss estimates the same expectation as the training loss.
         return self._track(*self._loss_terms(_images(data), training=False))
 
-    def _loss_terms(self, x, training):
+    def _loss_terms(self, x, training, kl_weight=1.0):
         mu, log_var = self.encoder(x, training=training)
-        x_hat = self.decoder(self.sampling([mu, log_var]), training=training)
-        return vae_loss(x, x_hat, mu, log_var, self.r_loss_factor, self.reconstruction)
+        logits = self.decode_logits(self.sampling([mu, log_var]), training=training)
+        return vae_loss(x, logits, mu, log_var, self.r_loss_factor, self.reconstruction, kl_weight)
+
+    def _kl_weight(self):
+        if not self.kl_warmup_steps:
+            return 1.0
+        step = ops.cast(self.optimizer.iterations + 1, "float32")
+        return ops.minimum(1.0, step / float(self.kl_warmup_steps))
 
     def _track(self, total, reconstruction, kl):
         self.loss_tracker.update_state(total)
@@ -193,14 +214,21 @@ def _build_decoder(start_shape: tuple[int, int, int], train: TrainSection) -> ke
     x = keras.layers.Reshape(start_shape, name="decoder_reshape")(x)  # (batch, H/r, W/r, encoder_filters[-1])
     layers = list(zip(train.decoder_filters, train.decoder_kernels, train.decoder_strides, strict=True))
     for i, (filters, kernel, stride) in enumerate(layers):
-        last = i == len(layers) - 1
-        activation = "sigmoid" if last else None  # pixels in [0, 1], like the inputs
-        x = keras.layers.Conv2DTranspose(
-            filters, kernel, strides=stride, padding="same", activation=activation, name=f"decoder_conv_t_{i}"
-        )(x)
-        if not last:
+        x = keras.layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", name=f"decoder_conv_t_{i}")(x)
+        if i < len(layers) - 1:
             x = _after_conv(x, train, f"decoder_{i}")
+    # The sigmoid is its own layer so that its input, the Bernoulli logits, can be read (VAE.decode_logits).
+    x = keras.layers.Activation("sigmoid", name=DECODER_OUTPUT)(x)  # pixels in [0, 1], like the inputs
     return keras.Model(z, x, name="decoder")
+
+
+def _logits_function(decoder: keras.Model):
+    """``z -> logits`` over the decoder's layers up to its final sigmoid; None for a decoder without that layer."""
+    last = decoder.layers[-1]
+    if last.name != DECODER_OUTPUT:
+        return None
+    logits_model = keras.Model(decoder.input, last.input, name="decoder_logits")
+    return lambda z, training=False: logits_model(z, training=training)
 
 
 def _after_conv(x, train: TrainSection, prefix: str):

@@ -94,7 +94,7 @@ def vae_size(train: TrainSection, shape: tuple[int, int, int]) -> ModelSize:
             frozen += 2 * norm * filters
             outputs += [height * width * filters] * per_conv
         else:
-            outputs.append(height * width * filters)  # the sigmoid is part of the last layer
+            outputs.append(height * width * filters)  # the logits; training never applies the decoder's sigmoid
         channels = filters
     return ModelSize(trainable + frozen, trainable, tuple(outputs))
 

@@ -141,10 +141,11 @@ def _generator_metrics(model, splits, config: Config) -> dict[str, float]:
     import json
 
     from vaelab import likelihood, quality
+    from vaelab.metric_names import evaluate_nll_metric
 
     ev, seed = config.evaluate, config.base.seed
-    nll = likelihood.estimate_test_nll(model, splits.x_test, ev.nll_samples, ev.nll_images, seed, ev.batch_size)
-    metrics = {"test_nll_iwae_nats": nll}
+    nll = likelihood.estimate_nll(model, splits.x_test, ev.nll_samples, ev.nll_images, seed, ev.batch_size)
+    metrics = {evaluate_nll_metric(config): nll}
     judge = load_classifier(config, splits)
     if judge is not None:
         metrics.update(quality.sample_quality(judge, model, splits.x_test, ev.quality_samples, seed, ev.batch_size))

@@ -43,6 +43,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -52,7 +53,7 @@ from optuna.trial import TrialState
 from vaelab.config import Config
 from vaelab.errors import ConfigError, TrainingError, VaelabError
 from vaelab.sweep_objective import STATE_TAG, Objective, training_subset, trial_run_name
-from vaelab.sweep_report import FAIL_REASON_ATTR, OBJECTIVE_METRIC, SURPLUS_ATTR, log_finished_trial
+from vaelab.sweep_report import FAIL_REASON_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metric
 from vaelab.sweep_storage import (
     DEFAULT_STORAGE,
     GRACE_PERIOD,
@@ -83,6 +84,7 @@ __all__ = [
     "main",
     "make_pruner",
     "make_sampler",
+    "objective_metric",
     "open_storage",
     "open_study",
     "resolve_storage",
@@ -133,7 +135,7 @@ def run_worker(
             _within_budget(objective, n_trials),
             n_trials=1,
             catch=(TrainingError, SurplusTrial),
-            callbacks=[log_finished_trial],
+            callbacks=[partial(log_finished_trial, metric=objective_metric(config))],
         )
 
 
@@ -237,10 +239,11 @@ def run_sweep(
         elif missing > 0:
             _run_worker_processes(config, spec, min(workers, missing), **options)
         folder = Path(out_dir) / study_name
+        duration = time.time() - started
         summary = sweep_report.write_report(
-            study, folder, n_trials=n_trials, storage=tracking.redact_url(spec), duration_seconds=time.time() - started
+            study, folder, config, n_trials=n_trials, storage=tracking.redact_url(spec), duration_seconds=duration
         )
-        sweep_report.log_report(summary, folder)
+        sweep_report.log_report(summary, folder, config)
     if summary["best_value"] is None:
         raise TrainingError(f"no trial of study {study_name!r} completed ({summary['trials']}); see {folder / 'trials.csv'}")
     return summary
@@ -336,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         summary = run_sweep(config, workers=args.workers, storage=args.storage, study_name=args.study,
                             n_trials=args.n_trials, **timing)
-        print(f"Best trial {summary['best_trial']}: {OBJECTIVE_METRIC}={summary['best_value']:.4f}. "
+        print(f"Best trial {summary['best_trial']}: {objective_metric(config)}={summary['best_value']:.4f}. "
               f"Train it through the pipeline with:\n  {summary['command']}")
 
     sys.exit(run_guarded(action))

@@ -1,9 +1,20 @@
-"""One sweep trial: sample ``sweep.space``, train like the train stage, score by the validation -ELBO.
+"""One sweep trial: sample ``sweep.space``, train like the train stage, score by the validation NLL.
 
-Each trial trains ``sweep.epochs`` epochs on the first ``sweep.max_train`` training images and reports
-the validation negative ELBO in nats under a Bernoulli decoder (comparable across ``r_loss_factor``;
-lower is better) after every epoch, so a pruner can stop it early. The images stream from the processed
-shards batch by batch, so a worker's memory does not grow with ``sweep.max_train`` or the validation split.
+Each trial trains ``sweep.epochs`` epochs on the first ``sweep.max_train`` training images and, after every
+epoch (so a pruner can stop it early), reports the importance-sampled NLL of the validation split in nats, lower
+is better, named by :func:`vaelab.sweep_report.objective_metric` (e.g. ``val_nll_k100_grayscale_nats``).
+
+Why that figure: it is the one the evaluate stage reports on the test split, by the same
+:func:`vaelab.likelihood.estimate_nll` with the same settings (``evaluate.nll_samples`` draws per image on
+``evaluate.nll_images`` images chosen with ``base.seed``), so a sweep optimises what the winning run is judged
+by. The negative ELBO it replaced is a looser bound whose gap to the NLL (the KL from q(z|x) to the true
+posterior) differs from model to model, so it could rank trials differently. Like the ELBO, it ignores
+``r_loss_factor``, which only weights the training loss. Each image's draws are seeded by its index, so
+every epoch and every trial is scored with the same noise.
+
+The training images stream from the processed shards batch by batch, so a worker's memory does not grow with
+``sweep.max_train``. Of the validation split, only the ``evaluate.nll_images`` scored images are read each
+epoch (all of them, a batch at a time, when that is null or covers the split).
 
 Part of vaelab.sweep; Optuna, Keras and MLflow are imported inside the functions, so importing this module
 stays cheap.
@@ -19,7 +30,7 @@ from typing import TYPE_CHECKING
 from vaelab.config import Config
 from vaelab.data.shards import ShardedImages
 from vaelab.errors import ConfigError, DataError, TrainingError
-from vaelab.sweep_report import FAIL_REASON_ATTR, OBJECTIVE_METRIC
+from vaelab.sweep_report import FAIL_REASON_ATTR, objective_metric
 from vaelab.sweep_storage import WORKER_ATTR, worker_id
 
 if TYPE_CHECKING:
@@ -29,7 +40,7 @@ STATE_TAG = "optuna.state"
 
 
 class Objective:
-    """One trial: sample the space, train like the train stage on the capped data, return the validation -ELBO.
+    """One trial: sample the space, train like the train stage on the capped data, return the validation NLL.
 
     Holds the config and the splits (the first ``sweep.max_train`` training images and the whole
     validation split, left on disk when they are shards) for all trials of a worker.
@@ -42,6 +53,7 @@ class Objective:
         self.splits = training_subset(splits, config.sweep.max_train)
         self.parent_run_id = parent_run_id
         self.study_name = study_name or config.sweep.study_name
+        self.metric = objective_metric(config)  # sweep.space holds train.* keys only, so every trial's is the same
         self._check_space()
 
     def suggest(self, trial: optuna.Trial) -> dict[str, int | float]:
@@ -84,7 +96,7 @@ class Objective:
                     tracking.set_tags({STATE_TAG: "FAIL", "optuna.fail_reason": str(err)})
                     raise
                 else:
-                    tracking.log_metrics({f"final_{OBJECTIVE_METRIC}": value})
+                    tracking.log_metrics({f"final_{self.metric}": value})
                     tracking.set_tags({STATE_TAG: "COMPLETE"})
         finally:
             # Each trial builds a new model; without this, graphs and weights of every earlier one stay alive.
@@ -100,12 +112,12 @@ class Objective:
         from vaelab import tracking
         from vaelab.training import train
 
-        reporter = _validation_reporter(trial, self.splits.x_val, config.evaluate.batch_size, config.base.seed)
+        reporter = _validation_reporter(trial, self.splits.x_val, config)
         train(config, self.splits, callbacks=[reporter, tracking.MlflowEpochLogger()], verbose=0)
         if reporter.failure:
             raise TrainingError(reporter.failure)
         if reporter.pruned_after is not None:
-            raise optuna.TrialPruned(f"after epoch {reporter.pruned_after}: {OBJECTIVE_METRIC}={reporter.last_value:.4g}")
+            raise optuna.TrialPruned(f"after epoch {reporter.pruned_after}: {self.metric}={reporter.last_value:.4g}")
         return reporter.last_value
 
     def _check_space(self) -> None:
@@ -137,11 +149,14 @@ def trial_run_name(number: int, config: Config) -> str:
     return f"trial-{number}-z{train.z_dim}-r{train.r_loss_factor:.4g}-lr{train.learning_rate:.2g}"
 
 
-def _validation_reporter(trial: optuna.Trial, x_val, batch_size: int, seed: int):
-    """A Keras callback that reports the validation -ELBO to ``trial`` after each epoch and stops a pruned trial."""
+def _validation_reporter(trial: optuna.Trial, x_val, config: Config):
+    """A Keras callback that reports the validation NLL to ``trial`` after each epoch and stops a pruned trial."""
     import keras  # here, not at the top: `vaelab sweep --help` should not load TensorFlow
 
-    from vaelab.evaluation import mean_negative_elbo
+    from vaelab.likelihood import estimate_nll
+
+    metric = objective_metric(config)
+    evaluate = config.evaluate
 
     class ValidationReporter(keras.callbacks.Callback):
         def __init__(self):
@@ -153,15 +168,17 @@ def _validation_reporter(trial: optuna.Trial, x_val, batch_size: int, seed: int)
         def on_epoch_end(self, epoch, logs=None):
             if self.model.stop_training:  # training's NaN guard stopped it, and train() raises the error
                 return
-            # Reads x_val a batch at a time, so the validation split need not fit in memory.
-            value = mean_negative_elbo(self.model, x_val, batch_size, seed)
+            # The evaluate stage's call on the test split (vaelab.stages), here on the validation split.
+            value = estimate_nll(
+                self.model, x_val, evaluate.nll_samples, evaluate.nll_images, config.base.seed, evaluate.batch_size
+            )
             if not math.isfinite(value):
-                self.failure = f"{OBJECTIVE_METRIC} became {value} after epoch {epoch + 1}"
+                self.failure = f"{metric} became {value} after epoch {epoch + 1}"
                 self.model.stop_training = True
                 return
             self.last_value = value
             if logs is not None:
-                logs[OBJECTIVE_METRIC] = value  # the same dict goes on to MlflowEpochLogger
+                logs[metric] = value  # the same dict goes on to MlflowEpochLogger
             trial.report(value, epoch + 1)  # steps are 1-based epochs, like the MLflow metric steps
             if trial.should_prune():
                 self.pruned_after = epoch + 1

@@ -1,8 +1,8 @@
 """What a sweep leaves behind in ``sweeps/<study>/`` and on its MLflow parent run.
 
 - ``trials.csv``: Optuna's trials table (number, state, value, params, user attrs such as ``fail_reason``).
-- ``summary.json``: trials per state (and how many FAIL ones are surplus, never run), best value, best
-  parameters, the winner's ``dvc exp run`` command.
+- ``summary.json``: the objective (:func:`objective_metric` and what it measures), trials per state (and how
+  many FAIL ones are surplus, never run), best value, best parameters, the winner's ``dvc exp run`` command.
 - ``best_params.yaml``: the best trial's ``train.*`` values, for ``dvc exp run -S key=value``.
 - ``plots/*.png``: optimisation history, parameter importances, parallel coordinates, slices.
 
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import yaml
 
+from vaelab.config import Config
 from vaelab.io import atomic_path, ensure_dir, write_json
+from vaelab.metric_names import data_label, nll_metric
 
 log = logging.getLogger(__name__)
 
-OBJECTIVE_METRIC = "val_neg_elbo_nats"
 FAIL_REASON_ATTR = "fail_reason"  # trial user attr: why a trial failed
 SURPLUS_ATTR = "surplus"  # trial user attr: created after the budget was taken, so failed without running
 # Optuna's plot name -> complete trials it needs (importances compare trials, so one is not enough).
@@ -29,7 +30,24 @@ PLOTS = {"optimization_history": 1, "param_importances": 2, "parallel_coordinate
 PLOT_DPI = 100
 
 
-def write_report(study, folder: Path, *, n_trials: int, storage: str, duration_seconds: float) -> dict:
+def objective_metric(config: Config) -> str:
+    """The trials' value, e.g. ``val_nll_k100_grayscale_nats``: the evaluate stage's NLL, on the validation split."""
+    return nll_metric("val", config.evaluate.nll_samples, config.data.binarize)
+
+
+def objective_description(config: Config) -> str:
+    """:func:`objective_metric` with what it measures, for ``summary.json``."""
+    evaluate = config.evaluate
+    images = "all images" if evaluate.nll_images is None else f"a seeded subset of up to {evaluate.nll_images} images"
+    return (
+        f"{objective_metric(config)} (validation importance-sampled NLL, K={evaluate.nll_samples}, "
+        f"{data_label(config.data.binarize)} data, {images}; nats, lower is better)"
+    )
+
+
+def write_report(
+    study, folder: Path, config: Config, *, n_trials: int, storage: str, duration_seconds: float
+) -> dict:
     """Write the files above for ``study`` (whatever state its trials are in) and return the summary."""
     from optuna.trial import TrialState
 
@@ -41,11 +59,12 @@ def write_report(study, folder: Path, *, n_trials: int, storage: str, duration_s
     surplus = [trial for trial in trials if trial.state == TrialState.FAIL and trial.user_attrs.get(SURPLUS_ATTR)]
     best = min(complete, key=lambda trial: trial.value) if complete else None
     best_params = {f"train.{key}": value for key, value in best.params.items()} if best else {}
+    metric = objective_metric(config)
 
     with atomic_path(folder / "trials.csv") as tmp:
         study.trials_dataframe().to_csv(tmp, index=False)
     if best:
-        header = f"# best of study {study.study_name!r}: trial {best.number}, {OBJECTIVE_METRIC}={best.value:.6g}\n"
+        header = f"# best of study {study.study_name!r}: trial {best.number}, {metric}={best.value:.6g}\n"
         with atomic_path(folder / "best_params.yaml") as tmp:
             tmp.write_text(header + yaml.safe_dump(best_params, sort_keys=False), encoding="utf-8")
     else:
@@ -55,7 +74,7 @@ def write_report(study, folder: Path, *, n_trials: int, storage: str, duration_s
     summary = {
         "study": study.study_name,
         "storage": storage,
-        "objective": f"{OBJECTIVE_METRIC} (validation negative ELBO, Bernoulli decoder, nats; lower is better)",
+        "objective": objective_description(config),
         "n_trials_target": n_trials,
         "trials": counts,
         "surplus_trials": len(surplus),
@@ -76,12 +95,15 @@ def winner_command(best_params: dict) -> str:
     return "dvc exp run " + " ".join(f"-S {key}={_value_text(value)}" for key, value in best_params.items())
 
 
-def log_finished_trial(study, trial) -> None:
-    """One log line per finished trial: number, state, value (or why not) and parameters."""
+def log_finished_trial(study, trial, *, metric: str) -> None:
+    """One log line per finished trial: number, state, value (or why not) and parameters.
+
+    An Optuna callback once ``metric`` (:func:`objective_metric`) is bound, e.g. with functools.partial.
+    """
     from optuna.trial import TrialState
 
     if trial.state == TrialState.COMPLETE:
-        outcome = f"{OBJECTIVE_METRIC}={trial.value:.4f}"
+        outcome = f"{metric}={trial.value:.4f}"
     elif trial.state == TrialState.PRUNED:
         outcome = f"after epoch {trial.last_step}"
     else:
@@ -129,7 +151,7 @@ def write_plots(study, folder: Path) -> tuple[list[Path], dict[str, str]]:
     return written, skipped
 
 
-def log_report(summary: dict, folder: Path) -> None:
+def log_report(summary: dict, folder: Path, config: Config) -> None:
     """Best values, trial counts and the report files on the active (parent) MLflow run.
 
     The best parameters go in as metrics ``best.<key>``: MLflow params cannot change, and a resumed
@@ -140,7 +162,7 @@ def log_report(summary: dict, folder: Path) -> None:
     counts = summary["trials"]
     metrics = {f"trials_{state.lower()}": count for state, count in counts.items()}
     if summary["best_value"] is not None:
-        metrics[f"best_{OBJECTIVE_METRIC}"] = summary["best_value"]
+        metrics[f"best_{objective_metric(config)}"] = summary["best_value"]
         metrics.update({f"best.{key.removeprefix('train.')}": value for key, value in summary["best_params"].items()})
         tracking.set_tags({"best.trial_number": summary["best_trial"]})
     tracking.log_metrics(metrics, step=counts["COMPLETE"] + counts["PRUNED"])

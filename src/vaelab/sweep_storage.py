@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vaelab.config import Config
-from vaelab.errors import VaelabError
+from vaelab.errors import ConfigError, VaelabError
+from vaelab.sweep_report import objective_metric
 from vaelab.io import ensure_dir
 
 if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger(__name__)
+
+OBJECTIVE_ATTR = "objective"  # study user attr: the metric its trials are scored by, e.g. val_nll_k100_grayscale_nats
 
 DEFAULT_STORAGE = "sweeps/optuna.journal"
 STORAGE_ENV = "VAELAB_OPTUNA_STORAGE"
@@ -95,11 +98,31 @@ def open_study(config: Config, storage, study_name: str, worker_index: int = 0) 
     study = optuna.create_study(
         storage=storage, study_name=study_name, direction="minimize", pruner=make_pruner(config), load_if_exists=True
     )
+    _check_objective(study, objective_metric(config))
     # Seeded from base.seed and also from the trials so far and the worker: with base.seed alone, a resumed
     # study or a second worker would propose the very parameters already tried.
     entropy = [config.base.seed, len(study.get_trials(deepcopy=False)), worker_index]
     study.sampler = make_sampler(config, int(np.random.SeedSequence(entropy).generate_state(1)[0]))
     return study
+
+
+def _check_objective(study: optuna.Study, objective: str) -> None:
+    """Record what a new study's trials are scored by; refuse to add trials scored otherwise to an old one.
+
+    Values of different objectives (another K, binarized against grayscale data, the negative ELBO that
+    studies before this attribute were scored by) are not alike, and the sampler and pruner would compare them.
+    """
+    recorded = study.user_attrs.get(OBJECTIVE_ATTR)
+    if recorded == objective:
+        return
+    if recorded is None and not study.get_trials(deepcopy=False):
+        study.set_user_attr(OBJECTIVE_ATTR, objective)
+        return
+    earlier = recorded or "the validation negative ELBO (a study from before vaelab named its objective)"
+    raise ConfigError(
+        f"sweep.study_name {study.study_name!r}: its trials were scored by {earlier}, but these params score "
+        f"by {objective}; choose another sweep.study_name, or the evaluate.nll_samples and data.binarize it used"
+    )
 
 
 def worker_id() -> str:

@@ -96,6 +96,7 @@ def train(
             history, initial_epoch = [], 0
         # Set after compile() so a checkpoint loaded with its own compile settings gets it too.
         model.steps_per_execution = steps_per_execution
+        model.kl_warmup_steps = settings.kl_warmup_epochs * steps_per_epoch
     guard = _NonFiniteGuard()
     recorder = _EpochRecorder(history, guard)
     if checkpoint_dir is not None:
@@ -104,7 +105,13 @@ def train(
 
     with _without_remapper():
         model.fit(
-            _training_batches(splits.x_train, settings.batch_size, config.base.seed, skip=initial_epoch * steps_per_epoch),
+            _training_batches(
+                splits.x_train,
+                settings.batch_size,
+                config.base.seed,
+                skip=initial_epoch * steps_per_epoch,
+                binarize=config.data.binarize == "dynamic",
+            ),
             steps_per_epoch=steps_per_epoch,
             shuffle=False,  # the dataset shuffles itself, reproducibly
             epochs=settings.epochs,
@@ -286,12 +293,12 @@ def _fingerprint(config: Config, image_shape: tuple[int, ...]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _training_batches(x, batch_size: int, seed: int, skip: int):
+def _training_batches(x, batch_size: int, seed: int, skip: int, binarize: bool = False):
     from vaelab.data.shards import image_batches
 
     # One endless stream of per-epoch shuffles (batches never straddle two epochs); a resumed run skips
-    # the batches already trained on, so it sees the same order an uninterrupted run would.
-    return image_batches(x, batch_size, seed=seed, repeat=True, skip=skip)
+    # the batches already trained on, so it sees the same order (and dynamic bits) an uninterrupted run would.
+    return image_batches(x, batch_size, seed=seed, repeat=True, skip=skip, binarize_seed=seed if binarize else None)
 
 
 def _validation_batches(x, batch_size: int):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from vaelab import logs
 from vaelab.cli import TOOLS, run_guarded
@@ -29,10 +30,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _open(args: argparse.Namespace) -> None:
     from vaelab.config import load_config
 
-    experiment = args.experiment or load_config(args.params).base.experiment
+    # --experiment works without a params file; the file, when there, names the metrics the view shows.
+    config = load_config(args.params) if args.experiment is None or Path(args.params).is_file() else None
+    experiment = args.experiment or config.base.experiment
     # Only now: loading MLflow and Keras takes seconds, which a mistyped --params should not wait for.
     from vaelab.tracking.ui import run_mlflow_ui, training_view_address
 
-    print(f"open {training_view_address(experiment, args.host, args.port)}", flush=True)
+    print(f"open {training_view_address(experiment, args.host, args.port, config)}", flush=True)
     if not args.print_only:
         run_mlflow_ui(args.host, args.port)

@@ -18,6 +18,9 @@ counted in meta.json), so only train comes out smaller; decoding stops once trai
 run reads only the files it needs. Memory stays at one shard and one chunk of images, however large
 the folder.
 
+``data.binarize`` (registered datasets only) stores Bernoulli-sampled bits instead of grey levels for
+validation and test (``dynamic``) or every split (``fixed``); see :mod:`vaelab.data.binarize`.
+
 The same raw data, seed and settings always give byte-identical files.
 """
 
@@ -30,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vaelab.data.binarize import SEED as BINARIZATION_SEED
+from vaelab.data.binarize import binarize_raw, stored_splits
 from vaelab.data.processed import SPLITS, ProcessedWriter, write_splits
 from vaelab.data.raw import MANIFEST, load_raw, read_manifest
 from vaelab.data.sources import IMAGE_FOLDER
@@ -58,15 +63,21 @@ def preprocess(raw_dataset_dir: Path | str, out_dir: Path | str, data: DataSecti
     train_idx, val_idx = split_indices(len(raw["x_train"]), data.val_fraction, seed, data.max_train)
     n_test = len(raw["x_test"]) if data.max_test is None else min(data.max_test, len(raw["x_test"]))
 
+    stored = stored_splits(data.binarize)
+    train_source = binarize_raw(raw["x_train"], "train") if stored else raw["x_train"]
+    test_source = binarize_raw(raw["x_test"], "test") if stored else raw["x_test"]
     arrays = {
-        "x_train": raw["x_train"][train_idx],
+        # Under dynamic binarization the training images stay grey: their bits are drawn as they are read.
+        "x_train": (train_source if "train" in stored else raw["x_train"])[train_idx],
         "y_train": raw["y_train"][train_idx],
-        "x_val": raw["x_train"][val_idx],
+        "x_val": train_source[val_idx],
         "y_val": raw["y_train"][val_idx],
-        "x_test": raw["x_test"][:n_test],
+        "x_test": test_source[:n_test],
         "y_test": raw["y_test"][:n_test],
     }
     meta = _split_meta(data, manifest, seed)
+    if stored:
+        meta["binarize_seed"] = BINARIZATION_SEED
     return write_splits(out_dir, arrays, meta)
 
 
@@ -175,4 +186,5 @@ def _split_meta(data: DataSection, manifest: dict, seed: int) -> dict:
         "val_fraction": data.val_fraction,
         "max_train": data.max_train,
         "max_test": data.max_test,
+        "binarize": data.binarize,
     }

@@ -168,9 +168,12 @@ def check_made_from(out_dir: Path | str, settings: Mapping[str, tuple[str, Any]]
     """Refuse the folder if meta.json records other settings than ``settings`` (meta key -> (param, value)).
 
     A stage checks this first, so it never trains or reports on data under params that did not make it.
-    A setting meta.json does not record is not compared (hand-made test data records few).
+    A setting meta.json does not record is not compared (hand-made test data records few), except binarize,
+    which is "none" when unrecorded.
     """
-    meta = read_meta(out_dir)
+    # Data made before binarization existed records no binarize: it holds grey levels, which no run that
+    # reports binarized likelihoods may read.
+    meta = {"binarize": "none", **read_meta(out_dir)}
     differing = {name: wanted for name, wanted in settings.items() if name in meta and meta[name] != wanted[1]}
     if differing:
         held = ", ".join(f"{name}={meta[name]!r}" for name in differing)

@@ -262,7 +262,16 @@ class ShardedImages:
         return out
 
 
-def image_batches(x, batch_size: int, *, seed: int | None = None, repeat: bool = False, skip: int = 0, labels=None):
+def image_batches(
+    x,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+    repeat: bool = False,
+    skip: int = 0,
+    labels=None,
+    binarize_seed: int | None = None,
+):
     """A ``tf.data.Dataset`` of float32 image batches ``(batch, H, W, C)`` in [0, 1] from ``x``.
 
     ``x`` is :class:`ShardedImages` (read as uint8, converted per batch) or an in-memory float32 array.
@@ -270,6 +279,9 @@ def image_batches(x, batch_size: int, *, seed: int | None = None, repeat: bool =
     another without end, and no batch straddles two passes. ``skip`` drops that many batches at the start,
     without reading them: a resumed training sees exactly the batches an uninterrupted one would.
     With ``labels`` (an array of ``len(x)``), each element is an ``(images, labels)`` pair instead.
+    With ``binarize_seed``, every batch is binarized afresh (dynamic binarization, see
+    :mod:`vaelab.data.binarize`) with bits keyed by that seed and the batch's step number, counted from
+    the first batch of the first pass: skipped batches keep their numbers, so a resumed run draws the same bits.
     """
     import tensorflow as tf
 
@@ -291,13 +303,17 @@ def image_batches(x, batch_size: int, *, seed: int | None = None, repeat: bool =
     batches = batches.batch(batch_size)
     if repeat:
         batches = batches.repeat()
+    batches = batches.enumerate()  # (step, rows): the step keys a batch's dynamic bits
     if skip:
         batches = batches.skip(skip)
 
-    def load(rows):
+    def load(step, rows):
         images = tf.numpy_function(read, [rows], dtype, stateful=False)
         images.set_shape((None, *image_shape))
         images = tf.cast(images, tf.float32) / 255.0 if dtype == tf.uint8 else images
+        if binarize_seed is not None:
+            uniforms = tf.random.stateless_uniform(tf.shape(images), seed=tf.stack([tf.constant(binarize_seed, tf.int64), step]))
+            images = tf.cast(uniforms < images, tf.float32)
         return images if labels is None else (images, tf.gather(labels, rows))
 
     # deterministic=True: batches are read in parallel but delivered in order, so runs stay reproducible.

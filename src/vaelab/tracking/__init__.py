@@ -215,7 +215,7 @@ def _open_run(
     if run_id is not None:
         run = _resume(run_id, uri, nested, system_metrics)
     else:
-        experiment_id = _experiment_id(config.base.experiment, uri)
+        experiment_id = _experiment_id(config.base.experiment, uri, config)
         run = mlflow.start_run(
             experiment_id=experiment_id, run_name=name, nested=nested, tags=_new_run_tags(tags),
             log_system_metrics=system_metrics,
@@ -407,13 +407,14 @@ def _is_transient(err: BaseException | None) -> bool:
     return False
 
 
-def _experiment_id(name: str, uri: str) -> str:
-    """The experiment's id, created if missing, with the UI view that shows its training runs (see :mod:`.ui`)."""
-    from vaelab.tracking.ui import configure_experiment_view  # ui imports this module
+def _experiment_id(name: str, uri: str, config: Config | None = None) -> str:
+    """The experiment's id, created if missing, with the UI view that shows its training runs (see :mod:`.ui`);
+    the view's metric columns are ``config``'s headline metrics (params.yaml's defaults if None)."""
+    from vaelab.tracking.ui import configure_experiment_view, headline_metrics  # ui imports this module
 
     client = MlflowClient(uri)
     experiment_id = _find_or_create_experiment(client, name, uri)
-    configure_experiment_view(client, experiment_id)
+    configure_experiment_view(client, experiment_id, headline_metrics(config or Config()))
     fail_orphaned_runs(client, experiment_id)
     return experiment_id
 

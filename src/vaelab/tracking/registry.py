@@ -1,8 +1,10 @@
 """Every evaluated model becomes a version of one registered model; the alias ``best`` names the lowest test NLL.
 
-The registered model is named after the MLflow experiment and the dataset (:func:`registered_model_name`).
-Each version carries, as tags, the test NLL it was judged by, the run name and the NLL estimate's settings,
-so anyone can check in the MLflow UI why ``best`` points where it does. Load the winner anywhere with
+The registered model is named after the MLflow experiment and the dataset, binarized or not
+(:func:`registered_model_name`). Each version carries, as tags, the test NLL it was judged by and that
+metric's name (which states K and the data, see vaelab.metric_names), the run name and the NLL estimate's
+settings, so anyone can check in the MLflow UI why ``best`` points where it does. Only versions judged by
+the same metric as the newest one are compared: an NLL with another K is not alike. Load the winner anywhere with
 ``mlflow.pyfunc.load_model("models:/<name>@best")``.
 """
 
@@ -23,14 +25,20 @@ from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from vaelab.config import Config
 from vaelab.errors import VaelabError
+from vaelab.metric_names import data_label, evaluate_nll_metric
 from vaelab.tracking import MODEL_NAME, redact_url, tracking_uri, with_retries
 
 log = logging.getLogger(__name__)
 
 BEST_ALIAS = "best"
-NLL_KEY = "test_nll_iwae_nats"  # the metric, and the version tag holding it
+NLL_TAG = "test_nll_nats"  # the version tag holding the NLL the version was judged by
+METRIC_TAG = "nll_metric"  # ... and the name of that metric, e.g. test_nll_k100_binarized_nats
 RUN_NAME_TAG = "run_name"
-DESCRIPTION = f"Every evaluated vaelab model. Alias {BEST_ALIAS!r}: the version whose tag {NLL_KEY} is lowest."
+BINARIZED_SUFFIX = "-binarized"
+DESCRIPTION = (
+    f"Every evaluated vaelab model. Alias {BEST_ALIAS!r}: the lowest tag {NLL_TAG} among the versions whose "
+    f"tag {METRIC_TAG} equals the newest version's."
+)
 # Enough for any realistic number of evaluations finishing together; see point_best_alias.
 MAX_ALIAS_ROUNDS = 10
 # What a store says when it has no model registry: an unknown registry scheme (FEATURE_DISABLED), the
@@ -68,17 +76,18 @@ class Registration:
         )
 
 
-def registered_model_name(experiment: str, dataset: str) -> str:
-    """``<experiment>-<dataset>``, or the experiment alone when it already ends with ``-<dataset>``.
+def registered_model_name(experiment: str, dataset: str, binarize: str = "none") -> str:
+    """``<experiment>-<dataset>``, or the experiment alone when it already ends with ``-<dataset>``; then
+    ``-binarized`` for models of binarized data, whose likelihoods are not comparable with grayscale ones.
 
-    ``vaelab-mnist`` + ``mnist`` -> ``vaelab-mnist``; ``vaelab`` + ``fashion_mnist`` -> ``vaelab-fashion_mnist``.
+    ``vaelab-mnist`` + ``mnist`` -> ``vaelab-mnist``; ``vaelab`` + ``fashion_mnist`` -> ``vaelab-fashion_mnist``;
+    ``vaelab-mnist`` + ``mnist``, binarized -> ``vaelab-mnist-binarized``.
     Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``-``: MLflow refuses ``/`` and ``:``,
     and a quote would break the filter strings this module searches versions with.
     """
     experiment, dataset = _name_part(experiment), _name_part(dataset)
-    if experiment == dataset or experiment.endswith(f"-{dataset}"):
-        return experiment
-    return f"{experiment}-{dataset}"
+    name = experiment if experiment == dataset or experiment.endswith(f"-{dataset}") else f"{experiment}-{dataset}"
+    return name if data_label(binarize) == "grayscale" else name + BINARIZED_SUFFIX
 
 
 def register_evaluated_model(run_id: str, config: Config, metrics: dict[str, float]) -> Registration:
@@ -90,21 +99,23 @@ def register_evaluated_model(run_id: str, config: Config, metrics: dict[str, flo
     """
     uri = tracking_uri()
     client = MlflowClient(uri)
-    name = registered_model_name(config.base.experiment, config.data.dataset)
+    name = registered_model_name(config.base.experiment, config.data.dataset, config.data.binarize)
     _ensure_registered_model(client, name, uri)
     run = with_retries(lambda: client.get_run(run_id))
     model = _logged_model(client, run)
-    nll = float(metrics[NLL_KEY])
-    version = _create_version(client, name, model, run, _version_tags(run, config, nll))
+    metric = evaluate_nll_metric(config)
+    nll = float(metrics[metric])
+    version = _create_version(client, name, model, run, _version_tags(run, config, metric, nll))
     _link_logged_model(client, model, name, version)
-    before, after, scores = point_best_alias(client, name)
+    before, after, scores = point_best_alias(client, name, metric)
     registration = Registration(name, version, nll, after, scores.get(after), before, scores.get(before))
     log.info("%s", registration.summary())
     return registration
 
 
-def point_best_alias(client: MlflowClient, name: str) -> tuple[int | None, int | None, dict[int, float]]:
-    """Move ``best`` to the lowest-NLL version of ``name`` unless it is already on one; (before, after, NLLs).
+def point_best_alias(client: MlflowClient, name: str, metric: str) -> tuple[int | None, int | None, dict[int, float]]:
+    """Move ``best`` to the lowest-NLL version of ``name`` judged by ``metric`` unless it is already on one;
+    (before, after, NLLs of those versions).
 
     Two evaluations may finish at once against one store, and the registry has no compare-and-set. So
     each caller registers its version (NLL tag included) first, then repeats "read the alias, list every
@@ -118,7 +129,7 @@ def point_best_alias(client: MlflowClient, name: str) -> tuple[int | None, int |
     before = current = _alias_target(client, name)
     scores: dict[int, float] = {}
     for _ in range(MAX_ALIAS_ROUNDS):
-        scores = recorded_nlls(client, name)
+        scores = recorded_nlls(client, name, metric)
         best = _argmin(scores)
         if best is None or (current in scores and scores[current] <= scores[best]):
             return before, current, scores
@@ -152,14 +163,15 @@ def _lost_alias_race(err: BaseException) -> bool:
     return False
 
 
-def recorded_nlls(client: MlflowClient, name: str) -> dict[int, float]:
-    """Version number -> the finite NLL in its tag, for every live version of ``name`` (others are no candidates)."""
+def recorded_nlls(client: MlflowClient, name: str, metric: str) -> dict[int, float]:
+    """Version number -> the finite NLL in its tag, for every live version of ``name`` judged by ``metric``
+    (others are no candidates)."""
     scores, token = {}, None
     while True:
         page = with_retries(lambda: client.search_model_versions(f"name = '{name}'", page_token=token))
         for version in page:
-            nll = _finite_float(version.tags.get(NLL_KEY))
-            if nll is not None:
+            nll = _finite_float(version.tags.get(NLL_TAG))
+            if nll is not None and version.tags.get(METRIC_TAG) == metric:
                 scores[int(version.version)] = nll
         token = page.token
         if not token:
@@ -206,11 +218,12 @@ def _logged_model(client: MlflowClient, run: Run) -> LoggedModel:
     return ready[0]
 
 
-def _version_tags(run: Run, config: Config, nll: float) -> dict[str, str]:
+def _version_tags(run: Run, config: Config, metric: str, nll: float) -> dict[str, str]:
     # repr: the shortest text that reads back as exactly this float, so the alias compares what was measured.
     # The estimate's settings are kept because NLLs from different K or test subsets are not alike.
     return {
-        NLL_KEY: repr(nll),
+        NLL_TAG: repr(nll),
+        METRIC_TAG: metric,
         RUN_NAME_TAG: run.info.run_name or run.info.run_id,
         "evaluate.nll_samples": str(config.evaluate.nll_samples),
         "evaluate.nll_images": "all" if config.evaluate.nll_images is None else str(config.evaluate.nll_images),

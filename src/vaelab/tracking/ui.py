@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -27,7 +27,9 @@ from urllib.parse import urlencode
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from vaelab.config import Config
 from vaelab.errors import VaelabError
+from vaelab.metric_names import evaluate_neg_elbo_metric, evaluate_nll_metric
 from vaelab.tracking import _experiment_id, redact_url, tracking_uri, with_retries
 
 log = logging.getLogger(__name__)
@@ -42,35 +44,40 @@ VIEW_NAME = "Training runs (vaelab)"
 WORKFLOW_PARAM = ("workflowType", "machine_learning")
 VIEW_PARAM = "viewStateShareKey"
 
-HEADLINE_METRICS = ("test_neg_elbo_nats", "test_nll_iwae_nats", "sample_fid_classifier")
 # The train.* keys of params.yaml's `sweep.space`: what tells one run of the experiment from another.
 SWEPT_PARAMS = ("train.z_dim", "train.r_loss_factor", "train.learning_rate")
 
 
-def view_columns() -> list[str]:
+def headline_metrics(config: Config) -> tuple[str, ...]:
+    """The metrics the view shows: negative ELBO and NLL under their names for ``config`` (K, data), sample FID."""
+    return (evaluate_neg_elbo_metric(config), evaluate_nll_metric(config), "sample_fid_classifier")
+
+
+def view_columns(metrics: Sequence[str]) -> list[str]:
     """The runs table's column ids, as in the grid's ``col-id`` attributes (metrics.`name`, params.`name`).
 
     The page's own Dataset column is left out: at its fixed width it pushes the swept params off a laptop's
     screen (the view's column widths are not applied). The runs still carry their datasets: the Datasets filter
     above the table and each run's Datasets panel show them, and Columns > Dataset brings the column back.
     """
-    return [f"metrics.`{name}`" for name in HEADLINE_METRICS] + [f"params.`{name}`" for name in SWEPT_PARAMS]
+    return [f"metrics.`{name}`" for name in metrics] + [f"params.`{name}`" for name in SWEPT_PARAMS]
 
 
-def view_state() -> dict[str, Any]:
+def view_state(metrics: Sequence[str]) -> dict[str, Any]:
     """The part of the runs page's state the view sets; the page fills the rest with its defaults."""
-    return {"selectedColumns": view_columns()}
+    return {"selectedColumns": view_columns(metrics)}
 
 
-def configure_experiment_view(client: MlflowClient, experiment_id: str) -> None:
-    """Tag the experiment as model training and give it the training-runs view; writes only what differs.
+def configure_experiment_view(client: MlflowClient, experiment_id: str, metrics: Sequence[str]) -> None:
+    """Tag the experiment as model training and give it the training-runs view showing ``metrics``; writes
+    only what differs (so the view follows the metric names of the latest run's settings).
 
     A store that refuses the tags (a server without write access to experiments) gets a warning: the
     view is a convenience, and the training that asked for the experiment goes on.
     """
     try:
         tags = with_retries(lambda: client.get_experiment(experiment_id)).tags
-        for key, value in _missing_tags(tags).items():
+        for key, value in _missing_tags(tags, metrics).items():
             with_retries(lambda: client.set_experiment_tag(experiment_id, key, value))
     except MlflowException as err:
         reason = redact_url(str(err).strip().splitlines()[0][:200]) if str(err).strip() else type(err).__name__
@@ -83,22 +90,22 @@ def experiment_address(base_url: str, experiment_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
-def _missing_tags(tags: Mapping[str, str]) -> dict[str, str]:
+def _missing_tags(tags: Mapping[str, str], metrics: Sequence[str]) -> dict[str, str]:
     missing = {}
     if tags.get(KIND_TAG) != TRAINING_KIND:
         missing[KIND_TAG] = TRAINING_KIND
     saved = _saved_view(tags.get(VIEW_TAG))
-    if saved is None or saved.get("name") != VIEW_NAME or _state_of(saved) != view_state():
+    if saved is None or saved.get("name") != VIEW_NAME or _state_of(saved) != view_state(metrics):
         created = saved.get("createdAt") if saved else None
-        missing[VIEW_TAG] = _view_envelope(created if isinstance(created, int) else None)
+        missing[VIEW_TAG] = _view_envelope(created if isinstance(created, int) else None, metrics)
     return missing
 
 
-def _view_envelope(created_ms: int | None) -> str:
+def _view_envelope(created_ms: int | None, metrics: Sequence[str]) -> str:
     now = int(time.time() * 1000)
     # The page's own writer deflates `state`; its reader takes plain JSON as well, which stays readable in the tag.
     return json.dumps(
-        {"name": VIEW_NAME, "createdAt": created_ms or now, "updatedAt": now, "state": json.dumps(view_state())}
+        {"name": VIEW_NAME, "createdAt": created_ms or now, "updatedAt": now, "state": json.dumps(view_state(metrics))}
     )
 
 
@@ -120,13 +127,13 @@ def _state_of(saved: Mapping[str, Any]) -> Any:
 # --- `vaelab ui` (see vaelab.ui_command) ---
 
 
-def training_view_address(experiment: str, host: str, port: int) -> str:
+def training_view_address(experiment: str, host: str, port: int, config: Config | None = None) -> str:
     """The address of ``experiment``'s training view in the current store, created with its view if missing.
 
     ``host`` and ``port`` are where ``mlflow ui`` serves a database; a tracking server's address is its own.
     """
     uri = tracking_uri()
-    experiment_id = _experiment_id(experiment, uri)  # with its view
+    experiment_id = _experiment_id(experiment, uri, config)  # with its view
     base_url = redact_url(uri) if _is_server(uri) else f"http://{_url_host(host)}:{port}"
     return experiment_address(base_url, experiment_id)
 

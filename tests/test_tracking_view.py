@@ -1,0 +1,30 @@
+"""The saved runs-table view shows the headline metrics under the names the latest stage's params give them."""
+
+from __future__ import annotations
+
+import json
+
+from mlflow.tracking import MlflowClient
+
+from vaelab.config import Config
+from vaelab.tracking import _experiment_id
+from vaelab.tracking.ui import VIEW_TAG
+
+
+def _selected_columns(client: MlflowClient, experiment_id: str) -> list[str]:
+    saved = json.loads(client.get_experiment(experiment_id).tags[VIEW_TAG])
+    return json.loads(saved["state"])["selectedColumns"]
+
+
+def test_the_view_follows_the_metric_names_of_the_params(mlflow_uri: str) -> None:
+    client = MlflowClient(mlflow_uri)
+    binarized = Config().with_overrides({"data.binarize": "dynamic", "evaluate.nll_samples": 1000})
+    experiment_id = _experiment_id("view-test", mlflow_uri, binarized)
+    swept = ["params.`train.z_dim`", "params.`train.r_loss_factor`", "params.`train.learning_rate`"]
+    assert _selected_columns(client, experiment_id) == [
+        "metrics.`test_neg_elbo_k1_binarized_nats`", "metrics.`test_nll_k1000_binarized_nats`", "metrics.`sample_fid_classifier`", *swept
+    ]
+    assert _experiment_id("view-test", mlflow_uri) == experiment_id  # no params: params.yaml's defaults
+    assert _selected_columns(client, experiment_id) == [
+        "metrics.`test_neg_elbo_k1_grayscale_nats`", "metrics.`test_nll_k100_grayscale_nats`", "metrics.`sample_fid_classifier`", *swept
+    ]
