@@ -140,3 +140,33 @@ def test_sample_quality_tells_full_coverage_from_collapse(judge) -> None:
     assert covering["sample_confidence"] > 0.9
     assert collapsed["sample_fid_classifier"] > 2 * covering["sample_fid_classifier"]
     assert sample_quality(judge, _BarDecoder(prototypes, collapse=False), x_real, 600, seed=0) == covering
+
+
+class _SeeingClassifier:
+    """A stand-in judge that records the images it is shown and gives fixed features and probabilities."""
+
+    def __init__(self):
+        self.shown: list[np.ndarray] = []
+
+    def __call__(self, images, training=False):
+        images = np.asarray(images)
+        self.shown.append(images)
+        return [images.reshape(len(images), -1)[:, :3].astype("float32"), np.full((len(images), 3), 1 / 3, "float32")]
+
+
+def test_a_model_of_binarized_data_is_judged_on_its_own_draws_of_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vaelab.classifier as classifier
+
+    seen = _SeeingClassifier()
+    monkeypatch.setattr(classifier, "features_and_probabilities", lambda model, x, batch_size=1000: tuple(model(x)))
+    grey = np.full((3, 28, 28, 1), 0.25, dtype="float32")
+    real = (np.random.default_rng(0).uniform(size=(50, 28, 28, 1)) < 0.25).astype("float32")
+
+    sample_quality(seen, _BarDecoder(grey, collapse=False), real, 40, seed=0, batch_size=16, binary=True)
+    samples = np.concatenate(seen.shown[:-1])  # the last call shows the real images
+    assert samples.shape == (40, 28, 28, 1) and set(np.unique(samples)) == {0.0, 1.0}
+    assert samples.mean() == pytest.approx(0.25, abs=0.01)  # bits drawn with the decoded probability
+
+    seen.shown.clear()
+    sample_quality(seen, _BarDecoder(grey, collapse=False), real, 40, seed=0, batch_size=16)
+    np.testing.assert_array_equal(np.concatenate(seen.shown[:-1]), np.full((40, 28, 28, 1), 0.25, "float32"))

@@ -37,10 +37,14 @@ def build_classifier(image_shape: tuple[int, int, int], n_classes: int, settings
     return keras.Model(images, probabilities, name="classifier")
 
 
-def train_classifier(splits, settings: ClassifierSection, seed: int, verbose: str | int = "auto") -> keras.Model:
+def train_classifier(
+    splits, settings: ClassifierSection, seed: int, verbose: str | int = "auto", binarize_seed: int | None = None
+) -> keras.Model:
     """Fit a new classifier on ``splits.x_train`` / ``y_train``, validating on ``x_val`` after every epoch.
 
-    Images stream from disk batch by batch (``image_batches``), reshuffled with ``seed`` every epoch.
+    Images stream from disk batch by batch (``image_batches``), reshuffled with ``seed`` every epoch. With
+    ``binarize_seed`` the training images are binarized afresh as they are read (data.binarize dynamic): the
+    classifier then learns the binary images it will judge, not the grey ones stored for the VAE to binarize.
     """
     from vaelab.data.shards import image_batches
 
@@ -54,7 +58,7 @@ def train_classifier(splits, settings: ClassifierSection, seed: int, verbose: st
     batch = settings.batch_size
     validation = image_batches(splits.x_val, batch, labels=splits.y_val) if len(splits.x_val) else None
     model.fit(
-        image_batches(splits.x_train, batch, seed=seed, labels=splits.y_train),
+        image_batches(splits.x_train, batch, seed=seed, labels=splits.y_train, binarize_seed=binarize_seed),
         epochs=settings.epochs,
         validation_data=validation,
         shuffle=False,  # the dataset reshuffles itself, seeded

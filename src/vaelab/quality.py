@@ -64,22 +64,27 @@ def label_entropy_bits(probabilities: np.ndarray) -> float:
 
 
 def sample_quality(
-    classifier, vae, real_images: np.ndarray, n_samples: int, seed: int, batch_size: int = 1000
+    classifier, vae, real_images: np.ndarray, n_samples: int, seed: int, batch_size: int = 1000, binary: bool = False
 ) -> dict[str, float]:
     """``sample_fid_classifier``, ``sample_confidence`` and ``sample_label_entropy_bits`` of ``n_samples``
     images decoded from the prior, against ``real_images`` (the test set).
 
     The latent points are those of ``evaluation.sample_prior`` with the same seed (the first ones are the
     samples picture). Samples are decoded and scored a batch at a time, so only their features are kept.
+    With ``binary`` (a model of binarized data, whose test images are bits), each sample is the model's own
+    draw of bits from the decoded pixel probabilities, seeded, so that like is compared with like.
     """
     from vaelab.classifier import features_and_probabilities
     from vaelab.evaluation import latent_dim
 
     z = np.random.default_rng(seed).standard_normal((n_samples, latent_dim(vae))).astype("float32")
-    scored = [
-        features_and_probabilities(classifier, vae.decoder(z[start : start + batch_size], training=False), batch_size)
-        for start in range(0, n_samples, batch_size)
-    ]
+    bits = np.random.default_rng([seed, 1])  # its own stream: the latent points stay those of sample_prior
+
+    def samples(start: int) -> np.ndarray:
+        probabilities = np.asarray(vae.decoder(z[start : start + batch_size], training=False))
+        return (bits.random(probabilities.shape) < probabilities).astype(np.float32) if binary else probabilities
+
+    scored = [features_and_probabilities(classifier, samples(start), batch_size) for start in range(0, n_samples, batch_size)]
     sample_features = np.concatenate([features for features, _ in scored])
     sample_probabilities = np.concatenate([probabilities for _, probabilities in scored])
     real_features, _ = features_and_probabilities(classifier, real_images, batch_size)

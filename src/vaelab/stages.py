@@ -106,7 +106,10 @@ def run_classifier(config: Config) -> dict[str, float]:
         write_json(config.paths.classifier_metrics, {})
         log.info("no classifier trained: %s has no class labels", config.data.dataset)
         return {}
-    model = classifier.train_classifier(splits, config.classifier, config.base.seed, verbose=2)
+    dynamic = config.data.binarize == "dynamic"
+    model = classifier.train_classifier(
+        splits, config.classifier, config.base.seed, verbose=2, binarize_seed=config.base.seed if dynamic else None
+    )
     metrics = {"classifier_test_accuracy": classifier.accuracy(model, splits.x_test, splits.y_test)}
     log.info("classifier test accuracy: %.4f", metrics["classifier_test_accuracy"])
     with atomic_path(folder / CLASSIFIER_FILE) as tmp:
@@ -148,7 +151,10 @@ def _generator_metrics(model, splits, config: Config) -> dict[str, float]:
     metrics = {evaluate_nll_metric(config): nll}
     judge = load_classifier(config, splits)
     if judge is not None:
-        metrics.update(quality.sample_quality(judge, model, splits.x_test, ev.quality_samples, seed, ev.batch_size))
+        binary = config.data.binarize != "none"
+        metrics.update(
+            quality.sample_quality(judge, model, splits.x_test, ev.quality_samples, seed, ev.batch_size, binary=binary)
+        )
         accuracy_file = config.paths.classifier_metrics
         recorded = json.loads(accuracy_file.read_text(encoding="utf-8")) if accuracy_file.exists() else {}
         if "classifier_test_accuracy" in recorded:
