@@ -180,10 +180,9 @@ class _Progress:
 
 
 def _identity(model_path: Path, k: int, seed: int, indices: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    with open(model_path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    from vaelab.data.raw import sha256_file
+
+    digest = hashlib.sha256(sha256_file(model_path).encode())
     digest.update(json.dumps({"k": k, "seed": seed}).encode())
     digest.update(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
     return digest.hexdigest()
