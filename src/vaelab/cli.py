@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -66,19 +67,58 @@ def run_guarded(action: Callable[[], object]) -> int:
 
 def stage_main(stage: str, argv: Sequence[str] | None = None) -> None:
     """Entry point of pipeline/<stage>.py: parse --params/--set, load the config, run the stage."""
-    function_name, summary = STAGES[stage]
-    parser = argparse.ArgumentParser(prog=f"pipeline/{stage}.py", description=summary)
-    add_config_arguments(parser)
-    parser.add_argument("-v", "--verbose", action="store_true", help="prefix log lines with level and module")
+    args = _stage_parser(stage).parse_args(argv)
+    logs.configure(verbose=args.verbose)
+    sys.exit(run_guarded(lambda: _run_stage(stage, config_from_args(args))))
+
+
+def train_main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of pipeline/train.py: the train stage, on ``--workers N`` processes of this machine if asked."""
+    parser = _stage_parser("train")
+    parser.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N",
+        help="train on N processes of this machine as one TensorFlow cluster (MultiWorkerMirroredStrategy on "
+        "127.0.0.1 ports; the global batch stays train.batch_size); for several machines see the README (default: 1)",
+    )
     args = parser.parse_args(argv)
     logs.configure(verbose=args.verbose)
+    if args.workers == 1:
+        sys.exit(run_guarded(lambda: _run_stage("train", config_from_args(args))))
+    exit_codes: list[int] = []
+    failed = run_guarded(lambda: exit_codes.append(_launch_workers(config_from_args(args), args)))
+    sys.exit(failed or exit_codes[0])
 
-    def action() -> None:
-        config = config_from_args(args)
-        stage_function = getattr(importlib.import_module("vaelab.stages"), function_name)
-        stage_function(config)
 
-    sys.exit(run_guarded(action))
+def _stage_parser(stage: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"pipeline/{stage}.py", description=STAGES[stage][1])
+    add_config_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="store_true", help="prefix log lines with level and module")
+    return parser
+
+
+def _run_stage(stage: str, config: Config) -> None:
+    getattr(importlib.import_module("vaelab.stages"), STAGES[stage][0])(config)
+
+
+def _launch_workers(config: Config, args: argparse.Namespace) -> int:
+    from vaelab.workers import launch_training
+
+    if os.environ.get("TF_CONFIG"):
+        raise ConfigError("--workers starts its own cluster on this machine, but TF_CONFIG is set: unset TF_CONFIG or drop --workers")
+    stage_args = ["--params", args.params, *(item for override in args.overrides for item in ("--set", override))]
+    return launch_training(config, args.workers, [*stage_args, *(["--verbose"] if args.verbose else [])])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    # Each worker is a whole TensorFlow process; beyond a few per core they only crowd each other out.
+    most = 4 * (os.cpu_count() or 1)
+    if not 1 <= value <= most:
+        raise argparse.ArgumentTypeError(f"expected a whole number of workers from 1 to {most} (4 per CPU core here), got {text!r}")
+    return value
 
 
 COMPARE_HELP = "chosen metrics of an experiment's MLflow runs side by side: a table, compare.png and compare.html"
@@ -138,6 +178,9 @@ TOOLS: dict[str, tuple[str, str]] = {
 def main(argv: Sequence[str] | None = None) -> None:
     """`vaelab COMMAND ...`; `vaelab COMMAND --help` for each."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        train_main(argv[1:])
+        return
     if argv and argv[0] in STAGES:
         stage_main(argv[0], argv[1:])
         return

@@ -23,3 +23,9 @@ class TrainingError(VaelabError):
 
 class InputMismatchError(DataError):
     """A stage's input was made from other params than the ones it was given (remake it with the stage named)."""
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), or its type's name if it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else type(err).__name__

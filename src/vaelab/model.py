@@ -69,6 +69,10 @@ class VAE(keras.Model):
         # Training sets this (train.kl_warmup_epochs x steps per epoch): the KL weight rises from 0 to 1 over
         # that many optimizer steps. Read from the optimizer's step count, so a resumed training continues it.
         self.kl_warmup_steps = 0
+        # Keras 3 averages a step's logs over several workers with strategy.reduce(MEAN, axis=0), which fails
+        # on scalars (tensorflow/tensorflow#72388); training sets this under MultiWorkerMirroredStrategy so
+        # each replica returns its logs as shape (1,), which that reduce turns into the workers' mean.
+        self.logs_as_vectors = False
         # A plain function, not a tracked sub-model, so the decoder's weights are not listed (or saved) twice.
         self._decode_logits = _logits_function(decoder)
         # Encoder and decoder arrive built, so every weight exists; compile() can build the optimizer.
@@ -125,6 +129,8 @@ class VAE(keras.Model):
         self.loss_tracker.update_state(total)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
+        if self.logs_as_vectors:
+            return {m.name: ops.reshape(m.result(), (1,)) for m in self.metrics}
         return {m.name: m.result() for m in self.metrics}
 
     # Keras saves weights but not random-generator positions. Saving them too means a training

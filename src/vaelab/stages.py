@@ -32,11 +32,18 @@ def run_preprocess(config: Config) -> dict:
     return preprocess(config.paths.raw / config.data.dataset, config.paths.processed, config.data, config.base.seed)
 
 
-def run_train(config: Config) -> str:
-    """Train (resuming an interrupted run), save the model and history, and return the MLflow run id."""
+def run_train(config: Config) -> str | None:
+    """Train (resuming an interrupted run), save the model and history, and return the MLflow run id.
+
+    In a cluster of workers (see :mod:`vaelab.workers`) only the chief does all that; the other workers
+    train their share of every batch and return None.
+    """
     from vaelab.data.processed import check_made_from
+    from vaelab.distribute import is_chief
 
     check_made_from(config.paths.processed, config.split_settings())  # first: before TensorFlow loads
+    if not is_chief():
+        return _train_as_worker(config)
 
     from vaelab import tracking
     from vaelab.data.processed import load_splits, split_sizes
@@ -79,6 +86,17 @@ def run_train(config: Config) -> str:
         tracking.write_run_info(config.paths.run_info, run_id)
     clear_checkpoint(checkpoint_dir)
     return run_id
+
+
+def _train_as_worker(config: Config) -> None:
+    """A cluster's other worker: reads the chief's checkpoint to resume, but logs and writes nothing the pipeline reads."""
+    from vaelab.data.processed import load_splits
+    from vaelab.distribute import worker_label
+    from vaelab.training import train
+
+    # verbose=0: the chief reports the epochs; the same lines again from every worker would only repeat them.
+    train(config, load_splits(config.paths.processed), checkpoint_dir=config.paths.checkpoints / "train", verbose=0)
+    log.info("%s: training done; the chief logs the run and writes the outputs", worker_label())
 
 
 CLASSIFIER_FILE = "classifier.keras"  # inside paths.classifier

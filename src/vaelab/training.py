@@ -22,8 +22,8 @@ from typing import Any
 import keras
 
 from vaelab.config import Config
-from vaelab.distribute import training_strategy
-from vaelab.errors import TrainingError
+from vaelab.distribute import is_chief, spans_workers, training_strategy, worker_label
+from vaelab.errors import TrainingError, first_line
 from vaelab.io import atomic_path, write_json
 from vaelab.model import VAE, build_vae
 
@@ -77,7 +77,7 @@ def train(
     state = None
     if checkpoint_dir is not None:
         state, reason = _matching_state(Path(checkpoint_dir), fingerprint)
-        if reason:
+        if reason and is_chief():  # the other workers of a cluster read the chief's checkpoint, never write it
             log.warning("ignoring and replacing the checkpoint in %s: %s", checkpoint_dir, reason)
             clear_checkpoint(checkpoint_dir)
     # Variables made under the strategy's scope are mirrored on every device; fit() then splits each
@@ -85,6 +85,9 @@ def train(
     steps_per_epoch = math.ceil(len(splits.x_train) / settings.batch_size)
     strategy = training_strategy()
     steps_per_execution = _checked_steps_per_execution(steps_per_execution, steps_per_epoch, strategy)
+    if spans_workers(strategy):
+        # Before any variable: creating one is itself a collective step, which would wait on a worker that differs.
+        _check_workers_start_together(strategy, int(state["epoch"]) if state else 0, checkpoint_dir)
     with strategy.scope():
         if state:
             model = _load_checkpoint_model(Path(checkpoint_dir) / state["model_file"])
@@ -97,13 +100,14 @@ def train(
         # Set after compile() so a checkpoint loaded with its own compile settings gets it too.
         model.steps_per_execution = steps_per_execution
         model.kl_warmup_steps = settings.kl_warmup_epochs * steps_per_epoch
+        model.logs_as_vectors = spans_workers(strategy)
     guard = _NonFiniteGuard()
     recorder = _EpochRecorder(history, guard)
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None and is_chief():
         recorder.checkpoint = (Path(checkpoint_dir), fingerprint, dict(checkpoint_meta or {}))
     schedule = keras.callbacks.LearningRateScheduler(lambda epoch: settings.learning_rate * settings.lr_decay**epoch)
 
-    with _without_remapper():
+    with _without_remapper(), _lost_workers_as_errors(strategy):
         model.fit(
             _training_batches(
                 splits.x_train,
@@ -153,6 +157,23 @@ def _without_remapper():
         tf.config.optimizer.set_experimental_options({"remapping": before})
 
 
+@contextlib.contextmanager
+def _lost_workers_as_errors(strategy):
+    """A cluster whose all-reduce loses a worker ends in one line (TrainingError) instead of a graph traceback."""
+    import tensorflow as tf
+
+    lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError, tf.errors.DeadlineExceededError)
+    try:
+        yield
+    except lost as err:
+        if not spans_workers(strategy):
+            raise
+        raise TrainingError(
+            f"{worker_label()}: lost contact with another worker of the cluster ({type(err).__name__}); the last "
+            "completed epoch is checkpointed: start every worker again to resume from it"
+        ) from None
+
+
 def default_steps_per_execution(steps_per_epoch: int) -> int:
     """The largest divisor of ``steps_per_epoch`` that is at most MAX_STEPS_PER_EXECUTION.
 
@@ -160,6 +181,29 @@ def default_steps_per_execution(steps_per_epoch: int) -> int:
     epoch's end on the endless input stream and shift every later epoch's batches (and a resume).
     """
     return max(d for d in range(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+def _check_workers_start_together(strategy, initial_epoch: int, checkpoint_dir: Path | None) -> None:
+    """Refuse to train when a cluster's workers would resume from different epochs.
+
+    Each worker loads the checkpoint itself; one that cannot see the chief's (another machine without the
+    shared folder) would start afresh, and the all-reduced steps would then mix two different models.
+    """
+    import tensorflow as tf
+
+    def start() -> tf.Tensor:
+        return tf.constant([initial_epoch], tf.int64)
+
+    @tf.function  # run eagerly, a collective op makes TensorFlow warn of its overhead
+    def every_workers_start() -> tf.Tensor:
+        return strategy.gather(strategy.run(start), axis=0)
+
+    starts = every_workers_start().numpy().tolist()
+    if len(set(starts)) > 1:
+        raise TrainingError(
+            f"the workers would resume from different epochs ({', '.join(map(str, starts))}, by worker): every worker "
+            f"must read the chief's checkpoint in {checkpoint_dir}; across machines put paths.checkpoints on a folder all of them mount"
+        )
 
 
 def _checked_steps_per_execution(requested: int | None, steps_per_epoch: int, strategy) -> int:
@@ -260,9 +304,8 @@ def _load_checkpoint_model(path: Path) -> VAE:
     try:
         return keras.models.load_model(path, safe_mode=True)
     except Exception as err:  # Keras raises ValueError, OSError, KeyError or zipfile errors for a damaged file
-        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise TrainingError(
-            f"{path}: cannot load the checkpoint ({reason}); delete {path.parent} to start the training afresh"
+            f"{path}: cannot load the checkpoint ({first_line(err)}); delete {path.parent} to start the training afresh"
         ) from None
 
 

@@ -33,7 +33,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vaelab.config import Config
-from vaelab.errors import DataError, VaelabError
+from vaelab.errors import DataError, VaelabError, first_line
 from vaelab.io import write_json
 from vaelab.tracking.orphans import fail_orphaned_runs, owner_tags
 
@@ -417,6 +417,20 @@ def _experiment_id(name: str, uri: str, config: Config | None = None) -> str:
     configure_experiment_view(client, experiment_id, headline_metrics(config or Config()))
     fail_orphaned_runs(client, experiment_id)
     return experiment_id
+
+
+def fail_orphaned_runs_of(experiment: str) -> list[str]:
+    """End FAILED the experiment's runs whose process on this host died (see :mod:`.orphans`); return their ids.
+
+    For a caller that outlives the killed process (the workers' launcher); a store it cannot reach is a warning.
+    """
+    client = MlflowClient(tracking_uri())
+    try:
+        found = with_retries(lambda: client.get_experiment_by_name(experiment))
+        return fail_orphaned_runs(client, found.experiment_id) if found else []
+    except (MlflowException, OSError) as err:
+        log.warning("could not end the killed runs of experiment %r FAILED: %s", experiment, first_line(err))
+        return []
 
 
 def _find_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
