@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN := PATH="$(BIN):$$PATH" TF_CPP_MIN_LOG_LEVEL=2
 PYTEST_ARGS ?=
 
-.PHONY: help setup repro test test-fast ui server likelihood sweep compare exps status bench bench-torch lock clean-venv
+.PHONY: help setup repro test test-fast lint format ui server likelihood sweep compare exps status bench bench-torch lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,16 @@ test: setup  ## run the whole test suite (what CI runs)
 
 test-fast: setup  ## the tests not marked slow
 	$(RUN) python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+LINTED := src tests bench scripts pipeline
+lint: setup  ## ruff (lint and format check) and mypy, as configured in pyproject.toml; CI runs it
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+
+format: setup  ## apply ruff's import order and formatting
+	$(BIN)/ruff check --select I --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
 
 ui: setup  ## the MLflow UI on mlflow.db (or MLFLOW_TRACKING_URI); prints the address of the training-runs view
 	$(RUN) vaelab ui --host 127.0.0.1 --port 5000

@@ -39,7 +39,7 @@ def make_workspace(project: Path, work: Path, overrides: dict, fake_raw: tuple[i
     ``overrides`` for keys params.yaml does not have are dropped, so renamed settings cannot stop the benchmark.
     """
     from vaelab.config import Config, load_config
-    from vaelab.io import write_text
+    from vaelab.files import write_text
 
     if work.exists():
         shutil.rmtree(work)

@@ -19,7 +19,7 @@ def main() -> None:
 
     import vaelab.training
     from vaelab.cli import stage_main
-    from vaelab.io import write_json
+    from vaelab.files import write_json
 
     class Probe(keras.callbacks.Callback):
         def __init__(self):

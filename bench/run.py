@@ -76,7 +76,7 @@ def run_benchmark(mode: Mode, *, scratch: Path, torch_python: str | None) -> dic
     notes: dict[str, str] = {}
     try:
         flops_section = count_flops(config)
-    except Exception as err:  # noqa: BLE001 - throughput is still worth measuring without FLOPs
+    except Exception as err:  # throughput is still worth measuring without FLOPs
         log.exception("counting FLOPs failed")
         notes["flops"] = f"failed: {type(err).__name__}: {_first_line(err)}"
         flops_section = {"convention": flops.CONVENTION, "forward_multiply_adds_per_image": None, "forward_flops_per_image": None,
@@ -209,7 +209,7 @@ def measure_pipeline(mode: Mode, scratch: Path, notes: dict) -> tuple[dict, dict
         work = pipeline.make_workspace(PROJECT, scratch / "work", mode.stage_overrides, mode.fake_raw)
         samples = pipeline.measure_rounds(work, mode.stage_repetitions, scratch / "logs")
         status = "measured"
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         log.exception("the pipeline measurements failed")
         samples, status = {}, f"failed: {type(err).__name__}: {_first_line(err)}"
         notes["pipeline"] = status
@@ -229,7 +229,7 @@ def measure_sweeps(mode: Mode, config, scratch: Path, notes: dict) -> tuple[dict
         pruned = sweeps.run_study(work, logs, "bench-pruned", pruner=pruner, **small)
         unpruned = sweeps.run_study(work, logs, "bench-unpruned", pruner="none", **small)
         sweeps_section.update(pruned=pruned, unpruned=unpruned, **sweeps.compare_pruning(pruned, unpruned))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         log.exception("the pruning comparison failed")
         sweeps_section["status"] = notes["sweeps"] = f"not measured: {type(err).__name__}: {_first_line(err)}"
         empty = {"trials": None, "states": {}, "epochs_spent": None, "best_value": None, "wall_seconds": None,
@@ -246,7 +246,7 @@ def measure_sweeps(mode: Mode, config, scratch: Path, notes: dict) -> tuple[dict
         growth, flat = sweeps.memory_growth(study["trial_peak_rss_mb"])
         memory.update(sweep_peak_rss_mb=study["peak_rss_mb"], sweep_trial_peak_rss_mb=study["trial_peak_rss_mb"],
                       sweep_growth_mb_per_trial=growth, sweep_memory_flat=flat)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         log.exception("the memory sweep failed")
         memory["status"] = notes["memory.sweep"] = f"not measured: {type(err).__name__}: {_first_line(err)}"
     return sweeps_section, memory
@@ -271,7 +271,7 @@ def main(argv=None) -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notices: vaelab builds a model per segment
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from vaelab.io import write_json, write_text
+    from vaelab.files import write_json, write_text
 
     shutil.rmtree(args.scratch / "logs", ignore_errors=True)
     results = run_benchmark(MODES[args.mode], scratch=args.scratch, torch_python=args.torch_python)

@@ -1,7 +1,7 @@
 """Sweep figures: epochs and best value with and without pruning, and memory across a long sweep.
 
 Each study runs as ``python -m vaelab.sweep`` (one worker, in the child process itself) in the scratch
-workspace with a journal file of its own; its trials are read back through ``vaelab.sweep``. Epochs
+workspace with a journal file of its own; its trials are read back through ``vaelab.sweep.storage``. Epochs
 spent = the validation values the trials reported, one per finished epoch. A trial's peak RSS is the
 largest RSS sample of the process between the trial's start and end.
 """
@@ -79,10 +79,10 @@ def compare_pruning(pruned: dict, unpruned: dict) -> dict:
 
 
 def _read_trials(work: Path, storage: Path, name: str) -> list[dict]:
-    from vaelab import sweep
     from vaelab.config import load_config
+    from vaelab.sweep.storage import open_storage, open_study
 
-    study = sweep.open_study(load_config(work / "params.yaml"), sweep.open_storage(str(storage)), name)
+    study = open_study(load_config(work / "params.yaml"), open_storage(str(storage)), name)
     described = []
     for trial in study.get_trials(deepcopy=False):
         if trial.datetime_start is None or trial.datetime_complete is None:

@@ -135,7 +135,7 @@ class TorchEager:
     name = "torch_eager"
 
     def __init__(self, python: str):
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the subprocess; closed in close()
         script = Path(__file__).with_name("torch_reference.py")
         self.process = subprocess.Popen(
             [python, str(script), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True
@@ -211,7 +211,7 @@ def measure(implementations: list, batches: list[int], *, rounds: int, warmup: i
                     continue
                 try:
                     rate = impl.segment(batch, warmup, steps_for(batch, timed_images))
-                except Exception as err:  # noqa: BLE001 - one implementation failing must not stop the others
+                except Exception as err:  # one implementation failing must not stop the others
                     failures[impl.name] = f"failed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
                     log.exception("%s at batch %d failed", impl.name, batch)
                     continue

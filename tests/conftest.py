@@ -6,8 +6,8 @@ import os
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
-
 from tiny import BAR_SPLIT_SIZES, tiny_settings, write_bar_splits, write_params
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -85,3 +85,99 @@ def scratch_databases():
     finally:
         databases.drop_all()
         admin.close()
+
+
+# --- sweep and training fixtures ------------------------------------------------------------------------------
+# They import their helpers (and through them vaelab's config, Optuna, MLflow and Keras) when first used, so
+# that running the other tests does not pay for those imports.
+
+
+@pytest.fixture(scope="session")
+def sweep_processed(tmp_path_factory) -> Path:
+    """256 training (the sweep uses the first 192), 64 validation and 16 test images in the processed layout."""
+    from sweep_helpers import IMAGE_SHAPE, square_images
+
+    from vaelab.data.processed import write_splits
+
+    folder = tmp_path_factory.mktemp("processed")
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": square_images(256, rng), "x_val": square_images(64, rng), "x_test": square_images(16, rng)}
+    for split in ("train", "val", "test"):
+        arrays[f"y_{split}"] = np.zeros(len(arrays[f"x_{split}"]), dtype=np.uint8)
+    write_splits(folder, arrays, {"dataset": "mnist", "image_shape": list(IMAGE_SHAPE), "class_names": ["square"]})
+    return folder
+
+
+@pytest.fixture
+def sweep_config(project_root: Path, sweep_processed: Path):
+    """``sweep_config(sweep__storage=url, ...)``: the real params.yaml with TINY_SWEEP, the sweep's images and
+    the given overrides (``__`` for ``.``) laid over it."""
+    from sweep_helpers import TINY_SWEEP
+
+    from vaelab.config import Config, load_config
+
+    def make(**overrides) -> Config:
+        dotted = {key.replace("__", "."): value for key, value in overrides.items()}
+        return load_config(project_root / "params.yaml", {**TINY_SWEEP, "paths.processed": str(sweep_processed), **dotted})
+
+    return make
+
+
+@pytest.fixture
+def sweep_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_uri: str) -> Path:
+    """Run in tmp_path (sweeps/ lands there) with a fresh MLflow store and no storage from the environment."""
+    from vaelab.sweep.storage import STORAGE_ENV
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def sweep_database(scratch_databases: ScratchDatabases) -> str:
+    """A fresh database for an Optuna study; its SQLAlchemy URL with a password (sweep_helpers.PASSWORD) in it."""
+    from sweep_helpers import PASSWORD
+
+    return f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{scratch_databases.new('vaelab_sweep')}"
+
+
+@pytest.fixture
+def tiny_train_config(project_root: Path):
+    """``tiny_train_config(**overrides)``: the real params.yaml with TINY_TRAIN and the dotted overrides over it."""
+    from training_helpers import TINY_TRAIN
+
+    from vaelab.config import load_config
+
+    def make(**overrides):
+        return load_config(project_root / "params.yaml", {**TINY_TRAIN, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def square_splits():
+    """256 training and 64 validation images: random bright squares on black, like crude digits."""
+    from training_helpers import IMAGE_SHAPE
+
+    from vaelab.data.processed import Splits
+
+    rng = np.random.default_rng(0)
+
+    def images(n):
+        x = np.zeros((n, *IMAGE_SHAPE), dtype="float32")
+        for image, (top, left, size) in zip(x, rng.integers((0, 0, 6), (14, 14, 14), size=(n, 3)), strict=True):
+            image[top : top + size, left : left + size] = rng.uniform(0.5, 1.0)
+        return x
+
+    labels = np.zeros(64, dtype="int64")
+    return Splits(
+        x_train=images(256),
+        y_train=np.zeros(256, dtype="int64"),
+        x_val=images(64),
+        y_val=labels,
+        x_test=images(64),
+        y_test=labels,
+        image_shape=IMAGE_SHAPE,
+        class_names=("square",),
+    )

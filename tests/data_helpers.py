@@ -116,7 +116,7 @@ class FileServer:
         files = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+            def do_GET(self) -> None:  # the name http.server dispatches to
                 kind, value = files._next_answer(self.path)
                 if kind == "status":
                     self.send_error(value)
@@ -135,7 +135,7 @@ class FileServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format, *args) -> None:  # noqa: A002 - http.server's signature
+            def log_message(self, format, *args) -> None:  # http.server's signature
                 pass
 
         return Handler

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -46,3 +47,14 @@ def make_repo_copy(root: Path, shrink: dict[str, dict]) -> dict:
                     ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         run_ok(command, root, env)
     return env
+
+
+def repo_fixture(shrink: dict[str, dict]):
+    """A module-scoped pytest fixture ``repo``: (root, env) of one :func:`make_repo_copy` shared by the module's tests."""
+
+    @pytest.fixture(scope="module")
+    def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+        root = tmp_path_factory.mktemp("repo")
+        return root, make_repo_copy(root, shrink)
+
+    return repo

@@ -243,7 +243,7 @@ def test_tiny_mode_writes_every_field(tmp_path: Path):
         for key in ("torch_eager", "vaelab_over_torch_eager"):
             _check_figure(figures[key], rounds if HAS_TORCH else None)
         vaelab, reference = figures["vaelab"]["samples"], figures["keras_reference"]["samples"]
-        assert figures["vaelab_over_keras_reference"]["samples"] == pytest.approx([v / r for v, r in zip(vaelab, reference)])
+        assert figures["vaelab_over_keras_reference"]["samples"] == pytest.approx([v / r for v, r in zip(vaelab, reference, strict=True)])
         assert figures["vaelab_gflops"]["samples"] == pytest.approx([v * 89_526_528 / 1e9 for v in vaelab])
     # An MNIST epoch of 54,000 images: 1688 steps of 32 (8 x 211), 422 steps of 128 (2 x 211).
     assert [results["throughput"][f"batch_{b}"]["vaelab_steps_per_execution"] for b in (32, 128)] == [8, 2]

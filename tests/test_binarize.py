@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_helpers import CLASS_NAMES, tiny_arrays
-from test_training import InterruptAfterEpoch, splits, tiny_config, weights_of  # noqa: F401 - shared fixtures
+from training_helpers import InterruptAfterEpoch, weights_of
 
 from vaelab.config import Config, DataSection
 from vaelab.data.binarize import SEED, binarize_raw, stored_splits
@@ -48,7 +48,7 @@ def test_fixed_bits_are_0_or_255_with_black_and_white_kept() -> None:
 def test_a_pixel_is_on_with_probability_its_grey_level() -> None:
     on = binarize_raw(GREY, "train") == 255
     for level in range(1, 255):
-        pixels = on[GREY == level]
+        pixels = on[level == GREY]
         p = level / 255
         standard_error = np.sqrt(p * (1 - p) / len(pixels))  # about 0.04 for 153 pixels at p = 1/2
         assert abs(pixels.mean() - p) < 5 * standard_error, level
@@ -227,7 +227,7 @@ def test_a_stream_started_later_draws_the_bits_of_the_unskipped_one() -> None:
 
 def test_the_same_binarize_seed_repeats_the_bits_and_another_changes_them() -> None:
     first, again, other = _stream(3), _stream(3), _stream(3, binarize_seed=8)
-    for (x, y), (x_again, y_again), (x_other, y_other) in zip(first, again, other, strict=True):
+    for (x, y), (x_again, _), (x_other, y_other) in zip(first, again, other, strict=True):
         np.testing.assert_array_equal(x_again, x)
         np.testing.assert_array_equal(y_other, y)  # the shuffle is base.seed's, not the bits'
         assert not np.array_equal(x_other, x)
@@ -236,17 +236,17 @@ def test_the_same_binarize_seed_repeats_the_bits_and_another_changes_them() -> N
 
 
 @pytest.mark.slow
-def test_a_resumed_dynamic_training_repeats_the_uninterrupted_one(tiny_config, splits, tmp_path) -> None:  # noqa: F811
-    config = tiny_config(**{"data.binarize": "dynamic", "train.epochs": 2})
-    uninterrupted = train(config, splits, verbose=0)
-    grey = train(tiny_config(**{"train.epochs": 2}), splits, verbose=0)
+def test_a_resumed_dynamic_training_repeats_the_uninterrupted_one(tiny_train_config, square_splits, tmp_path) -> None:
+    config = tiny_train_config(**{"data.binarize": "dynamic", "train.epochs": 2})
+    uninterrupted = train(config, square_splits, verbose=0)
+    grey = train(tiny_train_config(**{"train.epochs": 2}), square_splits, verbose=0)
     assert grey.history[0]["loss"] != pytest.approx(uninterrupted.history[0]["loss"], rel=1e-3)  # it does binarize
 
     checkpoints = tmp_path / "ckpt"
     with pytest.raises(KeyboardInterrupt):
-        train(config, splits, checkpoint_dir=checkpoints, callbacks=[InterruptAfterEpoch(1)], verbose=0)
-    assert read_checkpoint(checkpoints, config, tuple(splits.image_shape))["epoch"] == 1
-    resumed = train(config, splits, checkpoint_dir=checkpoints, verbose=0)
+        train(config, square_splits, checkpoint_dir=checkpoints, callbacks=[InterruptAfterEpoch(1)], verbose=0)
+    assert read_checkpoint(checkpoints, config, tuple(square_splits.image_shape))["epoch"] == 1
+    resumed = train(config, square_splits, checkpoint_dir=checkpoints, verbose=0)
 
     assert resumed.initial_epoch == 1
     # Bit for bit on a quiet CPU; 1e-5 allows for thread-order round-off (see test_training). Epoch 2's bits

@@ -26,8 +26,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from tiny import write_bar_splits, write_params
+
 from vaelab.config import load_config
 
 pytestmark = pytest.mark.slow

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-
 from tiny import TINY
-from vaelab.classifier import FEATURE_LAYER, accepts, build_classifier, features_and_probabilities
+
 from vaelab.config import ClassifierSection, load_config
 from vaelab.data.processed import write_splits
+from vaelab.evaluation.classifier import FEATURE_LAYER, accepts, build_classifier, features_and_probabilities
 
 SMALL_CLASSIFIER = ClassifierSection(**TINY["classifier"])
 
@@ -93,7 +93,7 @@ def test_evaluate_without_a_classifier_skips_sample_quality_with_a_log_line(
 
     config = load_config("params.yaml", {"train.epochs": 1})
     run_train(config)
-    with caplog.at_level(logging.INFO, logger="vaelab.stages"):
+    with caplog.at_level(logging.INFO, logger="vaelab.evaluation.report"):
         metrics = run_evaluate(config)
     assert "test_nll_k8_grayscale_nats" in metrics and not QUALITY & set(metrics)
     assert "sample quality skipped: no classifier at models/classifier/classifier.keras (run `dvc repro classifier`)" in caplog.text
@@ -101,14 +101,15 @@ def test_evaluate_without_a_classifier_skips_sample_quality_with_a_log_line(
     # A classifier for other data (12x12 images) is not used on 28x28 ones.
     Path("models/classifier").mkdir()
     build_classifier((12, 12, 1), 3, SMALL_CLASSIFIER).save("models/classifier/classifier.keras")
-    with caplog.at_level(logging.INFO, logger="vaelab.stages"):
+    with caplog.at_level(logging.INFO, logger="vaelab.evaluation.report"):
         metrics = run_evaluate(config)
     assert not QUALITY & set(metrics)
     assert "does not fit this data: it takes images of shape [12, 12, 1], the data has [28, 28, 1]" in caplog.text
 
 
 def test_data_without_labels_gets_a_note_instead_of_a_classifier(project: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from vaelab.stages import load_classifier, run_classifier
+    from vaelab.evaluation.report import load_classifier
+    from vaelab.stages import run_classifier
 
     rng = np.random.default_rng(1)
     arrays = {}
@@ -124,6 +125,6 @@ def test_data_without_labels_gets_a_note_instead_of_a_classifier(project: Path, 
     assert json.loads(Path("reports/classifier_metrics.json").read_text()) == {}
     from vaelab.data.processed import load_splits
 
-    with caplog.at_level(logging.INFO, logger="vaelab.stages"):
+    with caplog.at_level(logging.INFO, logger="vaelab.evaluation.report"):
         assert load_classifier(config, load_splits("data/processed")) is None
     assert "sample quality skipped: the dataset has no class labels to train a classifier on" in caplog.text

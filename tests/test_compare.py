@@ -8,10 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vaelab import tracking
 from vaelab.cli import main
 from vaelab.compare import compare, runs_table
 from vaelab.config import Config
+from vaelab.tracking.queries import experiment_runs
+from vaelab.tracking.runs import log_metrics, start_run
 
 RUNS = [  # z_dim, r_loss_factor, metrics
     (2, 1000.0, {"test_nll_k100_grayscale_nats": 140.5, "test_neg_elbo_k1_grayscale_nats": 145.25, "latent_knn_accuracy": 0.91}),
@@ -27,18 +28,18 @@ def store(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> l
     ids = []
     for z_dim, r_loss_factor, metrics in RUNS:
         config = Config().with_overrides({"train.z_dim": z_dim, "train.r_loss_factor": r_loss_factor})
-        with tracking.start_run(config) as run:
-            tracking.log_metrics(metrics)
+        with start_run(config) as run:
+            log_metrics(metrics)
             ids.append(run.info.run_id)
-    with tracking.start_run(Config()):  # a run still training: no test metrics yet
-        tracking.log_metrics({"loss": 1.0}, step=1)
-    with tracking.start_run(Config().with_overrides({"base.experiment": "other"})):
-        tracking.log_metrics({"test_nll_k100_grayscale_nats": 1.0})
+    with start_run(Config()):  # a run still training: no test metrics yet
+        log_metrics({"loss": 1.0}, step=1)
+    with start_run(Config().with_overrides({"base.experiment": "other"})):
+        log_metrics({"test_nll_k100_grayscale_nats": 1.0})
     return ids
 
 
 def test_table_has_one_row_per_run_with_the_metrics(store: list[str]) -> None:
-    runs = tracking.experiment_runs("vaelab-mnist")
+    runs = experiment_runs("vaelab-mnist")
     assert len(runs) == 4
     table = runs_table(runs, METRICS)
 

@@ -10,8 +10,8 @@ import pytest
 
 from vaelab import sizes as sizes_module
 from vaelab.config import Config, load_config
-from vaelab.sizes import image_shape, vae_size
 from vaelab.errors import ConfigError
+from vaelab.sizes import image_shape, vae_size
 
 
 def test_shipped_params_match_the_defaults(project_root: Path) -> None:

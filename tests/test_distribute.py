@@ -12,7 +12,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from tiny import dotted, tiny_settings
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from data_helpers import FileServer, gz, idx_gz_files, idx_source, md5, tiny_arrays, tiny_spec
 
-from vaelab.data import download as download_module
+from vaelab.data import fetch as fetch_module
 from vaelab.data.download import download, verify_arrays
 from vaelab.data.idx import write_idx
 from vaelab.data.raw import load_raw
@@ -29,7 +29,7 @@ def server():
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download_module, "RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(fetch_module, "RETRY_DELAYS", (0.01, 0.01))
 
 
 @pytest.fixture
@@ -98,23 +98,15 @@ def test_decoded_arrays_must_match_the_pinned_sha256(server, arrays, tmp_path) -
     assert list((tmp_path / "raw").rglob("*")) == []
 
 
-def test_503_is_retried_until_success(server, arrays, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("name", "failure"),
+    [("train-labels-idx1-ubyte.gz", "status 503"), ("train-images-idx3-ubyte.gz", "connection closed mid-body")],
+)
+def test_transient_failures_are_retried_until_success(server, arrays, tmp_path, name: str, failure: str) -> None:
     files = idx_gz_files(arrays)
     server.serve_files(files)
-    flaky = "train-labels-idx1-ubyte.gz"
-    server.serve(flaky, ("status", 503), ("status", 503), ("ok", files[flaky]))
-
-    target = download(tiny_spec([idx_source(server.url, files)], arrays), tmp_path / "raw")
-
-    assert server.requests[f"/{flaky}"] == 3
-    assert_same_arrays(load_raw(target), arrays)
-
-
-def test_connection_closed_mid_body_is_retried(server, arrays, tmp_path) -> None:
-    files = idx_gz_files(arrays)
-    server.serve_files(files)
-    name = "train-images-idx3-ubyte.gz"
-    server.serve(name, ("truncate", files[name]), ("truncate", files[name]), ("ok", files[name]))
+    fault = ("status", 503) if failure == "status 503" else ("truncate", files[name])
+    server.serve(name, fault, fault, ("ok", files[name]))
 
     target = download(tiny_spec([idx_source(server.url, files)], arrays), tmp_path / "raw")
 

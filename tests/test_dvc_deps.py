@@ -8,12 +8,11 @@ Two modules dispatch by stage name, and only the part a stage runs counts, so th
 stage's code does not re-run the others:
 
 * cli.py: the pipeline script calls `stage_main` (`train_main` for train, which adds `--workers`), which
-  imports `vaelab.stages` by a name in a string (`importlib.import_module`) and takes the stage's function
-  from the `STAGES` table. Only that entry function and the cli functions it uses are followed, not the
-  other commands (compare, preset, the TOOLS table).
+  takes the stage's function of `vaelab.stages` from the `STAGES` table. Only cli.py's module-level
+  imports, that entry function and the cli functions it uses are followed, not the other commands
+  (compare, preset, the TOOLS table).
 * stages.py: its module-level imports, plus the imports inside `run_<stage>` and inside every
-  module-level function of stages.py that it uses by name, transitively (`_write_plots`,
-  `load_classifier`, ...).
+  module-level function of stages.py that it uses by name, transitively.
 
 Every other module counts whole: all of its imports, in functions or not.
 """
@@ -121,15 +120,41 @@ def modules_imported_in(nodes: list[ast.AST], importer: Path) -> set[str]:
 FUNCTION_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
+def is_type_checking_block(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): imports for the type checker, never run."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def children_that_run(node: ast.AST) -> list[ast.AST]:
+    if is_type_checking_block(node):
+        return list(node.orelse)  # type: ignore[attr-defined]
+    return list(ast.iter_child_nodes(node))
+
+
+def walk_running(node: ast.AST) -> list[ast.AST]:
+    """``ast.walk`` without the bodies of ``if TYPE_CHECKING:`` blocks."""
+    nodes, pending = [], [node]
+    while pending:
+        current = pending.pop()
+        nodes.append(current)
+        pending.extend(children_that_run(current))
+    return nodes
+
+
 def module_level_nodes(tree: ast.Module) -> list[ast.AST]:
-    """Every node that runs on import: all but the insides of function bodies."""
+    """Every node that runs on import: all but the insides of function bodies and ``if TYPE_CHECKING:`` blocks."""
     nodes: list[ast.AST] = []
     pending: list[ast.AST] = [tree]
     while pending:
         node = pending.pop()
         nodes.append(node)
         if not isinstance(node, FUNCTION_TYPES):
-            pending.extend(ast.iter_child_nodes(node))
+            pending.extend(children_that_run(node))
     return nodes
 
 
@@ -153,8 +178,8 @@ def nodes_that_run(path: Path, entries: set[str] | None) -> list[ast.AST]:
     """The whole module (entries None), or its module-level code plus the entry functions and their helpers."""
     tree = parse(path)
     if entries is None:
-        return list(ast.walk(tree))
-    reached = [node for function in functions_reached(path, entries) for node in ast.walk(function)]
+        return walk_running(tree)
+    reached = [node for function in functions_reached(path, entries) for node in walk_running(function)]
     return module_level_nodes(tree) + reached
 
 
@@ -169,14 +194,18 @@ class Stage:
 
 
 def stage_function(stage: str) -> str:
-    """The function of vaelab.stages that cli.STAGES names for the stage (a literal table, read with ast)."""
+    """The function of vaelab.stages that cli.STAGES names for the stage (``"name": (stages.run_x, help)``, read with ast)."""
     for node in parse(CLI).body:
         if isinstance(node, ast.AnnAssign | ast.Assign):
             targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
             if any(isinstance(t, ast.Name) and t.id == "STAGES" for t in targets):
-                table = ast.literal_eval(node.value)
-                assert stage in table, f"cli.STAGES has no stage {stage!r}"
-                return table[stage][0]
+                assert isinstance(node.value, ast.Dict), "cli.STAGES is not a dict display"
+                for key, value in zip(node.value.keys, node.value.values, strict=True):
+                    if ast.literal_eval(key) == stage:
+                        function = value.elts[0]
+                        assert isinstance(function, ast.Attribute) and function.value.id == "stages", ast.dump(function)
+                        return function.attr
+                raise AssertionError(f"cli.STAGES has no stage {stage!r}")
     raise AssertionError("cli.py defines no STAGES table")
 
 
@@ -283,10 +312,10 @@ def test_code_deps_exist() -> None:
 @pytest.mark.parametrize(
     ("stage", "expected"),
     [
-        # lazy imports inside run_train, and `from vaelab import tracking` as the package
-        ("train", {"src/vaelab/training.py", "src/vaelab/tracking/__init__.py", "src/vaelab/tracking/notes.py"}),
-        # through run_evaluate's helpers _generator_metrics -> load_classifier
-        ("evaluate", {"src/vaelab/model.py", "src/vaelab/classifier.py", "src/vaelab/likelihood.py"}),
+        # lazy imports inside run_train, and the package __init__ that importing vaelab.tracking.runs runs
+        ("train", {"src/vaelab/training.py", "src/vaelab/tracking/__init__.py", "src/vaelab/tracking/runs.py", "src/vaelab/tracking/notes.py"}),
+        # lazy imports inside evaluation.report's functions, reached through run_evaluate
+        ("evaluate", {"src/vaelab/model.py", "src/vaelab/evaluation/classifier.py", "src/vaelab/evaluation/likelihood.py"}),
         # the dispatcher and the package __init__ of every stage
         ("download", {"src/vaelab/cli.py", "src/vaelab/stages.py", "src/vaelab/__init__.py", "src/vaelab/data/__init__.py"}),
     ],
@@ -303,3 +332,11 @@ def test_closure_leaves_out_other_stages_and_commands() -> None:
     (download,) = [s for s in STAGES if s.name == "download"]
     closure = {str(path.relative_to(ROOT)) for path in import_closure(download)}
     assert not closure & {"src/vaelab/training.py", "src/vaelab/compare.py", "src/vaelab/presets.py"}
+
+
+def test_imports_for_the_type_checker_alone_are_not_dependencies() -> None:
+    tree = ast.parse("if TYPE_CHECKING:\n    import vaelab.model\nelse:\n    import vaelab.losses\nimport vaelab.errors\n")
+
+    imported = modules_imported_in(walk_running(tree), SRC / PACKAGE / "example.py")
+
+    assert imported == {"vaelab", "vaelab.losses", "vaelab.errors"}

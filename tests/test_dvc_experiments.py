@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from repo_copy import PROJECT_ROOT, make_repo_copy, run_ok
 from tiny import tiny_settings
 

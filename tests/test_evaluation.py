@@ -9,20 +9,16 @@ from statistics import NormalDist
 import keras
 import numpy as np
 import pytest
+from tiny import tiny_network
 
-from vaelab import evaluation
 from vaelab.config import Config
 from vaelab.data.processed import Splits
 from vaelab.errors import DataError
+from vaelab.evaluation import metrics as evaluation
 from vaelab.model import build_vae
 
 TINY = {
-    "train.encoder_filters": [4, 4],
-    "train.encoder_kernels": [3, 3],
-    "train.encoder_strides": [2, 2],
-    "train.decoder_filters": [4, 1],
-    "train.decoder_kernels": [3, 3],
-    "train.decoder_strides": [2, 2],
+    **tiny_network([4, 4], [4, 1]),
     "evaluate.batch_size": 1000,
 }
 METRIC_KEYS = {
@@ -179,7 +175,7 @@ def test_decode_grid_rejects_a_span_outside_zero_one(model):
 
 
 def test_mean_negative_elbo_is_the_test_metric_on_the_same_images(model, splits, config) -> None:
-    from vaelab.evaluation import evaluate, mean_negative_elbo
+    from vaelab.evaluation.metrics import evaluate, mean_negative_elbo
 
     expected = evaluate(model, splits, config)["test_neg_elbo_k1_grayscale_nats"]
     assert mean_negative_elbo(model, splits.x_test, config.evaluate.batch_size, config.base.seed) == expected

@@ -12,7 +12,7 @@ import pytest
 from data_helpers import FileServer, gz, md5, tiny_arrays
 
 from vaelab.config import DataSection
-from vaelab.data import download as download_module
+from vaelab.data import fetch as fetch_module
 from vaelab.data.download import download
 from vaelab.data.idx import write_idx
 from vaelab.data.preprocess import preprocess
@@ -40,7 +40,7 @@ FILE_NAMES = {
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download_module, "RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(fetch_module, "RETRY_DELAYS", (0.01, 0.01))
 
 
 @pytest.fixture

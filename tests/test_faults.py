@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from tiny import write_params
+
 from vaelab.config import load_config
 from vaelab.data.processed import load_splits
 from vaelab.errors import TrainingError
@@ -124,15 +124,15 @@ def _tmpfs(where: Path, options: str) -> Iterator[Path]:
 
 
 def test_an_epoch_checkpointed_but_not_logged_before_a_kill_is_logged_once_on_resume(mlflow_uri: str) -> None:
-    from vaelab import tracking
+    from vaelab.tracking.epochs import log_missing_epochs
 
     client = MlflowClient(mlflow_uri)
     run_id = client.create_run(client.create_experiment("resume")).info.run_id
     client.log_metric(run_id, "loss", 5.0, step=1)  # epoch 1 logged; the kill came after epoch 2's checkpoint
     history = [{"epoch": 1, "loss": 5.0, "val_loss": None}, {"epoch": 2, "loss": 4.0, "val_loss": 4.5}]
 
-    tracking.log_missing_epochs(run_id, history)
-    tracking.log_missing_epochs(run_id, history)  # a second resume adds nothing
+    log_missing_epochs(run_id, history)
+    log_missing_epochs(run_id, history)  # a second resume adds nothing
 
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 5.0), (2, 4.0)]
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [(2, 4.5)]
@@ -162,7 +162,7 @@ def test_a_read_only_sqlite_store_fails_the_stage_in_one_line_and_keeps_its_runs
     with _tmpfs(project / "store", "size=4m") as folder:
         uri = f"sqlite:///{folder / 'mlflow.db'}"
         # An earlier run, written by another process: an open SQLite connection here would keep the remount busy.
-        earlier = "from mlflow.tracking import MlflowClient as C; c = C(%r); c.create_run(c.create_experiment('vaelab-mnist'))" % uri
+        earlier = f"from mlflow.tracking import MlflowClient as C; c = C({uri!r}); c.create_run(c.create_experiment('vaelab-mnist'))"
         subprocess.run([sys.executable, "-c", earlier], check=True, capture_output=True)
         subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
-
 from tiny import dotted, tiny_settings
+
 from vaelab.config import load_config
 from vaelab.data.synthetic import write_faces
 from vaelab.presets import preset_overrides

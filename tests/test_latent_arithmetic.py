@@ -8,19 +8,16 @@ import keras
 import matplotlib.image
 import numpy as np
 import pytest
+from tiny import tiny_network
 
-from vaelab import evaluation, plots
 from vaelab.config import Config
 from vaelab.data.processed import load_splits, write_splits
+from vaelab.evaluation import metrics as evaluation
+from vaelab.evaluation import plots
 from vaelab.model import build_vae
 
 TINY = {
-    "train.encoder_filters": [4, 4],
-    "train.encoder_kernels": [3, 3],
-    "train.encoder_strides": [2, 2],
-    "train.decoder_filters": [4, 3],
-    "train.decoder_kernels": [3, 3],
-    "train.decoder_strides": [2, 2],
+    **tiny_network([4, 4], [4, 3]),
     "train.z_dim": 3,
     "evaluate.batch_size": 7,
 }

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from vaelab.config import BaseSection, Config, TrainSection
-from vaelab.evaluation import mean_negative_elbo
-from vaelab.likelihood import (
+from vaelab.evaluation.likelihood import (
     estimate_nll,
     image_draws,
     importance_sampled_nll,
@@ -21,6 +20,7 @@ from vaelab.likelihood import (
     log_mean_exp,
     subset_indices,
 )
+from vaelab.evaluation.metrics import mean_negative_elbo
 from vaelab.model import build_vae
 
 # A one-layer VAE on 4x4 images: p(x) has a 1-D integral over z that a fine grid computes exactly.

@@ -13,7 +13,7 @@ import pytest
 from vaelab import likelihood_command
 from vaelab.config import load_config
 from vaelab.data.processed import load_splits
-from vaelab.likelihood import importance_sampled_nll, subset_indices
+from vaelab.evaluation.likelihood import importance_sampled_nll, subset_indices
 from vaelab.stages import run_train
 
 K = 6
@@ -79,7 +79,7 @@ def test_a_binarized_run_says_so_in_its_params_metrics_and_registered_model(trai
 def test_an_interrupted_estimate_resumes_to_the_uninterrupted_figure(trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config("params.yaml")
     monkeypatch.setattr(likelihood_command, "SAVE_EVERY_SECONDS", 0.0)  # save after every block of images
-    import vaelab.likelihood as estimator  # the command imports the estimator when it runs: patch it at its source
+    import vaelab.evaluation.likelihood as estimator  # the command imports the estimator when it runs: patch it at its source
 
     calls = {"n": 0}
     original = estimator.importance_sampled_nll

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vaelab.config import Config
-from vaelab.metric_names import HEADLINE_PATTERN, neg_elbo_metric, nll_metric, evaluate_neg_elbo_metric, evaluate_nll_metric
+from vaelab.metric_names import HEADLINE_PATTERN, evaluate_neg_elbo_metric, evaluate_nll_metric, neg_elbo_metric, nll_metric
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from repo_copy import make_repo_copy, run_ok
+from repo_copy import repo_fixture, run_ok
 
 from vaelab.data.sources import FASHION_MNIST_DEBIAN_DIR
 from vaelab.data.synthetic import write_faces
@@ -26,11 +26,7 @@ SHRINK = {
     "classifier": {"epochs": 1},
 }
 
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("repo")
-    return root, make_repo_copy(root, SHRINK)
+repo = repo_fixture(SHRINK)
 
 
 def _runs(env: dict, experiment: str):

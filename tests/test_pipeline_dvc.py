@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from repo_copy import make_repo_copy, run_ok
+from repo_copy import repo_fixture, run_ok
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
@@ -21,11 +20,7 @@ SHRINK = {
     "classifier": {"epochs": 1},
 }
 
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("repo")
-    return root, make_repo_copy(root, SHRINK)
+repo = repo_fixture(SHRINK)
 
 
 def test_download_and_preprocess_then_nothing_to_do(repo: tuple[Path, dict]) -> None:

@@ -14,7 +14,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from PIL import Image
 
-from vaelab import plots
+from vaelab.evaluation import plots
 
 # The gray colour map has 256 levels and the PNG 8 bits per channel: a drawn value is within 2/255 of its own.
 SHADE_TOLERANCE = 2.5 / 255

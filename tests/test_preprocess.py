@@ -12,8 +12,8 @@ from data_helpers import CLASS_NAMES, tiny_arrays
 from vaelab.config import DataSection
 from vaelab.data.preprocess import preprocess, split_indices
 from vaelab.data.processed import LABEL_FILES, Splits, load_splits
-from vaelab.data.shards import ShardedImages
 from vaelab.data.raw import write_raw
+from vaelab.data.shards import ShardedImages
 from vaelab.errors import DataError
 
 
@@ -50,7 +50,7 @@ def test_shapes_dtypes_range_and_split_sizes(raw_dir, raw_arrays, tmp_path) -> N
     for x in (splits.x_train, splits.x_val, splits.x_test):
         assert isinstance(x, ShardedImages)  # read from disk on demand, not held in memory
         assert x.dtype == np.float32 and np.asarray(x).dtype == np.float32
-        assert 0.0 <= np.asarray(x).min() and np.asarray(x).max() <= 1.0
+        assert np.asarray(x).min() >= 0.0 and np.asarray(x).max() <= 1.0
     for y in (splits.y_train, splits.y_val, splits.y_test):
         assert y.dtype == np.uint8
     assert {split: stats[split]["count"] for split in ("train", "val", "test")} == {"train": 40, "val": 10, "test": 20}

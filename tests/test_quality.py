@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from tiny import TINY
+
 from vaelab.config import ClassifierSection
-from vaelab.quality import (
+from vaelab.evaluation.quality import (
     feature_frechet_distance,
     feature_statistics,
     frechet_distance,
@@ -91,7 +91,7 @@ def _bars(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def judge():
-    from vaelab.classifier import train_classifier
+    from vaelab.evaluation.classifier import train_classifier
 
     rng = np.random.default_rng(1)
     x, y = _bars(600, rng)
@@ -102,7 +102,7 @@ def judge():
 
 @pytest.mark.slow  # trains a tiny classifier once per module
 def test_real_halves_are_close_and_noise_is_far_in_classifier_features(judge) -> None:
-    from vaelab.classifier import features_and_probabilities
+    from vaelab.evaluation.classifier import features_and_probabilities
 
     x_real, _ = _bars(800, np.random.default_rng(2))
     noise = np.random.default_rng(3).uniform(0, 1, x_real.shape).astype("float32")
@@ -155,7 +155,7 @@ class _SeeingClassifier:
 
 
 def test_a_model_of_binarized_data_is_judged_on_its_own_draws_of_bits(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vaelab.classifier as classifier
+    import vaelab.evaluation.classifier as classifier
 
     seen = _SeeingClassifier()
     monkeypatch.setattr(classifier, "features_and_probabilities", lambda model, x, batch_size=1000: tuple(model(x)))

@@ -156,7 +156,7 @@ def test_evaluations_finishing_together_leave_the_alias_on_the_minimum(store: st
         try:
             _fake_version(client, name, nll)
             point_best_alias(client, name, METRIC)
-        except BaseException as err:  # a thread's exception is otherwise only a warning, and the test would pass
+        except BaseException as err:  # noqa: BLE001 - a thread's exception is otherwise only a warning, and the test would pass
             errors.append(err)
 
     threads = [threading.Thread(target=evaluate, args=(nll,)) for nll in nlls]

@@ -21,10 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
-
 from tiny import write_bar_splits, write_params
-from vaelab import tracking
 
+from vaelab.tracking.store import with_retries
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_SCRIPT = ROOT / "scripts" / "tracking_server.py"
@@ -88,7 +87,7 @@ def test_5xx_answers_are_retried_until_the_server_recovers(failures: int, monkey
     paths: list[str] = []
 
     class Flaky(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):  # http.server's naming
             paths.append(self.path)
             status, body = (503, {"error_code": "TEMPORARILY_UNAVAILABLE"}) if len(paths) <= failures else (200, EXPERIMENT)
             data = json.dumps(body).encode()
@@ -105,7 +104,7 @@ def test_5xx_answers_are_retried_until_the_server_recovers(failures: int, monkey
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         client = MlflowClient(f"http://127.0.0.1:{httpd.server_port}")
-        experiment = tracking.with_retries(lambda: client.get_experiment("0"), first_delay=0.01)
+        experiment = with_retries(lambda: client.get_experiment("0"), first_delay=0.01)
     finally:
         httpd.shutdown()
     assert experiment.name == "Default"

@@ -13,10 +13,10 @@ import math
 import keras
 import pytest
 
-from vaelab.classifier import build_classifier
 from vaelab.config import ClassifierSection, TrainSection
-from vaelab.sizes import classifier_size, vae_size
+from vaelab.evaluation.classifier import build_classifier
 from vaelab.model import DECODER_OUTPUT, build_vae
+from vaelab.sizes import classifier_size, vae_size
 
 VAES = {
     "shipped_mnist": (TrainSection(), (28, 28, 1)),

@@ -123,6 +123,7 @@ def test_killed_training_resumes_into_the_same_run(project: Path, mlflow_uri: st
     # agree to 1 part in a million (history.csv keeps 8 significant digits).
     config = load_config("params.yaml")
     uninterrupted = train(config, load_splits(config.paths.processed), verbose=0).history
-    resumed = list(csv.DictReader(Path("reports/history.csv").open()))
+    with Path("reports/history.csv").open() as handle:
+        resumed = list(csv.DictReader(handle))
     for key in ("loss", "val_loss"):
         assert [float(row[key]) for row in resumed] == pytest.approx([row[key] for row in uninterrupted], rel=1e-6), key

@@ -15,128 +15,60 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from sweep_helpers import IMAGE_SHAPE, mlflow_runs, square_images, study_in
 
-from vaelab import sweep
-from vaelab.config import Config, load_config
-from vaelab.data.processed import Splits, load_splits, write_splits
+from vaelab.config import Config
+from vaelab.data.processed import Splits, load_splits
 from vaelab.data.shards import ShardedImages
 from vaelab.errors import ConfigError, VaelabError
-from vaelab.sweep_report import objective_description, winner_command
+from vaelab.sweep import coordinator
+from vaelab.sweep.objective import Objective
+from vaelab.sweep.report import SURPLUS_ATTR, objective_description, objective_metric, winner_command
+from vaelab.sweep.storage import (
+    OBJECTIVE_ATTR,
+    STORAGE_ENV,
+    WORKER_ATTR,
+    make_pruner,
+    open_storage,
+    open_study,
+    resolve_storage,
+    worker_id,
+)
 
-IMAGE_SHAPE = (28, 28, 1)
-EXPERIMENT = "sweep-tests"
-OBJECTIVE = "val_nll_k20_grayscale_nats"  # TINY's evaluate.nll_samples on data.binarize none
-# A network small enough that a two-epoch trial on 192 images takes about two seconds.
-TINY = {
-    "base.experiment": EXPERIMENT,
-    "train.encoder_filters": [4, 8],
-    "train.encoder_kernels": [3, 3],
-    "train.encoder_strides": [2, 2],
-    "train.decoder_filters": [8, 1],
-    "train.decoder_kernels": [3, 3],
-    "train.decoder_strides": [2, 2],
-    "train.batch_size": 64,
-    # The objective: K = 20 draws on a seeded 48 of the 64 validation images, 24 decoded per pass.
-    "evaluate.nll_samples": 20,
-    "evaluate.nll_images": 48,
-    "evaluate.batch_size": 24,
-    "sweep.study_name": "tiny",
-    "sweep.epochs": 2,
-    "sweep.max_train": 192,
-    "sweep.timeout_minutes": 5,
-    "sweep.sampler": "random",
-    "sweep.pruner": "none",
-    "sweep.space": {
-        "z_dim": {"low": 2, "high": 8, "log": True},
-        "r_loss_factor": {"low": 100, "high": 3000, "log": True},
-        "learning_rate": {"low": 0.001, "high": 0.01, "log": True},
-    },
-}
-
-
-def square_images(n: int, rng: np.random.Generator) -> np.ndarray:
-    """White squares of random size and place on black: something a VAE learns within two epochs."""
-    x = np.zeros((n, *IMAGE_SHAPE), dtype="float32")
-    for image, (top, left, size) in zip(x, rng.integers((0, 0, 6), (14, 14, 14), size=(n, 3)), strict=True):
-        image[top : top + size, left : left + size] = 1.0
-    return x
-
-
-@pytest.fixture(scope="session")
-def processed(tmp_path_factory) -> Path:
-    """256 training (the sweep uses the first 192), 64 validation and 16 test images in the processed layout."""
-    folder = tmp_path_factory.mktemp("processed")
-    rng = np.random.default_rng(0)
-    arrays = {"x_train": square_images(256, rng), "x_val": square_images(64, rng), "x_test": square_images(16, rng)}
-    for split in ("train", "val", "test"):
-        arrays[f"y_{split}"] = np.zeros(len(arrays[f"x_{split}"]), dtype=np.uint8)
-    write_splits(folder, arrays, {"dataset": "mnist", "image_shape": list(IMAGE_SHAPE), "class_names": ["square"]})
-    return folder
-
-
-@pytest.fixture
-def make_config(project_root, processed):
-    def make(**overrides) -> Config:
-        dotted = {key.replace("__", "."): value for key, value in overrides.items()}
-        return load_config(project_root / "params.yaml", {**TINY, "paths.processed": str(processed), **dotted})
-
-    return make
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch, mlflow_uri) -> Path:
-    """Run in tmp_path (sweeps/ lands there) with a fresh MLflow store and no storage from the environment."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(sweep.STORAGE_ENV, raising=False)
-    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
-    return tmp_path
-
-
-def mlflow_runs(uri: str) -> tuple:
-    """(parent runs, child runs) of the test experiment; a child is a run with a parent tag."""
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
-    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
-    return parents, children
-
-
-def load(study_name: str, storage: str = sweep.DEFAULT_STORAGE) -> optuna.Study:
-    return optuna.load_study(study_name=study_name, storage=sweep.open_storage(storage))
+OBJECTIVE = "val_nll_k20_grayscale_nats"  # TINY_SWEEP's evaluate.nll_samples on data.binarize none
 
 
 # --- storage, space and small pieces (fast) ---
 
 
-def test_storage_precedence_is_flag_then_environment_then_params_then_journal_file(make_config, monkeypatch):
-    monkeypatch.delenv(sweep.STORAGE_ENV, raising=False)
-    assert sweep.resolve_storage(None, make_config()) == "sweeps/optuna.journal"
-    configured = make_config(sweep__storage="sqlite:///from-params.db")
-    assert sweep.resolve_storage(None, configured) == "sqlite:///from-params.db"
-    monkeypatch.setenv(sweep.STORAGE_ENV, "postgresql://u@h/from-env")
-    assert sweep.resolve_storage(None, configured) == "postgresql://u@h/from-env"
-    assert sweep.resolve_storage("flag.journal", configured) == "flag.journal"
+def test_storage_precedence_is_flag_then_environment_then_params_then_journal_file(sweep_config, monkeypatch):
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    assert resolve_storage(None, sweep_config()) == "sweeps/optuna.journal"
+    configured = sweep_config(sweep__storage="sqlite:///from-params.db")
+    assert resolve_storage(None, configured) == "sqlite:///from-params.db"
+    monkeypatch.setenv(STORAGE_ENV, "postgresql://u@h/from-env")
+    assert resolve_storage(None, configured) == "postgresql://u@h/from-env"
+    assert resolve_storage("flag.journal", configured) == "flag.journal"
 
 
 def test_unreachable_database_is_one_line_error_without_the_password():
     with pytest.raises(VaelabError) as caught:
-        sweep.open_storage("postgresql://optuna:hunter2-secret@127.0.0.1:1/optuna")
+        open_storage("postgresql://optuna:hunter2-secret@127.0.0.1:1/optuna")
     message = str(caught.value)
     assert "hunter2-secret" not in message
     assert "postgresql://optuna:***@127.0.0.1:1/optuna" in message
     assert "\n" not in message
 
 
-def test_sqlite_storage_is_refused_for_several_workers(make_config, workdir):
+def test_sqlite_storage_is_refused_for_several_workers(sweep_config, sweep_workdir):
     with pytest.raises(ConfigError, match="database is locked.*journal file"):
-        sweep.run_sweep(make_config(), workers=2, storage="sqlite:///optuna.db")
-    assert not (workdir / "optuna.db").exists()
+        coordinator.run_sweep(sweep_config(), workers=2, storage="sqlite:///optuna.db")
+    assert not (sweep_workdir / "optuna.db").exists()
 
 
 def test_cli_rejects_zero_workers(capsys):
     with pytest.raises(SystemExit) as caught:
-        sweep.main(["--workers", "0"])
+        coordinator.main(["--workers", "0"])
     assert caught.value.code == 2
     assert "expected a positive integer, received '0'" in capsys.readouterr().err
 
@@ -148,10 +80,10 @@ def tiny_splits() -> Splits:
     return Splits(x, y, x[:4], y[:4], x[:4], y[:4], IMAGE_SHAPE, ("square",))
 
 
-def test_suggest_samples_integers_for_integer_settings_and_floats_otherwise(make_config):
+def test_suggest_samples_integers_for_integer_settings_and_floats_otherwise(sweep_config):
     space = {"z_dim": {"low": 2, "high": 64, "log": True}, "batch_size": {"low": 16, "high": 128},
              "learning_rate": {"low": 1e-4, "high": 3e-3, "log": True}}
-    objective = sweep.Objective(make_config(sweep__space=space), tiny_splits())
+    objective = Objective(sweep_config(sweep__space=space), tiny_splits())
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(5):
         trial = study.ask()
@@ -168,16 +100,16 @@ def test_suggest_samples_integers_for_integer_settings_and_floats_otherwise(make
         study.tell(trial, 1.0)
 
 
-def test_objective_caps_the_training_set_and_keeps_validation_whole(make_config):
-    objective = sweep.Objective(make_config(sweep__max_train=5), tiny_splits())
+def test_objective_caps_the_training_set_and_keeps_validation_whole(sweep_config):
+    objective = Objective(sweep_config(sweep__max_train=5), tiny_splits())
     assert objective.splits.x_train.shape == (5, *IMAGE_SHAPE)
     np.testing.assert_array_equal(objective.splits.x_train, tiny_splits().x_train[:5])
     assert len(objective.splits.x_val) == 4
 
 
-def test_objective_leaves_sharded_splits_on_disk(make_config, processed):
-    splits = load_splits(processed)
-    objective = sweep.Objective(make_config(), splits)
+def test_objective_leaves_sharded_splits_on_disk(sweep_config, sweep_processed):
+    splits = load_splits(sweep_processed)
+    objective = Objective(sweep_config(), splits)
     assert isinstance(objective.splits.x_train, ShardedImages) and isinstance(objective.splits.x_val, ShardedImages)
     assert len(objective.splits.x_train) == len(objective.splits.y_train) == 192  # sweep.max_train
     np.testing.assert_array_equal(objective.splits.x_train[-3:], splits.x_train[189:192])
@@ -192,20 +124,20 @@ def test_objective_leaves_sharded_splits_on_disk(make_config, processed):
         ({"batch_size": {"low": 16.2, "high": 16.8}}, "sweep.space.batch_size: no integer in [16.2, 16.8]"),
     ],
 )
-def test_objective_rejects_ranges_whose_ends_are_not_valid_settings(make_config, space, message):
+def test_objective_rejects_ranges_whose_ends_are_not_valid_settings(sweep_config, space, message):
     with pytest.raises(ConfigError) as caught:
-        sweep.Objective(make_config(sweep__space=space), tiny_splits())
+        Objective(sweep_config(sweep__space=space), tiny_splits())
     assert str(caught.value).startswith(message)
 
 
-def test_objective_is_named_after_the_evaluate_stage_nll_on_the_validation_split(make_config):
-    assert sweep.objective_metric(make_config()) == "val_nll_k20_grayscale_nats"
-    assert sweep.objective_metric(make_config(evaluate__nll_samples=5000)) == "val_nll_k5000_grayscale_nats"
-    assert sweep.objective_metric(make_config(data__binarize="dynamic")) == "val_nll_k20_binarized_nats"
-    assert sweep.objective_metric(make_config(data__binarize="fixed", evaluate__nll_samples=1)) == (
+def test_objective_is_named_after_the_evaluate_stage_nll_on_the_validation_split(sweep_config):
+    assert objective_metric(sweep_config()) == "val_nll_k20_grayscale_nats"
+    assert objective_metric(sweep_config(evaluate__nll_samples=5000)) == "val_nll_k5000_grayscale_nats"
+    assert objective_metric(sweep_config(data__binarize="dynamic")) == "val_nll_k20_binarized_nats"
+    assert objective_metric(sweep_config(data__binarize="fixed", evaluate__nll_samples=1)) == (
         "val_nll_k1_binarized_nats"
     )
-    assert objective_description(make_config(data__binarize="fixed", evaluate__nll_images=None)) == (
+    assert objective_description(sweep_config(data__binarize="fixed", evaluate__nll_images=None)) == (
         "val_nll_k20_binarized_nats (validation importance-sampled NLL, K=20, binarized data, all images; "
         "nats, lower is better)"
     )
@@ -213,15 +145,16 @@ def test_objective_is_named_after_the_evaluate_stage_nll_on_the_validation_split
 
 @pytest.mark.slow
 def test_a_trial_reports_the_evaluate_stage_nll_of_its_model_on_the_validation_images(
-    make_config, processed, workdir, mlflow_uri, monkeypatch
+    sweep_config, sweep_processed, sweep_workdir, mlflow_uri, monkeypatch
 ):
     """Each epoch's value is estimate_nll with evaluate.* on the validation split, recomputed here on the model."""
     import keras
 
-    from vaelab import likelihood, training
+    from vaelab import training
+    from vaelab.evaluation import likelihood
 
-    config = make_config()
-    x_val = np.asarray(load_splits(processed).x_val)  # all 64; estimate_nll picks its 48
+    config = sweep_config()
+    x_val = np.asarray(load_splits(sweep_processed).x_val)  # all 64; estimate_nll picks its 48
     recomputed: dict[int, float] = {}
 
     class Recompute(keras.callbacks.Callback):  # runs after the sweep's reporter, on the same weights
@@ -235,7 +168,7 @@ def test_a_trial_reports_the_evaluate_stage_nll_of_its_model_on_the_validation_i
 
     monkeypatch.setattr(training, "train", train_and_recompute)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    study.optimize(sweep.Objective(config, load_splits(processed)), n_trials=1)
+    study.optimize(Objective(config, load_splits(sweep_processed)), n_trials=1)
 
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE
@@ -256,28 +189,28 @@ def test_winner_command_keeps_every_digit():
     )
 
 
-def test_trial_left_running_by_a_dead_local_worker_is_failed(make_config, workdir):
-    storage = sweep.open_storage("sweeps/optuna.journal")
-    study = sweep.open_study(make_config(), storage, "orphans")
+def test_trial_left_running_by_a_dead_local_worker_is_failed(sweep_config, sweep_workdir):
+    storage = open_storage("sweeps/optuna.journal")
+    study = open_study(sweep_config(), storage, "orphans")
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     orphan, alive = study.ask(), study.ask()
-    orphan.set_user_attr(sweep.WORKER_ATTR, f"{socket.gethostname()}:{ended.stdout.strip()}")
-    alive.set_user_attr(sweep.WORKER_ATTR, sweep.worker_id())
+    orphan.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{ended.stdout.strip()}")
+    alive.set_user_attr(WORKER_ATTR, worker_id())
 
-    assert sweep._next_step(study, n_trials=2, deadline=None, heartbeat=False) == "run"
+    assert coordinator._next_step(study, n_trials=2, deadline=None, heartbeat=False) == "run"
     states = {trial.number: trial.state for trial in study.get_trials()}
     assert states == {0: TrialState.FAIL, 1: TrialState.RUNNING}
     # One trial still running and one wanted: wait for it rather than start a second.
-    assert sweep._next_step(study, n_trials=1, deadline=None, heartbeat=False) == "wait"
+    assert coordinator._next_step(study, n_trials=1, deadline=None, heartbeat=False) == "wait"
 
 
-def test_next_step_stops_at_the_total_the_deadline_or_too_many_failures(make_config, workdir):
-    study = sweep.open_study(make_config(), sweep.open_storage("sweeps/optuna.journal"), "budget")
+def test_next_step_stops_at_the_total_the_deadline_or_too_many_failures(sweep_config, sweep_workdir):
+    study = open_study(sweep_config(), open_storage("sweeps/optuna.journal"), "budget")
     for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL, TrialState.FAIL):
         study.tell(study.ask(), 1.0 if state == TrialState.COMPLETE else None, state=state)
 
     def step(n_trials, deadline=None):
-        return sweep._next_step(study, n_trials, deadline, heartbeat=False)
+        return coordinator._next_step(study, n_trials, deadline, heartbeat=False)
 
     assert step(2) == "stop"  # COMPLETE and PRUNED both count
     assert step(3) == "run"  # FAIL does not
@@ -289,34 +222,34 @@ def test_next_step_stops_at_the_total_the_deadline_or_too_many_failures(make_con
     assert step(4) == "run"
 
 
-def test_a_trial_runs_only_if_fewer_than_n_trials_before_it_hold_a_slot(make_config, workdir):
-    study = sweep.open_study(make_config(), sweep.open_storage("sweeps/optuna.journal"), "slots")
+def test_a_trial_runs_only_if_fewer_than_n_trials_before_it_hold_a_slot(sweep_config, sweep_workdir):
+    study = open_study(sweep_config(), open_storage("sweeps/optuna.journal"), "slots")
     study.tell(study.ask(), 1.0)  # 0: COMPLETE, holds a slot
     study.tell(study.ask(), state=TrialState.FAIL)  # 1: FAIL, holds none
     study.enqueue_trial({})  # 2: WAITING, a retry's slot
     claims = [study.ask(), study.ask()]  # 2 taken from the queue, then a new trial 3
     assert [trial.number for trial in claims] == [2, 3]
-    objective = sweep._within_budget(lambda trial: 5.0, n_trials=2)
+    objective = coordinator._within_budget(lambda trial: 5.0, n_trials=2)
 
-    with pytest.raises(sweep.SurplusTrial, match="not run: earlier trials already hold all sweep.n_trials=2 slots"):
+    with pytest.raises(coordinator.SurplusTrial, match="not run: earlier trials already hold all sweep.n_trials=2 slots"):
         objective(claims[1])  # trials 0 and 2 fill the budget of 2
     assert objective(claims[0]) == 5.0  # only trial 0 is before 2: the lower number wins the slot
     trial = study.get_trials()[3]
-    assert trial.user_attrs[sweep.SURPLUS_ATTR] is True
+    assert trial.user_attrs[SURPLUS_ATTR] is True
     assert trial.user_attrs["fail_reason"].startswith("not run: ")
-    assert trial.user_attrs[sweep.WORKER_ATTR] == sweep.worker_id()
+    assert trial.user_attrs[WORKER_ATTR] == worker_id()
 
 
-def test_surplus_trials_do_not_count_as_failures_of_the_space(make_config, workdir):
-    study = sweep.open_study(make_config(), sweep.open_storage("sweeps/optuna.journal"), "surplus")
+def test_surplus_trials_do_not_count_as_failures_of_the_space(sweep_config, sweep_workdir):
+    study = open_study(sweep_config(), open_storage("sweeps/optuna.journal"), "surplus")
     for _ in range(2):
         trial = study.ask()
-        trial.set_user_attr(sweep.SURPLUS_ATTR, True)
+        trial.set_user_attr(SURPLUS_ATTR, True)
         study.tell(trial, state=TrialState.FAIL)
-    assert sweep._next_step(study, 1, None, heartbeat=False) == "run"
+    assert coordinator._next_step(study, 1, None, heartbeat=False) == "run"
     study.tell(study.ask(), state=TrialState.FAIL)
     study.tell(study.ask(), state=TrialState.FAIL)
-    assert sweep._next_step(study, 1, None, heartbeat=False) == "stop"
+    assert coordinator._next_step(study, 1, None, heartbeat=False) == "stop"
 
 
 @pytest.mark.parametrize(
@@ -324,21 +257,21 @@ def test_surplus_trials_do_not_count_as_failures_of_the_space(make_config, workd
     [("median", optuna.pruners.MedianPruner), ("hyperband", optuna.pruners.HyperbandPruner),
      ("none", optuna.pruners.NopPruner)],
 )
-def test_pruner_follows_params(make_config, name, kind):
-    assert type(sweep.make_pruner(make_config(sweep__pruner=name))) is kind
+def test_pruner_follows_params(sweep_config, name, kind):
+    assert type(make_pruner(sweep_config(sweep__pruner=name))) is kind
 
 
 # --- whole sweeps (slow) ---
 
 
 @pytest.mark.slow
-def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(make_config, workdir, mlflow_uri, caplog):
+def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(sweep_config, sweep_workdir, mlflow_uri, caplog):
     caplog.set_level("INFO", logger="vaelab")
-    config = make_config(sweep__sampler="tpe")
-    summary = sweep.run_sweep(config, n_trials=2)
+    config = sweep_config(sweep__sampler="tpe")
+    summary = coordinator.run_sweep(config, n_trials=2)
 
-    assert (workdir / "sweeps" / "optuna.journal").is_file()  # the default storage
-    study = load("tiny")
+    assert (sweep_workdir / "sweeps" / "optuna.journal").is_file()  # the default storage
+    study = study_in()
     assert [trial.number for trial in study.get_trials()] == [0, 1]
     assert [trial.state for trial in study.get_trials()] == [TrialState.COMPLETE] * 2
     assert summary["trials"] == {"RUNNING": 0, "COMPLETE": 2, "PRUNED": 0, "FAIL": 0, "WAITING": 0}
@@ -346,7 +279,7 @@ def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(make_config,
     assert len(parents) == 1 and len(children) == 2
     assert sum(f" COMPLETE: {OBJECTIVE}=" in record.getMessage() for record in caplog.records) == 2
 
-    summary = sweep.run_sweep(config, n_trials=4)
+    summary = coordinator.run_sweep(config, n_trials=4)
 
     trials = study.get_trials()
     assert [trial.number for trial in trials] == [0, 1, 2, 3]
@@ -364,7 +297,7 @@ def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(make_config,
         "a seeded subset of up to 48 images; nats, lower is better)"
     )
 
-    out = workdir / "sweeps" / "tiny"
+    out = sweep_workdir / "sweeps" / "tiny"
     best_params = yaml.safe_load((out / "best_params.yaml").read_text())
     header = f"# best of study 'tiny': trial {best.number}, {OBJECTIVE}={best.value:.6g}\n"
     assert (out / "best_params.yaml").read_text().startswith(header)
@@ -382,7 +315,7 @@ def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(make_config,
     parent = parents[0]
     assert parent.data.tags["mlflow.runName"] == "sweep-tiny"
     assert parent.info.status == "FINISHED"
-    assert study.user_attrs[sweep.PARENT_RUN_ATTR] == parent.info.run_id
+    assert study.user_attrs[coordinator.PARENT_RUN_ATTR] == parent.info.run_id
     assert parent.data.metrics[f"best_{OBJECTIVE}"] == pytest.approx(best.value)
     assert parent.data.metrics["best.z_dim"] == best.params["z_dim"]
     assert parent.data.metrics["trials_complete"] == 4
@@ -407,11 +340,11 @@ def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(make_config,
 
 
 @pytest.mark.slow
-def test_median_pruner_prunes_trials_with_a_hopeless_learning_rate(make_config, workdir, mlflow_uri):
+def test_median_pruner_prunes_trials_with_a_hopeless_learning_rate(sweep_config, sweep_workdir, mlflow_uri):
     space = {"learning_rate": {"low": 1e-7, "high": 1e-2, "log": True}}
-    summary = sweep.run_sweep(make_config(sweep__pruner="median", sweep__space=space), n_trials=5)
+    summary = coordinator.run_sweep(sweep_config(sweep__pruner="median", sweep__space=space), n_trials=5)
 
-    trials = load("tiny").get_trials()
+    trials = study_in().get_trials()
     pruned = [trial for trial in trials if trial.state == TrialState.PRUNED]
     assert pruned, [(t.state, t.params, t.intermediate_values) for t in trials]
     assert summary["trials"]["COMPLETE"] + summary["trials"]["PRUNED"] == 5
@@ -424,11 +357,11 @@ def test_median_pruner_prunes_trials_with_a_hopeless_learning_rate(make_config, 
 
 
 @pytest.mark.slow
-def test_diverging_trials_fail_with_their_reason_and_the_study_goes_on(make_config, workdir, mlflow_uri):
+def test_diverging_trials_fail_with_their_reason_and_the_study_goes_on(sweep_config, sweep_workdir, mlflow_uri):
     space = {"learning_rate": {"low": 1e-3, "high": 1e5, "log": True}}
-    summary = sweep.run_sweep(make_config(sweep__space=space), n_trials=2)
+    summary = coordinator.run_sweep(sweep_config(sweep__space=space), n_trials=2)
 
-    trials = load("tiny").get_trials()
+    trials = study_in().get_trials()
     failed = [trial for trial in trials if trial.state == TrialState.FAIL]
     assert failed, [(t.state, t.params) for t in trials]
     assert summary["trials"]["COMPLETE"] == 2 and summary["trials"]["FAIL"] == len(failed)
@@ -443,8 +376,6 @@ def test_diverging_trials_fail_with_their_reason_and_the_study_goes_on(make_conf
 
 
 def test_a_study_scored_by_another_objective_is_not_resumed(tmp_path: Path) -> None:
-    from vaelab.sweep_storage import OBJECTIVE_ATTR, open_study
-
     storage = optuna.storages.InMemoryStorage()
     first = Config().with_overrides({"evaluate.nll_samples": 20})
     study = open_study(first, storage, "s")

@@ -25,10 +25,10 @@ import pytest
 import yaml
 from optuna.storages.journal import JournalFileSymlinkLock
 from optuna.trial import TrialState
+from sweep_helpers import mlflow_runs, study_in
 
-from test_sweep import load, make_config, mlflow_runs, processed, workdir  # noqa: F401 - shared fixtures
-from test_sweep_postgres import database, study_in  # noqa: F401 - shared fixture
-from vaelab import sweep
+from vaelab.sweep.report import SURPLUS_ATTR
+from vaelab.sweep.storage import DEFAULT_STORAGE, WORKER_ATTR, open_storage, open_study, worker_id
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def hold_a_slot(study: optuna.Study) -> optuna.Trial:
         # Optuna warns that heartbeats come with Study.optimize; this trial is held by hand, without one.
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         held = study.ask()
-    held.set_user_attr(sweep.WORKER_ATTR, sweep.worker_id())
+    held.set_user_attr(WORKER_ATTR, worker_id())
     return held
 
 
@@ -97,7 +97,7 @@ def assert_exact_budget(trials: list[optuna.trial.FrozenTrial], held: optuna.Tri
     states = [(trial.number, trial.state.name, trial.user_attrs.get("fail_reason")) for trial in trials]
     assert sum(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in trials) == N_TRIALS, states
     assert not [trial for trial in trials if not trial.state.is_finished()], states
-    surplus = [trial for trial in trials if trial.user_attrs.get(sweep.SURPLUS_ATTR)]
+    surplus = [trial for trial in trials if trial.user_attrs.get(SURPLUS_ATTR)]
     assert len(surplus) >= WORKERS - 1, states  # the race did happen: four trials were created for one slot
     assert {trial.state for trial in surplus} == {TrialState.FAIL}
     assert all(trial.user_attrs["fail_reason"].startswith("not run: ") and not trial.params for trial in surplus)
@@ -134,14 +134,14 @@ def race_for_the_last_slot(study, held, sweeping: subprocess.Popen, folder: Path
                 worker.resume()
 
 
-def test_four_journal_workers_claiming_the_last_slot_at_once_finish_exactly_n_trials(make_config, workdir, mlflow_uri):
-    config = make_config(**CHEAP)
-    study = sweep.open_study(config, sweep.open_storage(sweep.DEFAULT_STORAGE), "tiny")
+def test_four_journal_workers_claiming_the_last_slot_at_once_finish_exactly_n_trials(sweep_config, sweep_workdir, mlflow_uri):
+    config = sweep_config(**CHEAP)
+    study = open_study(config, open_storage(DEFAULT_STORAGE), "tiny")
     held = hold_a_slot(study)
 
     @contextmanager
     def journal_locked():
-        lock = JournalFileSymlinkLock(str(workdir / sweep.DEFAULT_STORAGE))  # the lock every journal write takes
+        lock = JournalFileSymlinkLock(str(sweep_workdir / DEFAULT_STORAGE))  # the lock every journal write takes
         lock.acquire()
         try:
             yield
@@ -151,25 +151,25 @@ def test_four_journal_workers_claiming_the_last_slot_at_once_finish_exactly_n_tr
     def all_waiting() -> None:
         time.sleep(5)  # a resumed worker looks at once and, seeing the free slot, waits for the lock within ms
 
-    sweeping = start_sweep(config, workdir)
+    sweeping = start_sweep(config, sweep_workdir)
     try:
-        race_for_the_last_slot(study, held, sweeping, workdir, journal_locked, all_waiting)
+        race_for_the_last_slot(study, held, sweeping, sweep_workdir, journal_locked, all_waiting)
     finally:
-        finish(sweeping, workdir)
+        finish(sweeping, sweep_workdir)
 
-    assert_exact_budget(load("tiny").get_trials(), held, workdir, mlflow_uri)
+    assert_exact_budget(study_in().get_trials(), held, sweep_workdir, mlflow_uri)
 
 
 @pytest.mark.postgres
 def test_four_postgres_workers_claiming_the_last_slot_at_once_finish_exactly_n_trials(
-    make_config, workdir, mlflow_uri, database, scratch_databases
+    sweep_config, sweep_workdir, mlflow_uri, sweep_database, scratch_databases
 ):
     import psycopg2
 
-    config = make_config(sweep__storage=database, **CHEAP)
-    study = sweep.open_study(config, sweep.open_storage(database), "tiny")
+    config = sweep_config(sweep__storage=sweep_database, **CHEAP)
+    study = open_study(config, open_storage(sweep_database), "tiny")
     held = hold_a_slot(study)
-    name = database.rpartition("/")[2]
+    name = sweep_database.rpartition("/")[2]
     waiting = []
 
     @contextmanager
@@ -197,11 +197,11 @@ def test_four_postgres_workers_claiming_the_last_slot_at_once_finish_exactly_n_t
             time.sleep(0.1)
 
     # A grace period of 10 s: four TensorFlow processes on two cores can starve a heartbeat thread for seconds.
-    sweeping = start_sweep(config, workdir, "--grace-period", "10")
+    sweeping = start_sweep(config, sweep_workdir, "--grace-period", "10")
     try:
-        race_for_the_last_slot(study, held, sweeping, workdir, study_row_locked, all_waiting)
+        race_for_the_last_slot(study, held, sweeping, sweep_workdir, study_row_locked, all_waiting)
     finally:
-        finish(sweeping, workdir)
+        finish(sweeping, sweep_workdir)
 
     assert waiting == [WORKERS]  # all four had seen the free slot and were creating a trial at once
-    assert_exact_budget(study_in(database).get_trials(), held, workdir, mlflow_uri)
+    assert_exact_budget(study_in(sweep_database).get_trials(), held, sweep_workdir, mlflow_uri)

@@ -1,5 +1,5 @@
 """vaelab.sweep on a real PostgreSQL server (127.0.0.1:5432, user postgres, trust auth): shared studies,
-heartbeats and retries. Each test creates its own database and drops it afterwards."""
+heartbeats and retries. Each test creates its own database (sweep_database) and drops it afterwards."""
 
 from __future__ import annotations
 
@@ -14,24 +14,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from sweep_helpers import EXPERIMENT, PASSWORD, mlflow_runs, study_in
 
-from test_sweep import EXPERIMENT, make_config, mlflow_runs, processed, workdir  # noqa: F401 - shared fixtures
-from vaelab import sweep
+from vaelab.sweep import coordinator
+from vaelab.sweep.report import SURPLUS_ATTR
+from vaelab.sweep.storage import open_storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-PASSWORD = "pg-s3cret-word"  # trust auth ignores it; it must still never reach MLflow or the logs
-
-
-@pytest.fixture
-def database(scratch_databases):
-    """A fresh database; its SQLAlchemy URL with a password in it."""
-    return f"postgresql://postgres:{PASSWORD}@127.0.0.1:5432/{scratch_databases.new('vaelab_sweep')}"
-
-
-def study_in(url: str, name: str = "tiny") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=sweep.open_storage(url))
-
 
 def all_mlflow_strings(uri: str) -> list[str]:
     """Every param and tag value of every run in the test experiment."""
@@ -40,49 +29,49 @@ def all_mlflow_strings(uri: str) -> list[str]:
     return [value for run in runs for value in (*run.data.params.values(), *run.data.tags.values())]
 
 
-def test_two_workers_share_one_study_and_the_password_stays_out(make_config, workdir, mlflow_uri, database, capfd):
-    summary = sweep.run_sweep(make_config(sweep__storage=database), workers=2, n_trials=3)
+def test_two_workers_share_one_study_and_the_password_stays_out(sweep_config, sweep_workdir, mlflow_uri, sweep_database, capfd):
+    summary = coordinator.run_sweep(sweep_config(sweep__storage=sweep_database), workers=2, n_trials=3)
 
-    trials = study_in(database).get_trials()
+    trials = study_in(sweep_database).get_trials()
     numbers = [trial.number for trial in trials]
     assert numbers == list(range(len(numbers)))  # no number handed out twice
     assert summary["trials"]["COMPLETE"] == 3
     assert len({trial.user_attrs["worker"] for trial in trials}) == 2
     parents, children = mlflow_runs(mlflow_uri)
-    trained = [trial for trial in trials if not trial.user_attrs.get(sweep.SURPLUS_ATTR)]
+    trained = [trial for trial in trials if not trial.user_attrs.get(SURPLUS_ATTR)]
     assert len(parents) == 1 and len(children) == len(trained)
     assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parents[0].info.run_id}
 
     strings = all_mlflow_strings(mlflow_uri)
     assert not [value for value in strings if PASSWORD in value]
-    assert parents[0].data.params["sweep.storage"] == database.replace(PASSWORD, "***")
-    assert parents[0].data.tags["optuna.storage"] == database.replace(PASSWORD, "***")
+    assert parents[0].data.params["sweep.storage"] == sweep_database.replace(PASSWORD, "***")
+    assert parents[0].data.tags["optuna.storage"] == sweep_database.replace(PASSWORD, "***")
     output = capfd.readouterr()
     assert PASSWORD not in output.out + output.err
-    assert PASSWORD not in (workdir / "sweeps" / "tiny" / "summary.json").read_text()
+    assert PASSWORD not in (sweep_workdir / "sweeps" / "tiny" / "summary.json").read_text()
 
 
-def test_a_killed_workers_trial_fails_by_heartbeat_and_is_retried_once(make_config, workdir, mlflow_uri, database):
-    config = make_config(sweep__storage=database)
-    params = workdir / "params.yaml"
+def test_a_killed_workers_trial_fails_by_heartbeat_and_is_retried_once(sweep_config, sweep_workdir, mlflow_uri, sweep_database):
+    config = sweep_config(sweep__storage=sweep_database)
+    params = sweep_workdir / "params.yaml"
     params.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     timing = ["--heartbeat-interval", "1", "--grace-period", "2"]
-    log = (workdir / "victim.log").open("w")
+    log = (sweep_workdir / "victim.log").open("w")
     command = [sys.executable, "-m", "vaelab.sweep", "--params", str(params), "--n-trials", "2", *timing]
     victim = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     try:
-        killed = wait_for_running_trial(database, victim, timeout=150)
+        killed = wait_for_running_trial(sweep_database, victim, timeout=150)
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
     finally:
         if victim.poll() is None:
             victim.kill()
         log.close()
-    assert study_in(database).trials[killed.number].state == TrialState.RUNNING  # nobody told the study
+    assert study_in(sweep_database).trials[killed.number].state == TrialState.RUNNING  # nobody told the study
 
-    summary = sweep.run_sweep(config, n_trials=2, heartbeat_interval=1, grace_period=2)
+    summary = coordinator.run_sweep(config, n_trials=2, heartbeat_interval=1, grace_period=2)
 
-    trials = study_in(database).get_trials()
+    trials = study_in(sweep_database).get_trials()
     assert trials[killed.number].state == TrialState.FAIL
     retries = [trial for trial in trials if trial.system_attrs.get("retry_history")]
     assert len(retries) == 1
@@ -101,7 +90,7 @@ def wait_for_running_trial(url: str, process: subprocess.Popen, timeout: float) 
     deadline = time.monotonic() + timeout
     # One storage for all the polls: each new one keeps its connections until garbage collection, and a few
     # dozen of them beside four workers can exhaust the server's max_connections.
-    storage = sweep.open_storage(url)
+    storage = open_storage(url)
     while time.monotonic() < deadline:
         assert process.poll() is None, f"the worker exited early with code {process.returncode}"
         try:
@@ -115,19 +104,19 @@ def wait_for_running_trial(url: str, process: subprocess.Popen, timeout: float) 
     raise AssertionError(f"no trial started within {timeout} s")
 
 
-def test_4_workers_one_killed_mid_trial_complete_6_trials_with_one_retry(make_config, workdir, mlflow_uri, database):
+def test_4_workers_one_killed_mid_trial_complete_6_trials_with_one_retry(sweep_config, sweep_workdir, mlflow_uri, sweep_database):
     """`vaelab sweep --workers 4` on one PostgreSQL study; one worker process is SIGKILLed inside a trial."""
-    config = make_config(sweep__storage=database)
-    params = workdir / "params.yaml"
+    config = sweep_config(sweep__storage=sweep_database)
+    params = sweep_workdir / "params.yaml"
     params.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     # Four TensorFlow processes on a small machine can starve a heartbeat thread for a few seconds: a
     # grace period of 2 s then fails live trials too, so this test allows 10 s.
     timing = ["--heartbeat-interval", "1", "--grace-period", "10"]
     command = [sys.executable, "-m", "vaelab.sweep", "--params", str(params), "--workers", "4", "--n-trials", "6", *timing]
-    log = (workdir / "sweep.log").open("w")
+    log = (sweep_workdir / "sweep.log").open("w")
     sweeping = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     try:
-        killed = wait_for_running_trial(database, sweeping, timeout=200)
+        killed = wait_for_running_trial(sweep_database, sweeping, timeout=200)
         worker_pid = int(killed.user_attrs["worker"].rpartition(":")[2])
         assert worker_pid != sweeping.pid  # a worker process, not the coordinator
         os.kill(worker_pid, signal.SIGKILL)
@@ -136,9 +125,9 @@ def test_4_workers_one_killed_mid_trial_complete_6_trials_with_one_retry(make_co
         if sweeping.poll() is None:
             sweeping.kill()
         log.close()
-    assert sweeping.returncode == 0, (workdir / "sweep.log").read_text()[-3000:]
+    assert sweeping.returncode == 0, (sweep_workdir / "sweep.log").read_text()[-3000:]
 
-    trials = study_in(database).get_trials()
+    trials = study_in(sweep_database).get_trials()
     numbers = [trial.number for trial in trials]
     assert numbers == list(range(len(numbers)))  # 0 duplicated trial numbers
     assert sum(trial.state == TrialState.COMPLETE for trial in trials) == 6  # the retry fills the killed one's slot
@@ -151,5 +140,5 @@ def test_4_workers_one_killed_mid_trial_complete_6_trials_with_one_retry(make_co
     parents, children = mlflow_runs(mlflow_uri)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     # One child run per trial that trained, the killed one included (a surplus trial never starts one).
-    trained = [trial.number for trial in trials if not trial.user_attrs.get(sweep.SURPLUS_ATTR)]
+    trained = [trial.number for trial in trials if not trial.user_attrs.get(SURPLUS_ATTR)]
     assert sorted(int(child.data.params["optuna.trial_number"]) for child in children) == trained

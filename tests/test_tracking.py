@@ -13,13 +13,16 @@ import keras
 import mlflow
 import numpy as np
 import pytest
-import requests
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from vaelab import tracking
 from vaelab.config import Config
 from vaelab.errors import DataError, VaelabError
+from vaelab.tracking import runs
+from vaelab.tracking.epochs import MlflowEpochLogger
+from vaelab.tracking.export import log_keras_model
+from vaelab.tracking.redact import redact_url
+from vaelab.tracking.run_info import read_run_info, write_run_info
+from vaelab.tracking.store import _artifact_location, _experiment_id, tracking_uri
 
 SECRET = "s3cr3t-pw"
 
@@ -51,29 +54,29 @@ def _fit_three_epochs(run_id: str | None = None, initial_epoch: int = 0, epochs:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="mse")
     x = np.random.default_rng(0).random((16, 3), dtype=np.float32)
     model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), initial_epoch=initial_epoch, epochs=epochs, verbose=0,
-              callbacks=[tracking.MlflowEpochLogger(run_id)])
+              callbacks=[MlflowEpochLogger(run_id)])
 
 
 def test_redact_url_hides_only_the_password():
-    assert tracking.redact_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
-    assert tracking.redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
-    assert tracking.redact_url("https://h:5000/api?x=a:b@c") == "https://h:5000/api?x=a:b@c"
-    assert tracking.redact_url("http://u:p@ss@host:5000/x") == "http://u:***@host:5000/x"
-    assert tracking.redact_url("a=mysql://root:pw@127.0.0.1/m b=redis://:pw2@r") == "a=mysql://root:***@127.0.0.1/m b=redis://:***@r"
+    assert redact_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact_url("https://h:5000/api?x=a:b@c") == "https://h:5000/api?x=a:b@c"
+    assert redact_url("http://u:p@ss@host:5000/x") == "http://u:***@host:5000/x"
+    assert redact_url("a=mysql://root:pw@127.0.0.1/m b=redis://:pw2@r") == "a=mysql://root:***@127.0.0.1/m b=redis://:***@r"
 
 
 def test_run_name_is_readable():
-    assert tracking.run_name(Config(), "a1b2c3") == "mnist-z2-r1000-a1b2c3"
-    assert tracking.run_name(Config().with_overrides({"train.z_dim": 16, "train.r_loss_factor": 0.5}), "x") == "mnist-z16-r0.5-x"
+    assert runs.run_name(Config(), "a1b2c3") == "mnist-z2-r1000-a1b2c3"
+    assert runs.run_name(Config().with_overrides({"train.z_dim": 16, "train.r_loss_factor": 0.5}), "x") == "mnist-z16-r0.5-x"
 
 
 def test_default_store_is_mlflow_db_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
 
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert tracking._artifact_location(tracking.tracking_uri(), "vae mnist/2") == (tmp_path / "mlartifacts" / "vae_mnist_2").as_uri()
-    assert tracking._artifact_location("http://127.0.0.1:5000", "vaelab-mnist") is None
+    assert tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert _artifact_location(tracking_uri(), "vae mnist/2") == (tmp_path / "mlartifacts" / "vae_mnist_2").as_uri()
+    assert _artifact_location("http://127.0.0.1:5000", "vaelab-mnist") is None
 
 
 def test_default_store_is_the_dvc_repository_s_also_from_a_temporary_experiment_copy(tmp_path, monkeypatch):
@@ -84,10 +87,10 @@ def test_default_store_is_the_dvc_repository_s_also_from_a_temporary_experiment_
     monkeypatch.chdir(copy)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
 
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert tracking._artifact_location(tracking.tracking_uri(), "vaelab-mnist") == (tmp_path / "mlartifacts" / "vaelab-mnist").as_uri()
+    assert tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert _artifact_location(tracking_uri(), "vaelab-mnist") == (tmp_path / "mlartifacts" / "vaelab-mnist").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
-    assert tracking.tracking_uri() == "http://127.0.0.1:5001"  # an explicit store still wins
+    assert tracking_uri() == "http://127.0.0.1:5001"  # an explicit store still wins
 
 
 @pytest.mark.slow  # creates a second SQLite store
@@ -96,8 +99,8 @@ def test_without_a_tracking_uri_runs_go_to_mlflow_db_and_mlartifacts_here(tmp_pa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("hello")
 
-    with tracking.start_run(config) as run:
-        tracking.log_artifact("notes.txt")
+    with runs.start_run(config) as run:
+        runs.log_artifact("notes.txt")
 
     assert "MLFLOW_TRACKING_URI" not in os.environ  # not leaked to later runs from other folders
     assert (tmp_path / "mlflow.db").is_file()
@@ -107,7 +110,7 @@ def test_without_a_tracking_uri_runs_go_to_mlflow_db_and_mlartifacts_here(tmp_pa
 
 
 def test_a_new_run_has_params_tags_epoch_metrics_and_finishes(store, client, config, project_root):
-    with tracking.start_run(config) as run:
+    with runs.start_run(config) as run:
         _fit_three_epochs()
     run_id = run.info.run_id
 
@@ -125,7 +128,7 @@ def test_a_new_run_has_params_tags_epoch_metrics_and_finishes(store, client, con
     tags = finished.data.tags
     assert tags["mlflow.runName"] == f"mnist-z2-r1000-{run_id[:6]}"
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=project_root).stdout.strip()
-    assert tags["git.commit"] == head
+    assert tags[runs.GIT_COMMIT_TAG] == head and "git.commit" not in tags
     assert tags["git.dirty"] in ("true", "false")
     everything = json.dumps([params, tags])
     assert SECRET not in everything
@@ -139,7 +142,7 @@ def test_a_new_run_has_params_tags_epoch_metrics_and_finishes(store, client, con
 
 def test_dvc_experiment_name_goes_into_tags_and_run_name(store, client, config, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "fuzzy-tent")
-    with tracking.start_run(config, tags={"stage": "train"}) as run:
+    with runs.start_run(config, tags={"stage": "train"}) as run:
         pass
 
     tags = client.get_run(run.info.run_id).data.tags
@@ -150,24 +153,22 @@ def test_dvc_experiment_name_goes_into_tags_and_run_name(store, client, config, 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_an_exception_marks_the_run_failed_and_propagates(store, client, config, error):
-    with pytest.raises(type(error)):
-        with tracking.start_run(config) as run:
-            raise error
+    with pytest.raises(type(error)), runs.start_run(config) as run:
+        raise error
 
     assert client.get_run(run.info.run_id).info.status == "FAILED"
     assert mlflow.active_run() is None
 
 
 def test_resuming_by_run_id_continues_the_same_run(store, client, config):
-    with pytest.raises(KeyboardInterrupt):
-        with tracking.start_run(config) as run:
-            _fit_three_epochs(epochs=2)
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), runs.start_run(config) as run:
+        _fit_three_epochs(epochs=2)
+        raise KeyboardInterrupt
     run_id = run.info.run_id
 
     # A changed config must not be re-logged: MLflow would refuse a different value for a param.
     changed = config.with_overrides({"train.z_dim": 8})
-    with tracking.start_run(changed, run_id=run_id, tags={"resumed": "yes"}) as resumed:
+    with runs.start_run(changed, run_id=run_id, tags={"resumed": "yes"}) as resumed:
         _fit_three_epochs(initial_epoch=2, epochs=3)
 
     assert resumed.info.run_id == run_id
@@ -179,14 +180,16 @@ def test_resuming_by_run_id_continues_the_same_run(store, client, config):
 
 
 def test_resuming_an_unknown_run_names_the_store(store, config):
-    with pytest.raises(VaelabError, match=r"MLflow run 0123456789abcdef not found in sqlite:///.*MLFLOW_TRACKING_URI"):
-        with tracking.start_run(config, run_id="0123456789abcdef"):
-            pass
+    with (
+        pytest.raises(VaelabError, match=r"MLflow run 0123456789abcdef not found in sqlite:///.*MLFLOW_TRACKING_URI"),
+        runs.start_run(config, run_id="0123456789abcdef"),
+    ):
+        pass
 
 
 def test_nested_runs_hang_under_their_parent(store, client, config):
-    with tracking.start_run(config, name="sweep") as parent:
-        with tracking.start_run(config.with_overrides({"train.z_dim": 4}), nested=True, name="trial-0") as child:
+    with runs.start_run(config, name="sweep") as parent:
+        with runs.start_run(config.with_overrides({"train.z_dim": 4}), nested=True, name="trial-0") as child:
             pass
         assert mlflow.active_run().info.run_id == parent.info.run_id
 
@@ -206,11 +209,11 @@ def test_metrics_artifacts_and_dataset_manifest(store, client, config, tmp_path)
     (plots / "sub").mkdir()
     (plots / "sub" / "c.txt").write_text("c")
 
-    with tracking.start_run(config) as run:
-        tracking.log_dataset_manifest(manifest)
-        tracking.log_metrics({"test_loss": np.float32(12.5), "latent_knn_accuracy": 0.75})
-        tracking.log_artifacts(plots, "plots")
-        tracking.log_artifact(manifest, "extra")
+    with runs.start_run(config) as run:
+        runs.log_dataset_manifest(manifest)
+        runs.log_metrics({"test_loss": np.float32(12.5), "latent_knn_accuracy": 0.75})
+        runs.log_artifacts(plots, "plots")
+        runs.log_artifact(manifest, "extra")
 
     run_id = run.info.run_id
     finished = client.get_run(run_id)
@@ -226,8 +229,8 @@ def test_text_artifacts_are_uploaded_with_passwords_redacted(store, client, conf
     params = tmp_path / "params.yaml"
     params.write_text(f"sweep:\n  storage: postgresql://optuna:{SECRET}@db/optuna\n")
 
-    with tracking.start_run(config) as run:
-        tracking.log_artifact(params)
+    with runs.start_run(config) as run:
+        runs.log_artifact(params)
 
     local = client.download_artifacts(run.info.run_id, "params.yaml", str(tmp_path / "download"))
     assert Path(local).read_text() == "sweep:\n  storage: postgresql://optuna:***@db/optuna\n"
@@ -235,70 +238,35 @@ def test_text_artifacts_are_uploaded_with_passwords_redacted(store, client, conf
 
 
 def test_run_info_round_trip(store, client, config, tmp_path):
-    with tracking.start_run(config) as run:
+    with runs.start_run(config) as run:
         pass
     path = tmp_path / "models" / "mlflow_run.json"
 
-    tracking.write_run_info(path, run.info.run_id)
+    write_run_info(path, run.info.run_id)
 
     assert json.loads(path.read_text()) == {
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
         "tracking_uri": store,
     }
-    assert tracking.read_run_info(path) == run.info.run_id
+    assert read_run_info(path) == run.info.run_id
 
 
 def test_read_run_info_explains_a_missing_or_broken_file(tmp_path):
     with pytest.raises(DataError, match=r"mlflow_run.json: not found; run the train stage first"):
-        tracking.read_run_info(tmp_path / "mlflow_run.json")
+        read_run_info(tmp_path / "mlflow_run.json")
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    with pytest.raises(DataError, match="broken.json: no run_id"):
-        tracking.read_run_info(broken)
+    with pytest.raises(DataError, match=r"broken.json: not valid JSON \(JSONDecodeError: .*\); run the train stage again"):
+        read_run_info(broken)
+    without = tmp_path / "without.json"
+    without.write_text('{"experiment_id": "1"}')
+    with pytest.raises(DataError, match="without.json: no run_id in it; run the train stage again"):
+        read_run_info(without)
     empty = tmp_path / "empty.json"
     empty.write_text('{"run_id": ""}')
     with pytest.raises(DataError, match="run_id must be a non-empty string"):
-        tracking.read_run_info(empty)
-
-
-def test_retries_connection_errors_then_succeeds():
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            try:
-                raise requests.exceptions.ConnectionError("connection refused")
-            except requests.exceptions.ConnectionError:
-                # How MLflow's REST client reports it: a plain MlflowException raised while handling.
-                raise MlflowException("API request to http://127.0.0.1:5000 failed")  # noqa: B904
-        return "ok"
-
-    assert tracking.with_retries(flaky, attempts=4, first_delay=0) == "ok"
-    assert len(calls) == 3
-
-
-def test_retries_give_up_after_the_last_attempt_and_skip_other_errors():
-    calls = []
-
-    def refused():
-        calls.append(1)
-        raise ConnectionRefusedError("refused")
-
-    with pytest.raises(ConnectionRefusedError):
-        tracking.with_retries(refused, attempts=3, first_delay=0)
-    assert len(calls) == 3
-
-    calls.clear()
-
-    def invalid():
-        calls.append(1)
-        raise MlflowException("Invalid parameter value")
-
-    with pytest.raises(MlflowException):
-        tracking.with_retries(invalid, attempts=3, first_delay=0)
-    assert len(calls) == 1
+        read_run_info(empty)
 
 
 @pytest.mark.slow
@@ -311,8 +279,8 @@ def test_logged_model_serves_reconstructions_without_vaelab(store, config, tmp_p
     })
     model = build_vae((28, 28, 1), tiny.train, seed=0)
     images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
-    with tracking.start_run(tiny):
-        model_uri = tracking.log_keras_model(model, images)
+    with runs.start_run(tiny):
+        model_uri = log_keras_model(model, images)
 
     # A fresh interpreter that never imports vaelab: the served model must stand on its own.
     script = (
@@ -346,7 +314,7 @@ def test_runs_left_running_by_ended_processes_of_this_host_are_failed_and_no_oth
 
     from vaelab.tracking import orphans
 
-    experiment_id = tracking._experiment_id(config.base.experiment, store)
+    experiment_id = _experiment_id(config.base.experiment, store)
     host = socket.gethostname()
     dead_pid, dead_started = _ended_process()
 
@@ -361,7 +329,7 @@ def test_runs_left_running_by_ended_processes_of_this_host_are_failed_and_no_oth
     elsewhere = running("elsewhere", {orphans.HOST_TAG: "another-host", orphans.PID_TAG: str(dead_pid), orphans.STARTED_TAG: "1.5"})
     untagged = running("untagged", {})
 
-    with tracking.start_run(config) as new:  # opening the experiment for a new run is when orphans are found
+    with runs.start_run(config) as new:  # opening the experiment for a new run is when orphans are found
         assert client.get_run(new.info.run_id).data.tags[orphans.PID_TAG] == str(os.getpid())
 
     status = {run_id: client.get_run(run_id).info.status for run_id in (killed, reused, alive, elsewhere, untagged)}

@@ -7,7 +7,7 @@ import json
 from mlflow.tracking import MlflowClient
 
 from vaelab.config import Config
-from vaelab.tracking import _experiment_id
+from vaelab.tracking.store import _experiment_id
 from vaelab.tracking.ui import VIEW_TAG
 
 

@@ -4,66 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+
 import keras
 import numpy as np
 import pytest
+from training_helpers import IMAGE_SHAPE, InterruptAfterEpoch, weights_of
 
-from vaelab.config import load_config
-from vaelab.data.processed import Splits
 from vaelab.errors import TrainingError
 from vaelab.training import (
-    HISTORY_KEYS, STATE_FILE, clear_checkpoint, default_steps_per_execution, read_checkpoint, train,
+    HISTORY_KEYS,
+    STATE_FILE,
+    clear_checkpoint,
+    default_steps_per_execution,
+    read_checkpoint,
+    train,
 )
-
-IMAGE_SHAPE = (28, 28, 1)
-# A network small enough that an epoch over 256 images takes well under a second.
-TINY_TRAIN = {
-    "train.encoder_filters": [4, 8],
-    "train.encoder_kernels": [3, 3],
-    "train.encoder_strides": [2, 2],
-    "train.decoder_filters": [8, 1],
-    "train.decoder_kernels": [3, 3],
-    "train.decoder_strides": [2, 2],
-    "train.batch_size": 32,
-    "train.epochs": 2,
-    "train.learning_rate": 0.002,
-}
-
-
-@pytest.fixture
-def tiny_config(project_root):
-    def make(**overrides):
-        return load_config(project_root / "params.yaml", {**TINY_TRAIN, **overrides})
-
-    return make
-
-
-@pytest.fixture(scope="module")
-def splits():
-    """256 training and 64 validation images: random bright squares on black, like crude digits."""
-    rng = np.random.default_rng(0)
-
-    def images(n):
-        x = np.zeros((n, *IMAGE_SHAPE), dtype="float32")
-        for image, (top, left, size) in zip(x, rng.integers((0, 0, 6), (14, 14, 14), size=(n, 3)), strict=True):
-            image[top : top + size, left : left + size] = rng.uniform(0.5, 1.0)
-        return x
-
-    labels = np.zeros(64, dtype="int64")
-    return Splits(
-        x_train=images(256),
-        y_train=np.zeros(256, dtype="int64"),
-        x_val=images(64),
-        y_val=labels,
-        x_test=images(64),
-        y_test=labels,
-        image_shape=IMAGE_SHAPE,
-        class_names=("square",),
-    )
-
-
-def weights_of(model):
-    return [np.asarray(w) for w in model.weights]
 
 
 class InterruptAtStart(keras.callbacks.Callback):
@@ -71,23 +26,11 @@ class InterruptAtStart(keras.callbacks.Callback):
         raise KeyboardInterrupt
 
 
-class InterruptAfterEpoch(keras.callbacks.Callback):
-    """Plays a user pressing Ctrl-C once the given (1-based) epoch has finished."""
-
-    def __init__(self, epoch: int):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 == self.epoch:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.slow
-def test_the_same_seed_gives_the_same_history(tiny_config, splits):
-    config = tiny_config()
-    first = train(config, splits, verbose=0)
-    second = train(config, splits, verbose=0)
+def test_the_same_seed_gives_the_same_history(tiny_train_config, square_splits):
+    config = tiny_train_config()
+    first = train(config, square_splits, verbose=0)
+    second = train(config, square_splits, verbose=0)
 
     assert [row["epoch"] for row in first.history] == [1, 2]
     assert all(set(row) == {"epoch", *HISTORY_KEYS} for row in first.history)
@@ -96,9 +39,9 @@ def test_the_same_seed_gives_the_same_history(tiny_config, splits):
     assert first.history[1]["loss"] < first.history[0]["loss"]  # it does learn
 
 
-def test_the_learning_rate_halves_every_epoch_with_lr_decay_half(tiny_config, splits):
-    config = tiny_config(**{"train.lr_decay": 0.5, "train.learning_rate": 0.001, "train.epochs": 3})
-    result = train(config, splits, verbose=0)
+def test_the_learning_rate_halves_every_epoch_with_lr_decay_half(tiny_train_config, square_splits):
+    config = tiny_train_config(**{"train.lr_decay": 0.5, "train.learning_rate": 0.001, "train.epochs": 3})
+    result = train(config, square_splits, verbose=0)
     rates = [row["learning_rate"] for row in result.history]
     assert rates == pytest.approx([0.001, 0.0005, 0.00025], rel=1e-6)  # float32 on the optimizer
 
@@ -111,9 +54,9 @@ def test_the_learning_rate_halves_every_epoch_with_lr_decay_half(tiny_config, sp
     ],
     ids=["learning_rate", "r_loss_factor"],
 )
-def test_a_diverging_training_stops_with_a_training_error(tiny_config, splits, tmp_path, absurd, advice):
+def test_a_diverging_training_stops_with_a_training_error(tiny_train_config, square_splits, tmp_path, absurd, advice):
     with pytest.raises(TrainingError) as caught:
-        train(tiny_config(**absurd), splits, checkpoint_dir=tmp_path / "ckpt", verbose=0)
+        train(tiny_train_config(**absurd), square_splits, checkpoint_dir=tmp_path / "ckpt", verbose=0)
     message = str(caught.value)
     assert message.startswith("loss became nan at epoch 1, by batch ")
     assert message.endswith(f"; try a lower {advice}")
@@ -121,19 +64,19 @@ def test_a_diverging_training_stops_with_a_training_error(tiny_config, splits, t
 
 
 @pytest.mark.slow
-def test_an_interrupted_training_resumes_where_it_stopped(tiny_config, splits, tmp_path):
-    config = tiny_config(**{"train.epochs": 3, "train.lr_decay": 0.8})
+def test_an_interrupted_training_resumes_where_it_stopped(tiny_train_config, square_splits, tmp_path):
+    config = tiny_train_config(**{"train.epochs": 3, "train.lr_decay": 0.8})
     checkpoints = tmp_path / "ckpt"
-    uninterrupted = train(config, splits, verbose=0)
+    uninterrupted = train(config, square_splits, verbose=0)
 
     with pytest.raises(KeyboardInterrupt):
         interrupt = [InterruptAfterEpoch(2)]
-        train(config, splits, checkpoint_dir=checkpoints, callbacks=interrupt, checkpoint_meta={"run_id": "abc"}, verbose=0)
+        train(config, square_splits, checkpoint_dir=checkpoints, callbacks=interrupt, checkpoint_meta={"run_id": "abc"}, verbose=0)
     state = read_checkpoint(checkpoints, config, IMAGE_SHAPE)
     assert state is not None and state["epoch"] == 2 and state["meta"] == {"run_id": "abc"}
     assert sorted(p.name for p in checkpoints.iterdir()) == ["model-epoch-0002.keras", STATE_FILE]
 
-    resumed = train(config, splits, checkpoint_dir=checkpoints, verbose=0)
+    resumed = train(config, square_splits, checkpoint_dir=checkpoints, verbose=0)
     assert resumed.initial_epoch == 2
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     # Weights, optimizer moments, RNG positions and the shuffle order all carry over, so the resumed
@@ -146,16 +89,16 @@ def test_an_interrupted_training_resumes_where_it_stopped(tiny_config, splits, t
 
 
 @pytest.mark.slow
-def test_a_resumed_training_continues_the_kl_warm_up(tiny_config, splits, tmp_path):
+def test_a_resumed_training_continues_the_kl_warm_up(tiny_train_config, square_splits, tmp_path):
     # Warm-up over 3 epochs of 8 steps, so epoch 2 (the resumed one) still weights the KL by 9/24 .. 16/24.
-    config = tiny_config(**{"train.kl_warmup_epochs": 3, "train.epochs": 2})
-    uninterrupted = train(config, splits, verbose=0)
+    config = tiny_train_config(**{"train.kl_warmup_epochs": 3, "train.epochs": 2})
+    uninterrupted = train(config, square_splits, verbose=0)
     assert uninterrupted.model.kl_warmup_steps == 24
 
     checkpoints = tmp_path / "ckpt"
     with pytest.raises(KeyboardInterrupt):
-        train(config, splits, checkpoint_dir=checkpoints, callbacks=[InterruptAfterEpoch(1)], verbose=0)
-    resumed = train(config, splits, checkpoint_dir=checkpoints, verbose=0)
+        train(config, square_splits, checkpoint_dir=checkpoints, callbacks=[InterruptAfterEpoch(1)], verbose=0)
+    resumed = train(config, square_splits, checkpoint_dir=checkpoints, verbose=0)
 
     assert resumed.initial_epoch == 1 and resumed.model.kl_warmup_steps == 24  # set again on the loaded model
     for a, b in zip(weights_of(uninterrupted.model), weights_of(resumed.model), strict=True):
@@ -164,8 +107,8 @@ def test_a_resumed_training_continues_the_kl_warm_up(tiny_config, splits, tmp_pa
         assert b == pytest.approx(a, rel=1e-4)
 
 
-def test_a_checkpoint_of_other_settings_is_ignored_and_replaced(tiny_config, splits, tmp_path, caplog):
-    config = tiny_config(**{"train.epochs": 1})
+def test_a_checkpoint_of_other_settings_is_ignored_and_replaced(tiny_train_config, square_splits, tmp_path, caplog):
+    config = tiny_train_config(**{"train.epochs": 1})
     checkpoints = tmp_path / "ckpt"
     checkpoints.mkdir()
     (checkpoints / "model-epoch-0005.keras").write_bytes(b"not a model")
@@ -174,17 +117,17 @@ def test_a_checkpoint_of_other_settings_is_ignored_and_replaced(tiny_config, spl
     assert read_checkpoint(checkpoints, config, IMAGE_SHAPE) is None
 
     with caplog.at_level(logging.WARNING, logger="vaelab.training"), pytest.raises(KeyboardInterrupt):
-        train(config, splits, checkpoint_dir=checkpoints, callbacks=[InterruptAtStart()], verbose=0)
+        train(config, square_splits, checkpoint_dir=checkpoints, callbacks=[InterruptAtStart()], verbose=0)
     assert "ignoring and replacing the checkpoint" in caplog.text
     assert not checkpoints.exists()  # gone before the first epoch, not merely overwritten after it
 
-    result = train(config, splits, checkpoint_dir=checkpoints, verbose=0)
+    result = train(config, square_splits, checkpoint_dir=checkpoints, verbose=0)
     assert result.initial_epoch == 0
     assert read_checkpoint(checkpoints, config, IMAGE_SHAPE)["epoch"] == 1
     assert sorted(p.name for p in checkpoints.iterdir()) == ["model-epoch-0001.keras", STATE_FILE]
 
     # A finished checkpoint (the caller crashed before clearing it) gives the model back untouched.
-    again = train(config, splits, checkpoint_dir=checkpoints, verbose=0)
+    again = train(config, square_splits, checkpoint_dir=checkpoints, verbose=0)
     assert again.initial_epoch == 1 and again.history == result.history
     for a, b in zip(weights_of(result.model), weights_of(again.model), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -193,8 +136,8 @@ def test_a_checkpoint_of_other_settings_is_ignored_and_replaced(tiny_config, spl
     assert not checkpoints.exists()
 
 
-def test_a_checkpoint_of_other_data_does_not_match(tiny_config, tmp_path):
-    config = tiny_config()
+def test_a_checkpoint_of_other_data_does_not_match(tiny_train_config, tmp_path):
+    config = tiny_train_config()
     checkpoints = tmp_path / "ckpt"
     checkpoints.mkdir()
     (checkpoints / "model-epoch-0001.keras").write_bytes(b"")
@@ -211,8 +154,8 @@ def test_a_checkpoint_of_other_data_does_not_match(tiny_config, tmp_path):
     assert read_checkpoint(checkpoints, config.with_overrides({"base.seed": 7}), IMAGE_SHAPE) is None
 
 
-def test_without_a_terminal_progress_is_one_line_per_epoch(tiny_config, splits, capsys):
-    train(tiny_config(**{"train.epochs": 2}), splits)  # verbose="auto"; pytest's captured stdout is no TTY
+def test_without_a_terminal_progress_is_one_line_per_epoch(tiny_train_config, square_splits, capsys):
+    train(tiny_train_config(**{"train.epochs": 2}), square_splits)  # verbose="auto"; pytest's captured stdout is no TTY
     out = capsys.readouterr().out
     assert "Epoch 1/2" in out and "Epoch 2/2" in out
     assert "━" not in out and "\r" not in out  # no redrawn progress bar
@@ -224,15 +167,15 @@ def test_steps_per_execution_is_the_largest_divisor_of_the_epoch_up_to_16(steps_
 
 
 @pytest.mark.parametrize("count", [3, 0])
-def test_steps_per_execution_that_does_not_divide_the_epoch_is_refused(tiny_config, splits, count):
+def test_steps_per_execution_that_does_not_divide_the_epoch_is_refused(tiny_train_config, square_splits, count):
     with pytest.raises(ValueError, match=f"^steps_per_execution={count} must be a positive divisor of the 8 steps of an epoch$"):
-        train(tiny_config(), splits, verbose=0, steps_per_execution=count)
+        train(tiny_train_config(), square_splits, verbose=0, steps_per_execution=count)
 
 
 @pytest.mark.slow
-def test_several_steps_per_execution_train_exactly_like_one_step_per_call(tiny_config, splits):
-    fused = train(tiny_config(), splits, verbose=0)
-    plain = train(tiny_config(), splits, verbose=0, steps_per_execution=1)
+def test_several_steps_per_execution_train_exactly_like_one_step_per_call(tiny_train_config, square_splits):
+    fused = train(tiny_train_config(), square_splits, verbose=0)
+    plain = train(tiny_train_config(), square_splits, verbose=0, steps_per_execution=1)
 
     # 256 images in batches of 32: one execution of 8 steps per epoch against 8 calls of one step.
     assert (fused.model.steps_per_execution, plain.model.steps_per_execution) == (8, 1)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from data_helpers import bar_images
+
 from vaelab.data.binarize import binarize_raw, stored_splits
 from vaelab.data.processed import write_splits
 from vaelab.data.shards import to_uint8
@@ -27,6 +27,21 @@ TINY: dict[str, dict] = {
 }
 BAR_SPLIT_SIZES = (320, 64, 96)  # train, val, test
 BAR_CLASSES = ["top", "middle", "bottom"]  # bar_images' labels 0, 1, 2: where the bar is
+
+
+def tiny_network(encoder_filters: list[int], decoder_filters: list[int]) -> dict[str, object]:
+    """Dotted train overrides for a VAE of these filters, every layer a 3x3 kernel with stride 2.
+
+    The decoder's last entry is the image's channels; the strides of both halves undo each other.
+    """
+    return {
+        "train.encoder_filters": list(encoder_filters),
+        "train.encoder_kernels": [3] * len(encoder_filters),
+        "train.encoder_strides": [2] * len(encoder_filters),
+        "train.decoder_filters": list(decoder_filters),
+        "train.decoder_kernels": [3] * len(decoder_filters),
+        "train.decoder_strides": [2] * len(decoder_filters),
+    }
 
 
 def tiny_settings(*changes: dict[str, dict]) -> dict[str, dict]:

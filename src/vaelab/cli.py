@@ -8,24 +8,23 @@ exit code 130. Anything else is a bug and keeps its traceback. Every command set
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 import yaml
 
-from vaelab import logs
+from vaelab import logs, stages  # stages imports its heavy libraries inside each stage function
 from vaelab.config import Config, ConfigError, load_config
 from vaelab.errors import VaelabError
 
-# stage name -> (function path in vaelab.stages, one-line help)
-STAGES: dict[str, tuple[str, str]] = {
-    "download": ("run_download", "fetch the dataset named by data.dataset into paths.raw, checksums verified"),
-    "preprocess": ("run_preprocess", "scale, shape and split the raw data into paths.processed"),
-    "train": ("run_train", "train the VAE, logging one MLflow run; resumes an interrupted training"),
-    "classifier": ("run_classifier", "train the small CNN that judges generated samples (paths.classifier)"),
-    "evaluate": ("run_evaluate", "test-set metrics and pictures, added to the training's MLflow run"),
+# stage name -> (its function, one-line help)
+STAGES: dict[str, tuple[Callable[[Config], object], str]] = {
+    "download": (stages.run_download, "fetch the dataset named by data.dataset into paths.raw, checksums verified"),
+    "preprocess": (stages.run_preprocess, "scale, shape and split the raw data into paths.processed"),
+    "train": (stages.run_train, "train the VAE, logging one MLflow run; resumes an interrupted training"),
+    "classifier": (stages.run_classifier, "train the small CNN that judges generated samples (paths.classifier)"),
+    "evaluate": (stages.run_evaluate, "test-set metrics and pictures, added to the training's MLflow run"),
 }
 
 
@@ -97,7 +96,7 @@ def _stage_parser(stage: str) -> argparse.ArgumentParser:
 
 
 def _run_stage(stage: str, config: Config) -> None:
-    getattr(importlib.import_module("vaelab.stages"), STAGES[stage][0])(config)
+    STAGES[stage][0](config)
 
 
 def _launch_workers(config: Config, args: argparse.Namespace) -> int:
@@ -162,15 +161,34 @@ def preset_main(argv: Sequence[str]) -> None:
     sys.exit(exit_code or (codes[0] if codes else 0))
 
 
-# Commands beyond the stages: name -> (one-line help, "module:function" that takes the remaining arguments).
-TOOLS: dict[str, tuple[str, str]] = {
-    "sweep": ("an Optuna study over params.yaml `sweep.space`, tracked as MLflow parent and child runs", "vaelab.sweep:main"),
-    "compare": (COMPARE_HELP, "vaelab.cli:compare_main"),
-    "preset": ("print a preset (presets/NAME.yaml) as `dvc exp run -S` flags, or --run it", "vaelab.cli:preset_main"),
-    "ui": ("the MLflow UI on the tracking store; prints the address of the experiment's training runs", "vaelab.ui_command:main"),
+# The tools import their module when run, so `vaelab --help` loads neither Optuna nor MLflow.
+def sweep_main(argv: Sequence[str]) -> None:
+    from vaelab.sweep.coordinator import main as run
+
+    run(argv)
+
+
+def ui_main(argv: Sequence[str]) -> None:
+    from vaelab.ui_command import main as run
+
+    run(argv)
+
+
+def likelihood_main(argv: Sequence[str]) -> None:
+    from vaelab.likelihood_command import main as run
+
+    run(argv)
+
+
+# Commands beyond the stages: name -> (one-line help, the function that takes the remaining arguments).
+TOOLS: dict[str, tuple[str, Callable[[Sequence[str]], None]]] = {
+    "sweep": ("an Optuna study over params.yaml `sweep.space`, tracked as MLflow parent and child runs", sweep_main),
+    "compare": (COMPARE_HELP, compare_main),
+    "preset": ("print a preset (presets/NAME.yaml) as `dvc exp run -S` flags, or --run it", preset_main),
+    "ui": ("the MLflow UI on the tracking store; prints the address of the experiment's training runs", ui_main),
     "likelihood": (
         "the paper-grade test NLL of the trained model (K = 5000 importance samples, all test images); resumable",
-        "vaelab.likelihood_command:main",
+        likelihood_main,
     ),
 }
 
@@ -186,8 +204,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if argv and argv[0] in TOOLS:
         logs.quiet_tensorflow()  # the tool sets up its own log format
-        module, _, function = TOOLS[argv[0]][1].partition(":")
-        getattr(importlib.import_module(module), function)(argv[1:])
+        TOOLS[argv[0]][1](argv[1:])
         return
     parser = argparse.ArgumentParser(prog="vaelab", description="Train, track and tune the chapter-3 VAE.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

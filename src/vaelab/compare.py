@@ -3,7 +3,8 @@
 What one does in the MLflow UI's comparison view, scriptable: the chosen metrics of every run that has
 them, next to the params that vary (``train.z_dim``, ``train.r_loss_factor``), written as
 ``compare.csv``, ``compare.png`` (each metric against each param) and a self-contained ``compare.html``.
-Runs come from :func:`vaelab.tracking.experiment_runs`; nothing here talks to MLflow directly.
+Runs come from :func:`vaelab.tracking.queries.experiment_runs` (``mlflow.search_runs``'s table); nothing here talks
+to MLflow directly.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from vaelab.errors import VaelabError
-from vaelab.io import atomic_path, ensure_dir, write_text
+from vaelab.files import atomic_path, ensure_dir, write_text
+
 
 def default_metrics(config) -> tuple[str, ...]:
     """NLL and negative ELBO under their names for ``config`` (K, data), sample FID and the 5-NN accuracy."""
@@ -31,23 +33,26 @@ AXES = ("train.z_dim", "train.r_loss_factor")
 HIGHER_IS_BETTER = ("accuracy", "confidence", "entropy")
 
 
-def runs_table(runs: Sequence[Mapping[str, Any]], metrics: Sequence[str], params: Sequence[str] = AXES) -> pd.DataFrame:
+def runs_table(runs: pd.DataFrame, metrics: Sequence[str], params: Sequence[str] = AXES) -> pd.DataFrame:
     """One row per run holding at least one of ``metrics``: ``run``, ``status``, the ``params``, the ``metrics``.
 
-    Param values become numbers where they are numbers (MLflow stores them as text); a missing value is NaN.
-    The index is the run id; rows keep the runs' order.
+    ``runs`` is ``mlflow.search_runs``'s table. Param values become numbers where they are numbers (MLflow
+    stores them as text); a missing value is NaN. The index is the run id; rows keep the runs' order.
     """
-    rows = []
-    for run in runs:
-        values = {name: run["metrics"].get(name, math.nan) for name in metrics}
-        if all(math.isnan(value) for value in values.values()):
-            continue
-        row = {"run": run["run_name"], "status": run["status"]}
-        row.update({name: _number_or_text(run["params"].get(name)) for name in params})
-        row.update(values)
-        rows.append((run["run_id"], row))
-    columns = ["run", "status", *params, *metrics]
-    return pd.DataFrame([row for _, row in rows], index=pd.Index([run_id for run_id, _ in rows], name="run_id"), columns=columns)
+    def column(name: str) -> pd.Series:
+        return runs[name] if name in runs else pd.Series(math.nan, index=runs.index, dtype=object)
+
+    values = pd.DataFrame({name: pd.to_numeric(column(f"metrics.{name}"), errors="coerce") for name in metrics}, index=runs.index)
+    table = pd.DataFrame({"run": column("tags.mlflow.runName"), "status": column("status")})
+    for name in params:
+        table[name] = [_number_or_text(value if isinstance(value, str) else None) for value in column(f"params.{name}")]
+    table = pd.concat([table, values], axis=1)[values.notna().any(axis=1)]
+    return table.set_index(pd.Index(column("run_id")[table.index], name="run_id"))
+
+
+def logged_metrics(runs: pd.DataFrame) -> list[str]:
+    """The metric names that any of ``runs`` (``mlflow.search_runs``'s table) has a value for."""
+    return sorted(name.removeprefix("metrics.") for name in runs.columns if name.startswith("metrics.") and runs[name].notna().any())
 
 
 def plot_comparison(table: pd.DataFrame, metrics: Sequence[str], axes: Sequence[str], path: Path | str) -> None:
@@ -70,7 +75,7 @@ def plot_comparison(table: pd.DataFrame, metrics: Sequence[str], axes: Sequence[
             ax = grid[row][col]
             for key, group in groups:
                 shown = group[[param, metric]].dropna().sort_values(param)
-                label = ", ".join(f"{name.split('.')[-1]}={value:g}" for name, value in zip(others, np.atleast_1d(key)))
+                label = ", ".join(f"{name.split('.')[-1]}={value:g}" for name, value in zip(others, np.atleast_1d(key), strict=True))
                 ax.plot(shown[param], shown[metric], marker="o", markersize=5, alpha=0.85, label=label or None)
             _param_axis(ax, numbers[param].dropna())
             ax.set_xlabel(param if row == len(metrics) - 1 else "")
@@ -107,12 +112,12 @@ def write_report(
 
 def compare(experiment: str, metrics: Sequence[str], out_dir: Path | str, axes: Sequence[str] = AXES) -> pd.DataFrame:
     """Read ``experiment``'s runs from the tracking store, write the report into ``out_dir``, return the table."""
-    from vaelab import tracking
+    from vaelab.tracking.queries import experiment_runs
 
-    runs = tracking.experiment_runs(experiment)
+    runs = experiment_runs(experiment)
     table = runs_table(runs, metrics, axes)
     if table.empty:
-        logged = sorted({name for run in runs for name in run["metrics"]})
+        logged = logged_metrics(runs)
         raise VaelabError(
             f"none of the {len(runs)} runs of experiment {experiment!r} has any of the metrics {', '.join(metrics)}; "
             f"metrics logged there: {', '.join(logged) or 'none'} (choose with --metrics)"

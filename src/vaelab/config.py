@@ -15,6 +15,7 @@ import re
 import reprlib
 import unicodedata
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path, PurePath
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -32,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, first_line
 from vaelab.sizes import memory_error
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -252,7 +253,7 @@ class EvaluateSection(_Section):
 
 
 class ClassifierSection(_Section):
-    """The small CNN whose features and predictions judge the VAE's samples; see vaelab.classifier."""
+    """The small CNN whose features and predictions judge the VAE's samples; see vaelab.evaluation.classifier."""
 
     filters: tuple[PositiveInt, ...] = (32, 64)
     feature_units: PositiveInt = 128
@@ -376,7 +377,7 @@ def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = getattr(err, "problem", None) or first_line(err, 1000)
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
     except ValueError as err:  # what PyYAML reads as a date or number but cannot be one: 2020-13-45, 10**5000
         reason = str(err).split(";")[0]
@@ -420,7 +421,7 @@ def _apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
     return merged
 
 
-def _validate(raw: dict[str, Any], source: str, overridden: set[str] = frozenset()) -> Config:
+def _validate(raw: dict[str, Any], source: str, overridden: AbstractSet[str] = frozenset()) -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as err:
@@ -457,7 +458,7 @@ def _disk_problem(path: Path, folder: bool) -> str | None:
     return None
 
 
-def _config_error(error: Mapping[str, Any], source: str, overridden: set[str]) -> ConfigError:
+def _config_error(error: Mapping[str, Any], source: str, overridden: AbstractSet[str]) -> ConfigError:
     key = ".".join(str(part) for part in error["loc"][:2])
     if any(o == key or o.startswith(f"{key}.") for o in overridden):  # from --set, not the file
         source = "override"

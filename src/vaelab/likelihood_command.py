@@ -4,7 +4,7 @@ The figure VAE papers report (Burda et al. 2016) costs K decoder passes per imag
 10,000 test images, tens of minutes on a laptop CPU. So the evaluate stage estimates with fewer samples,
 and this command gives the full figure for the model the pipeline trained (``paths.model``):
 
-- compiled and batched (:mod:`vaelab.likelihood`), memory bounded by ``--batch`` latent points at a time;
+- compiled and batched (:mod:`vaelab.evaluation.likelihood`), memory bounded by ``--batch`` latent points at a time;
 - progress shown (a bar on a terminal, a line every half minute in a log);
 - resumable: finished images are saved to ``<out>.partial.npz`` every half minute, and a re-run with the
   same model and settings continues from there, with the same result an uninterrupted run gives (each
@@ -22,7 +22,7 @@ import logging
 import sys
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> dict:
 
     import vaelab.model  # noqa: F401 - registers the custom layers load_model looks up
     from vaelab.data.processed import load_splits
-    from vaelab.io import write_json
-    from vaelab.likelihood import importance_sampled_nll, subset_indices
+    from vaelab.evaluation.likelihood import importance_sampled_nll, subset_indices
+    from vaelab.files import write_json
     from vaelab.metric_names import nll_metric
 
     model_path = Path(config.paths.model)
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
     for first in range(len(done), len(indices), block):
         chosen = indices[first : first + block]
         nll = importance_sampled_nll(
-            model, x_test[chosen], k, seed, args.batch, indices=chosen, progress=lambda n, f=first: progress.update(f + n)
+            model, x_test[chosen], k, seed, args.batch, indices=chosen, progress=progress.after(first)
         )
         results.extend(nll.tolist())
         if time.monotonic() - last_save > SAVE_EVERY_SECONDS:
@@ -144,7 +144,7 @@ class Partial:
             return []
 
     def save(self, results: list[float]) -> None:
-        from vaelab.io import atomic_path
+        from vaelab.files import atomic_path
 
         with atomic_path(self.path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, identity=np.array(self.identity), nll=np.asarray(results, dtype=np.float64))
@@ -174,6 +174,10 @@ class _Progress:
             left = (self.total - done) / rate if rate > 0 else float("inf")
             log.info("%d/%d images, %.1f images/s, about %.0f min left", done, self.total, rate, left / 60)
 
+    def after(self, first: int) -> Callable[[int], None]:
+        """``update`` for a block that starts ``first`` images in, called with the block's images done."""
+        return lambda n: self.update(first + n)
+
     def finish(self) -> None:
         if self.bar is None:
             log.info("%d/%d images in %.0f s", self.total, self.total, time.monotonic() - self.started)
@@ -189,15 +193,16 @@ def _identity(model_path: Path, k: int, seed: int, indices: np.ndarray) -> str:
 
 
 def _log_to_run(config, metrics: dict[str, float], out: Path) -> None:
-    from vaelab import tracking
+    from vaelab.tracking import runs
+    from vaelab.tracking.run_info import read_run_info
 
     if not Path(config.paths.run_info).exists():
         log.warning("no %s: the figure is not logged to MLflow (the model has no recorded run)", config.paths.run_info)
         return
-    run_id = tracking.read_run_info(config.paths.run_info)
-    with tracking.start_run(config, run_id=run_id):
-        tracking.log_metrics(metrics)
-        tracking.log_artifact(out)
+    run_id = read_run_info(config.paths.run_info)
+    with runs.start_run(config, run_id=run_id):
+        runs.log_metrics(metrics)
+        runs.log_artifact(out)
     log.info("logged %s to MLflow run %s", ", ".join(metrics), run_id)
 
 

@@ -107,7 +107,7 @@ class VAE(keras.Model):
             total, reconstruction, kl = self._loss_terms(x, training=True, kl_weight=self._kl_weight())
             scaled = total / replicas if replicas > 1 else total
         gradients = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
         return self._track(total, reconstruction, kl)
 
     def test_step(self, data):
@@ -145,7 +145,7 @@ class VAE(keras.Model):
 
     def load_own_variables(self, store):
         states = self._rng_states()
-        saved = [k for k in store.keys() if k.startswith("rng_")]
+        saved = [k for k in store.keys() if k.startswith("rng_")]  # noqa: SIM118 - Keras' H5 entry has keys() but no iteration
         if len(saved) == len(states):
             for i, state in enumerate(states):
                 state.assign(store[f"rng_{i}"])

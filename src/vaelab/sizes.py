@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # config.py imports this module to validate; these names are 
     from vaelab.config import ClassifierSection, Config, DataSection, TrainSection
 
 FLOAT32 = 4
-IMPORTANCE_WEIGHT_BYTES = 8  # the test NLL's log-weights are float64 (vaelab.likelihood)
+IMPORTANCE_WEIGHT_BYTES = 8  # the test NLL's log-weights are float64 (vaelab.evaluation.likelihood)
 # Training holds, per trainable weight, the weight, its gradient and Adam's two moment estimates.
 TRAINED_WEIGHT_BYTES = 4 * FLOAT32
 # vaelab.training appends one dict per epoch ("epoch" and the seven HISTORY_KEYS) and keeps them all.
@@ -76,7 +76,7 @@ def vae_size(train: TrainSection, shape: tuple[int, int, int]) -> ModelSize:
     outputs = [height * width * channels]
     norm = int(train.use_batch_norm)
     per_conv = 2 + norm + int(train.dropout_rate > 0)  # convolution, LeakyReLU, batch norm, dropout
-    for filters, kernel, stride in zip(train.encoder_filters, train.encoder_kernels, train.encoder_strides):
+    for filters, kernel, stride in zip(train.encoder_filters, train.encoder_kernels, train.encoder_strides, strict=True):
         height, width = -(-height // stride), -(-width // stride)  # "same" padding rounds up
         trainable += kernel * kernel * channels * filters + filters + 2 * norm * filters
         frozen += 2 * norm * filters  # batch norm's moving mean and variance
@@ -85,7 +85,7 @@ def vae_size(train: TrainSection, shape: tuple[int, int, int]) -> ModelSize:
     flat, z = height * width * channels, train.z_dim
     trainable += 2 * (flat * z + z) + z * flat + flat  # mu, log_var and the decoder's first Dense layer
     outputs += [z, z, z, flat]  # mu, log_var, the sampled z, the Dense layer
-    layers = list(zip(train.decoder_filters, train.decoder_kernels, train.decoder_strides))
+    layers = list(zip(train.decoder_filters, train.decoder_kernels, train.decoder_strides, strict=True))
     for i, (filters, kernel, stride) in enumerate(layers):
         height, width = height * stride, width * stride
         trainable += kernel * kernel * channels * filters + filters
@@ -100,7 +100,7 @@ def vae_size(train: TrainSection, shape: tuple[int, int, int]) -> ModelSize:
 
 
 def classifier_size(settings: ClassifierSection, shape: tuple[int, int, int], n_classes: int) -> ModelSize:
-    """The CNN that vaelab.classifier.build_classifier makes, counted layer by layer."""
+    """The CNN that vaelab.evaluation.classifier.build_classifier makes, counted layer by layer."""
     height, width, channels = shape
     weights = 0
     outputs = [height * width * channels]
@@ -163,9 +163,7 @@ def _too_big(section: str, settings: BaseModel, need: Callable[[Any], int], keys
     the largest value that would fit with the others unchanged, or the section if no one key alone can fit."""
     if need(settings) <= memory:
         return None
-    bounds = {
-        key: _largest_fitting(lambda n, key=key: need(settings.model_copy(update={key: n})), memory) for key in keys
-    }
+    bounds = {key: _largest_fitting(_varying(need, settings, key), memory) for key in keys}
     fixable = {key: bound for key, bound in bounds.items() if bound >= 1}
     if not fixable:
         return {
@@ -190,13 +188,18 @@ def _sweep_too_big(config: Config, train_need: Callable[[TrainSection], int], me
         high = int(config.sweep.space[key].high)
         widest = config.train.model_copy(update={key: high})
         if train_need(widest) > memory:
-            bound = _largest_fitting(lambda n, key=key: train_need(widest.model_copy(update={key: n})), memory)
+            bound = _largest_fitting(_varying(train_need, widest, key), memory)
             return {
                 "loc": ("sweep", "space", key, "high"),
                 "msg": f"must be at most {bound} to fit in this machine's {_gib(memory)} of memory ({_TRAINING})",
                 "input": config.sweep.space[key].high,
             }
     return None
+
+
+def _varying(need: Callable[[Any], int], settings: BaseModel, key: str) -> Callable[[int], int]:
+    """``need`` as a function of ``settings.<key>`` alone, the other settings held as they are."""
+    return lambda n: need(settings.model_copy(update={key: n}))
 
 
 def _largest_fitting(need: Callable[[int], int], memory: int) -> int:

@@ -17,15 +17,21 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 
 from vaelab.config import Config
 from vaelab.distribute import is_chief, spans_workers, training_strategy, worker_label
-from vaelab.errors import TrainingError, first_line
-from vaelab.io import atomic_path, write_json
+from vaelab.errors import DataError, TrainingError, first_line
+from vaelab.files import atomic_path, read_json, write_json
 from vaelab.model import VAE, build_vae
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vaelab.data.processed import Splits
+    from vaelab.data.shards import ShardedImages
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,7 @@ class TrainResult:
 
 def train(
     config: Config,
-    splits,
+    splits: Splits,
     *,
     checkpoint_dir: Path | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -70,7 +76,8 @@ def train(
     :func:`default_steps_per_execution`) must divide the epoch's steps; several devices run one step per call.
     """
     settings = config.train
-    image_shape = tuple(int(s) for s in splits.image_shape)
+    height, width, channels = (int(s) for s in splits.image_shape)
+    image_shape = (height, width, channels)
     fingerprint = _fingerprint(config, image_shape)
     keras.utils.set_random_seed(config.base.seed)
 
@@ -90,6 +97,7 @@ def train(
         _check_workers_start_together(strategy, int(state["epoch"]) if state else 0, checkpoint_dir)
     with strategy.scope():
         if state:
+            assert checkpoint_dir is not None  # a state is only read from a checkpoint folder
             model = _load_checkpoint_model(Path(checkpoint_dir) / state["model_file"])
             history, initial_epoch = list(state["history"]), int(state["epoch"])
             log.info("resuming training from the checkpoint after epoch %d in %s", initial_epoch, checkpoint_dir)
@@ -237,7 +245,7 @@ class _NonFiniteGuard(keras.callbacks.Callback):
     keras.callbacks.TerminateOnNaN stops just as fast but says nothing about where or why.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.failure: tuple[str, str] | None = None
         self._epoch = 0
@@ -283,7 +291,7 @@ class _EpochRecorder(keras.callbacks.Callback):
             _save_checkpoint(folder, self.model, self.history, fingerprint, meta)
 
 
-def _save_checkpoint(folder: Path, model: keras.Model, history: list[dict], fingerprint: str, meta: dict) -> None:
+def _save_checkpoint(folder: Path, model: VAE, history: list[dict], fingerprint: str, meta: dict) -> None:
     epoch = history[-1]["epoch"]
     model_file = f"model-epoch-{epoch:04d}.keras"
     with atomic_path(folder / model_file) as tmp:
@@ -303,7 +311,7 @@ def _load_checkpoint_model(path: Path) -> VAE:
         raise TrainingError(f"{path}: the checkpoint is damaged (not a .keras zip file); delete {path.parent} to start the training afresh")
     try:
         return keras.models.load_model(path, safe_mode=True)
-    except Exception as err:  # Keras raises ValueError, OSError, KeyError or zipfile errors for a damaged file
+    except Exception as err:  # noqa: BLE001 - Keras raises ValueError, OSError, KeyError or zipfile errors for a damaged file
         raise TrainingError(
             f"{path}: cannot load the checkpoint ({first_line(err)}); delete {path.parent} to start the training afresh"
         ) from None
@@ -315,10 +323,10 @@ def _matching_state(folder: Path, fingerprint: str) -> tuple[dict | None, str | 
     if not path.exists():
         return None, None
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        return None, f"{path} is unreadable ({err})"
-    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        state = read_json(path, "the training starts afresh")
+    except DataError as err:
+        return None, str(err)
+    if state.get("fingerprint") != fingerprint:
         return None, "it was made with other train/data settings, seed or image shape"
     if not (folder / str(state.get("model_file"))).is_file():
         return None, f"its model file {state.get('model_file')} is missing"
@@ -336,7 +344,7 @@ def _fingerprint(config: Config, image_shape: tuple[int, ...]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _training_batches(x, batch_size: int, seed: int, skip: int, binarize: bool = False):
+def _training_batches(x: ShardedImages | np.ndarray, batch_size: int, seed: int, skip: int, binarize: bool = False):
     from vaelab.data.shards import image_batches
 
     # One endless stream of per-epoch shuffles (batches never straddle two epochs); a resumed run skips
@@ -344,7 +352,7 @@ def _training_batches(x, batch_size: int, seed: int, skip: int, binarize: bool =
     return image_batches(x, batch_size, seed=seed, repeat=True, skip=skip, binarize_seed=seed if binarize else None)
 
 
-def _validation_batches(x, batch_size: int):
+def _validation_batches(x: ShardedImages | np.ndarray, batch_size: int):
     from vaelab.data.shards import image_batches
 
     return image_batches(x, batch_size) if len(x) else None

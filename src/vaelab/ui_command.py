@@ -31,8 +31,11 @@ def _open(args: argparse.Namespace) -> None:
     from vaelab.config import load_config
 
     # --experiment works without a params file; the file, when there, names the metrics the view shows.
-    config = load_config(args.params) if args.experiment is None or Path(args.params).is_file() else None
-    experiment = args.experiment or config.base.experiment
+    experiment: str | None = args.experiment
+    config = None
+    if not experiment or Path(args.params).is_file():
+        config = load_config(args.params)
+        experiment = experiment or config.base.experiment
     # Only now: loading MLflow and Keras takes seconds, which a mistyped --params should not wait for.
     from vaelab.tracking.ui import run_mlflow_ui, training_view_address
 

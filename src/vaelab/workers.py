@@ -3,8 +3,9 @@
 Each process is the ordinary train stage with a ``TF_CONFIG`` that lists all N on free 127.0.0.1 ports
 and gives it its index, so it trains under ``MultiWorkerMirroredStrategy`` (see :mod:`vaelab.distribute`):
 every worker computes the gradients of its share of each global batch and the shares are all-reduced.
-Worker 0 is the chief; it alone opens the MLflow run and writes the model, the history and checkpoints.
-The others' output is shown with a ``[worker i]`` prefix.
+Worker 0 is the chief; it alone opens the MLflow run and writes the model, the history and checkpoints
+(:func:`vaelab.stages.run_train`); the others run :func:`train_as_worker`, and their output is shown
+with a ``[worker i]`` prefix.
 
 Across machines there is no launcher: set ``TF_CONFIG`` on each machine by hand and run the stage
 (README, "Several machines"). This module only adds what one machine can do for the user: pick the
@@ -65,25 +66,34 @@ def launch_training(config: Config, workers: int, stage_args: Sequence[str]) -> 
     command = [sys.executable, "-m", "vaelab.cli", "train", *stage_args]
     processes: list[subprocess.Popen] = []
     relays: list[threading.Thread] = []
+    # `kill` (or a DVC queue stopping its worker) sends SIGTERM: stop the workers as for Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         for index in range(workers):
             env = {**os.environ, "TF_CONFIG": cluster_config(addresses, index)}
             # The chief's output is the command's own; the others' goes through a prefixing relay.
             pipe = None if index == 0 else subprocess.PIPE
-            process = subprocess.Popen(command, env=env, stdout=pipe, stderr=subprocess.STDOUT if pipe else None, text=True)
+            process = subprocess.Popen(
+                command, env=env, stdout=pipe, stderr=subprocess.STDOUT if pipe else None, text=True, preexec_fn=_die_with_parent
+            )
             processes.append(process)
-            if pipe:
+            if process.stdout is not None:  # a worker other than the chief, whose output is piped
                 relays.append(_relay(process.stdout, f"[worker {index}] ", sys.stderr))
         log.info(
             "training on %d workers: %s",
             workers,
-            ", ".join(f"{address} (pid {p.pid}{', chief' if i == 0 else ''})" for i, (address, p) in enumerate(zip(addresses, processes))),
+            ", ".join(
+                f"{address} (pid {p.pid}{', chief' if i == 0 else ''})"
+                for i, (address, p) in enumerate(zip(addresses, processes, strict=True))
+            ),
         )
         failed = _wait_for_all_or_first_failure(processes)
     except KeyboardInterrupt:
         _stop(processes)
         _fail_orphaned_runs(config)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if failed is None:
         for relay in relays:
             relay.join(timeout=5)
@@ -102,6 +112,17 @@ def launch_training(config: Config, workers: int, stage_args: Sequence[str]) -> 
         file=sys.stderr,
     )
     return 1
+
+
+def train_as_worker(config: Config) -> None:
+    """The train stage in a cluster's other worker: reads the chief's checkpoint to resume, logs and writes nothing."""
+    from vaelab.data.processed import load_splits
+    from vaelab.distribute import worker_label
+    from vaelab.training import train
+
+    # verbose=0: the chief reports the epochs; the same lines again from every worker would only repeat them.
+    train(config, load_splits(config.paths.processed), checkpoint_dir=config.paths.checkpoints / "train", verbose=0)
+    log.info("%s: training done; the chief logs the run and writes the outputs", worker_label())
 
 
 def _wait_for_all_or_first_failure(processes: Sequence[subprocess.Popen]) -> tuple[int, int] | None:
@@ -137,9 +158,22 @@ def _stop(processes: Sequence[subprocess.Popen]) -> None:
 
 def _fail_orphaned_runs(config: Config) -> None:
     """End FAILED the chief's MLflow run if it was killed before closing it (the next stage would do it too)."""
-    from vaelab import tracking
+    from vaelab.tracking.store import fail_orphaned_runs_of
 
-    tracking.fail_orphaned_runs_of(config.base.experiment)
+    fail_orphaned_runs_of(config.base.experiment)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _die_with_parent() -> None:
+    """In a worker, before it runs: a launcher killed outright (SIGKILL) takes its workers with it (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _how_it_ended(code: int) -> str:

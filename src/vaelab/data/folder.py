@@ -32,7 +32,7 @@ from typing import Any
 from vaelab.data.raw import MANIFEST
 from vaelab.data.sources import IMAGE_FOLDER
 from vaelab.errors import DataError
-from vaelab.io import atomic_path, ensure_dir, write_json
+from vaelab.files import atomic_path, ensure_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +107,17 @@ def record_folder(image_dir: Path | str, raw_dir: Path | str) -> Path:
     (target / MANIFEST).unlink(missing_ok=True)
     with ThreadPoolExecutor(WORKERS) as pool:
         described = list(pool.map(lambda rel: _describe_file(listing.root / rel), listing.files, chunksize=64))
-    unreadable = [rel for rel, info in zip(listing.files, described) if info is None]
+    unreadable = [rel for rel, info in zip(listing.files, described, strict=True) if info is None]
     if unreadable:
         log.warning("%s: skipped %d files that cannot be read: %s", listing.root, len(unreadable), _names(unreadable))
-    kept = [(rel, info) for rel, info in zip(listing.files, described) if info is not None]
+    kept = [(rel, info) for rel, info in zip(listing.files, described, strict=True) if info is not None]
     if not kept:
         raise DataError(f"data.image_dir {image_dir}: none of its {len(listing.files)} image files can be read")
     class_names = class_names_of([rel for rel, _ in kept])
     label_of = {name: i for i, name in enumerate(class_names)}
     labels = Counter(label_of.get(rel.split("/", 1)[0], 0) for rel, _ in kept)
     text = "".join(json.dumps([rel, size, digest]) + "\n" for rel, (size, digest) in kept)
+    total_bytes = sum(size for _, (size, _) in kept)
     with atomic_path(target / FILE_LIST) as tmp:
         tmp.write_text(text, encoding="utf-8")
     manifest = {
@@ -124,7 +125,7 @@ def record_folder(image_dir: Path | str, raw_dir: Path | str) -> Path:
         "source": f"image folder {listing.root}",
         "image_dir": str(listing.root),
         "count": len(kept),
-        "bytes": sum(size for _, (size, _) in kept),
+        "bytes": total_bytes,
         "files_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "class_names": list(class_names),
         "label_counts": [labels[i] for i in range(len(class_names))],
@@ -132,7 +133,7 @@ def record_folder(image_dir: Path | str, raw_dir: Path | str) -> Path:
         "unreadable_files": unreadable,
     }
     write_json(target / MANIFEST, manifest)
-    log.info("%s: %d images (%.1f MB) listed in %s", listing.root, len(kept), manifest["bytes"] / 1e6, target)
+    log.info("%s: %d images (%.1f MB) listed in %s", listing.root, len(kept), total_bytes / 1e6, target)
     return target
 
 
@@ -141,7 +142,7 @@ def read_folder(raw_dataset_dir: Path | str, dataset: str) -> tuple[dict[str, An
     folder = Path(raw_dataset_dir)
     rerun = "run `dvc repro download` (or `vaelab download`)"
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        manifest = read_json(folder / MANIFEST, rerun)
         if manifest["dataset"] != dataset:
             raise DataError(f"{folder / MANIFEST}: holds {manifest['dataset']!r} but data.dataset is {dataset!r}; {rerun}")
         text = (folder / FILE_LIST).read_text(encoding="utf-8")
@@ -173,16 +174,12 @@ def read_checked(root: Path, entry: FileEntry) -> bytes:
 
 def _describe_file(path: Path) -> tuple[int, str] | None:
     """(bytes, sha256) of a file, or None if it cannot be read (no permission, vanished, an I/O error)."""
-    digest = hashlib.sha256()
-    size = 0
     try:
         with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-                size += len(block)
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            return handle.tell(), digest
     except OSError:
         return None
-    return size, digest.hexdigest()
 
 
 def _inside(link: Path, root: Path) -> bool:

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from vaelab.errors import first_line
+
 CROPS = ("square", "celeba")
 CELEBA_FACE_FRACTION = 148 / 178
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -47,12 +49,13 @@ def load_image(data: bytes, size: int, crop: str) -> np.ndarray:
             image = ImageOps.exif_transpose(opened)
             image.load()  # a truncated file fails here, not later
             rgb = _to_rgb(image)
-            resized = rgb.resize((size, size), Image.Resampling.LANCZOS, box=crop_box(*rgb.size, crop))
+            width, height = rgb.size
+            resized = rgb.resize((size, size), Image.Resampling.LANCZOS, box=crop_box(width, height, crop))
             return np.asarray(resized, dtype=np.uint8).copy()
     # Pillow reports malformed files through many exception types (OSError, SyntaxError, struct.error,
     # DecompressionBombError, ...); for a folder of images each means the same: this file cannot be used.
     except Exception as err:  # noqa: BLE001
-        raise UnreadableImage(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'cannot decode'}") from None
+        raise UnreadableImage(f"{type(err).__name__}: {first_line(err, 300) if str(err) else 'cannot decode'}") from None
 
 
 def _decode_small(image, size: int, crop: str) -> None:

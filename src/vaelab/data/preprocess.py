@@ -108,11 +108,11 @@ def preprocess_folder(raw_dataset_dir: Path | str, out_dir: Path | str, data: Da
     with ThreadPoolExecutor(WORKERS) as pool:
         for split in ("test", "val", "train"):
             while writer.count(split) < quotas[split]:
-                chunk = [p for _, p in zip(range(min(DECODE_CHUNK, quotas[split] - writer.count(split))), order)]
+                chunk = [p for _, p in zip(range(min(DECODE_CHUNK, quotas[split] - writer.count(split))), order, strict=False)]
                 if not chunk:
                     break
                 images, labels = [], []
-                for position, result in zip(chunk, pool.map(decode, chunk)):
+                for position, result in zip(chunk, pool.map(decode, chunk), strict=True):
                     if isinstance(result, str):
                         log.warning("skipping an unreadable image: %s", result)
                         skipped.append(result)
@@ -157,7 +157,7 @@ def folder_quotas(n: int, data: DataSection) -> dict[str, int]:
     if data.max_train is not None and data.max_train < n_train:
         n_val = max(1, round(n_val * data.max_train / n_train))
         n_train = data.max_train
-    return dict(zip(SPLITS, (n_train, n_val, n_test)))
+    return dict(zip(SPLITS, (n_train, n_val, n_test), strict=True))
 
 
 def split_indices(n: int, val_fraction: float, seed: int, max_train: int | None = None) -> tuple[np.ndarray, np.ndarray]:

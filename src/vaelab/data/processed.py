@@ -15,7 +15,6 @@ Format of ``<paths.processed>/``:
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 
 from vaelab.data.shards import ShardedImages, ShardWriter, open_shard, pixel_stats
 from vaelab.errors import DataError, InputMismatchError
-from vaelab.io import atomic_path, ensure_dir, write_json
+from vaelab.files import atomic_path, ensure_dir, read_json, write_json
 
 SPLITS = ("train", "val", "test")
 LABEL_FILES = tuple(f"y_{split}.npy" for split in SPLITS)
@@ -131,7 +130,8 @@ def load_splits(out_dir: Path | str) -> Splits:
     meta_path = out_dir / META
     meta = read_meta(out_dir)
     try:
-        image_shape = tuple(int(n) for n in meta["image_shape"])
+        height, width, channels = (int(n) for n in meta["image_shape"])
+        image_shape = (height, width, channels)
         class_names = tuple(str(name) for name in meta["class_names"])
         shard_files = {split: [str(name) for name in meta["shards"][split]] for split in SPLITS}
     except KeyError as err:
@@ -150,18 +150,7 @@ def load_splits(out_dir: Path | str) -> Splits:
 
 def read_meta(out_dir: Path | str) -> dict[str, Any]:
     """The folder's meta.json; DataError naming the file if it is missing or unreadable."""
-    meta_path = Path(out_dir) / META
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{meta_path}: not found; {_RERUN}") from None
-    except OSError as err:
-        raise DataError(f"{meta_path}: cannot be read ({err.strerror or err}); {_RERUN}") from None
-    except ValueError as err:  # not JSON, or not UTF-8
-        raise DataError(f"{meta_path}: unreadable ({type(err).__name__}: {err}); {_RERUN}") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{meta_path}: unreadable (a JSON {type(meta).__name__}, not an object); {_RERUN}")
-    return meta
+    return read_json(Path(out_dir) / META, _RERUN)
 
 
 def check_made_from(out_dir: Path | str, settings: Mapping[str, tuple[str, Any]]) -> None:

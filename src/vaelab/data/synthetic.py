@@ -59,7 +59,7 @@ def write_faces(
     paths = []
     for index in range(count):
         group = index % len(groups) if groups else None
-        target = folder / groups[group] if groups else folder
+        target = folder if group is None else folder / groups[group]
         target.mkdir(parents=True, exist_ok=True)
         path = target / f"{index:06d}{suffix}"
         face = draw_face(rng, size, smiling=group == 1)

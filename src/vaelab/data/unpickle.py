@@ -51,7 +51,7 @@ def restricted_loads(data: bytes, name: str) -> object:
         return NumpyOnlyUnpickler(io.BytesIO(data), name).load()
     except DataError:
         raise
-    except Exception as err:  # a corrupt pickle fails in many ways; all mean the same to the user
+    except Exception as err:  # noqa: BLE001 - a corrupt pickle fails in many ways; all mean the same to the user
         raise DataError(f"{name}: cannot unpickle ({type(err).__name__}: {err})") from None
 
 

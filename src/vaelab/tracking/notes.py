@@ -26,7 +26,7 @@ def describe_run(config: Config, sizes: Mapping[str, int], metrics: Mapping[str,
         ("sample_fid_classifier", "sample FID (classifier features)"),
     )
     shown = [(label, metrics[key]) for key, label in headline if metrics and key in metrics]
-    if shown:
+    if shown and metrics:  # metrics is never None when shown has figures; saying so narrows its type
         figures = ", ".join(f"{label} {value:.2f}" for label, value in shown)
         detail = ""
         if evaluate_nll_metric(config) in metrics:

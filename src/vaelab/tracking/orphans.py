@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from functools import partial
 
 import psutil
 from mlflow.tracking import MlflowClient
@@ -36,7 +37,7 @@ def owner_tags() -> dict[str, str]:
 
 def fail_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     """End FAILED every RUNNING run of the experiment held by a process of this host that no longer exists."""
-    from vaelab.tracking import with_retries
+    from vaelab.tracking.store import with_retries  # store imports this module
 
     host = socket.gethostname()
     query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
@@ -47,8 +48,8 @@ def fail_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
         if pid is None or started is None or _alive(int(pid), float(started)):
             continue
         reason = f"process {pid} on {host} ended without closing the run (killed?)"
-        with_retries(lambda: client.set_tag(run.info.run_id, FAILURE_TAG, reason))
-        with_retries(lambda: client.set_terminated(run.info.run_id, status="FAILED"))
+        with_retries(partial(client.set_tag, run.info.run_id, FAILURE_TAG, reason))
+        with_retries(partial(client.set_terminated, run.info.run_id, status="FAILED"))
         log.warning("MLflow run %s (%s): %s; marked FAILED", run.info.run_name, run.info.run_id, reason)
         ended.append(run.info.run_id)
     return ended

@@ -16,6 +16,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from mlflow.entities import LoggedModel, LoggedModelStatus, Run
@@ -24,9 +25,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from vaelab.config import Config
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, first_line
 from vaelab.metric_names import data_label, evaluate_nll_metric
-from vaelab.tracking import MODEL_NAME, redact_url, tracking_uri, with_retries
+from vaelab.tracking.export import MODEL_NAME
+from vaelab.tracking.redact import redact_url
+from vaelab.tracking.store import tracking_uri, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ def registered_model_name(experiment: str, dataset: str, binarize: str = "none")
 def register_evaluated_model(run_id: str, config: Config, metrics: dict[str, float]) -> Registration:
     """Register the model that run ``run_id`` logged as a new version, then point ``best`` at the lowest NLL.
 
-    Call it inside ``tracking.start_run``: MLflow's SQL registry looks up a ``models:/<model_id>`` source
+    Call it inside ``runs.start_run``: MLflow's SQL registry looks up a ``models:/<model_id>`` source
     through the process-wide tracking URI, which start_run sets. VaelabError if the store has no registry
     or the run logged no model.
     """
@@ -108,7 +111,9 @@ def register_evaluated_model(run_id: str, config: Config, metrics: dict[str, flo
     version = _create_version(client, name, model, run, _version_tags(run, config, metric, nll))
     _link_logged_model(client, model, name, version)
     before, after, scores = point_best_alias(client, name, metric)
-    registration = Registration(name, version, nll, after, scores.get(after), before, scores.get(before))
+    after_nll = None if after is None else scores.get(after)
+    before_nll = None if before is None else scores.get(before)
+    registration = Registration(name, version, nll, after, after_nll, before, before_nll)
     log.info("%s", registration.summary())
     return registration
 
@@ -134,7 +139,7 @@ def point_best_alias(client: MlflowClient, name: str, metric: str) -> tuple[int 
         if best is None or (current in scores and scores[current] <= scores[best]):
             return before, current, scores
         try:
-            with_retries(lambda: client.set_registered_model_alias(name, BEST_ALIAS, str(best)))
+            with_retries(partial(client.set_registered_model_alias, name, BEST_ALIAS, str(best)))
         except Exception as err:
             if not _lost_alias_race(err):
                 raise
@@ -147,7 +152,7 @@ def point_best_alias(client: MlflowClient, name: str, metric: str) -> tuple[int 
     return before, current, scores
 
 
-def _lost_alias_race(err: BaseException) -> bool:
+def _lost_alias_race(err: BaseException | None) -> bool:
     """True when setting the alias failed because a concurrent writer inserted it first.
 
     The SQL registry sets an alias as "delete, then insert"; two writers at once collide on the alias's unique
@@ -168,7 +173,7 @@ def recorded_nlls(client: MlflowClient, name: str, metric: str) -> dict[int, flo
     (others are no candidates)."""
     scores, token = {}, None
     while True:
-        page = with_retries(lambda: client.search_model_versions(f"name = '{name}'", page_token=token))
+        page = with_retries(partial(client.search_model_versions, f"name = '{name}'", page_token=token))
         for version in page:
             nll = _finite_float(version.tags.get(NLL_TAG))
             if nll is not None and version.tags.get(METRIC_TAG) == metric:
@@ -193,7 +198,7 @@ def _ensure_registered_model(client: MlflowClient, name: str, uri: str) -> None:
         if err.error_code not in _NO_REGISTRY:
             raise
         registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
-        reason = str(err).split(". ")[0].splitlines()[0][:200]
+        reason = first_line(err).split(". ")[0]
         raise VaelabError(
             f"cannot register the model in {redact_url(registry)} ({reason}); point MLFLOW_TRACKING_URI "
             "(and MLFLOW_REGISTRY_URI, if set) at a database such as sqlite:///mlflow.db or a server backed by one"

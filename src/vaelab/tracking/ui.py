@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -28,9 +29,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vaelab.config import Config
-from vaelab.errors import VaelabError
+from vaelab.errors import VaelabError, first_line
 from vaelab.metric_names import evaluate_neg_elbo_metric, evaluate_nll_metric
-from vaelab.tracking import _experiment_id, redact_url, tracking_uri, with_retries
+from vaelab.tracking.redact import redact_url
+from vaelab.tracking.store import _experiment_id, tracking_uri, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +80,9 @@ def configure_experiment_view(client: MlflowClient, experiment_id: str, metrics:
     try:
         tags = with_retries(lambda: client.get_experiment(experiment_id)).tags
         for key, value in _missing_tags(tags, metrics).items():
-            with_retries(lambda: client.set_experiment_tag(experiment_id, key, value))
+            with_retries(partial(client.set_experiment_tag, experiment_id, key, value))
     except MlflowException as err:
-        reason = redact_url(str(err).strip().splitlines()[0][:200]) if str(err).strip() else type(err).__name__
+        reason = redact_url(first_line(err))
         log.warning("could not set the MLflow UI view of experiment %s: %s", experiment_id, reason)
 
 

@@ -1,13 +1,14 @@
 """Where a sweep's Optuna study lives: the storage spec, opening storages and studies, abandoned trials.
 
 A storage spec with ``://`` is an SQLAlchemy URL, anything else a journal file path. Why the default is
-a journal file, and how several machines share a PostgreSQL study, is told in :mod:`vaelab.sweep`.
+a journal file, and how several machines share a PostgreSQL study, is told in :mod:`vaelab.sweep.coordinator`.
 
 Part of vaelab.sweep; Optuna is imported inside the functions so that importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -18,9 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vaelab.config import Config
-from vaelab.errors import ConfigError, VaelabError
-from vaelab.sweep_report import objective_metric
-from vaelab.io import ensure_dir
+from vaelab.errors import ConfigError, VaelabError, first_line
+from vaelab.files import ensure_dir
+from vaelab.sweep.report import objective_metric
 
 if TYPE_CHECKING:
     import optuna
@@ -48,7 +49,7 @@ def open_storage(spec: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, gra
     from optuna.storages.journal import JournalFileBackend, JournalStorage
     from sqlalchemy.exc import SQLAlchemyError
 
-    from vaelab.tracking import redact_url
+    from vaelab.tracking.redact import redact_url
 
     if not is_url(spec):
         ensure_dir(Path(spec).parent)
@@ -65,7 +66,7 @@ def open_storage(spec: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, gra
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
     except (ImportError, ValueError, SQLAlchemyError) as err:
-        reason = redact_url((str(err).strip() or type(err).__name__).splitlines()[0])
+        reason = redact_url(first_line(err, 1000))
         raise VaelabError(
             f"cannot open the Optuna storage {redact_url(spec)}: {reason}; check --storage, ${STORAGE_ENV} or sweep.storage"
         ) from None
@@ -144,10 +145,9 @@ def fail_abandoned_trials(study: optuna.Study, heartbeat: bool) -> None:
         owner, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
         if owner == host and pid.isdigit() and not _process_alive(int(pid)):
             log.warning("trial %d was left RUNNING by worker process %s, now gone; marking it FAIL", trial.number, pid)
-            try:
+            # Another worker may mark it between our read and our write, which the journal refuses.
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another worker marked it between our read and our write, which the journal refuses
 
 
 def is_url(spec: str) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from vaelab.config import Config
-from vaelab.io import atomic_path, ensure_dir, write_json
+from vaelab.files import atomic_path, ensure_dir, write_json
 from vaelab.metric_names import data_label, nll_metric
 
 log = logging.getLogger(__name__)
@@ -157,20 +157,20 @@ def log_report(summary: dict, folder: Path, config: Config) -> None:
     The best parameters go in as metrics ``best.<key>``: MLflow params cannot change, and a resumed
     study's best trial may.
     """
-    from vaelab import tracking
+    from vaelab.tracking import runs
 
     counts = summary["trials"]
     metrics = {f"trials_{state.lower()}": count for state, count in counts.items()}
     if summary["best_value"] is not None:
         metrics[f"best_{objective_metric(config)}"] = summary["best_value"]
         metrics.update({f"best.{key.removeprefix('train.')}": value for key, value in summary["best_params"].items()})
-        tracking.set_tags({"best.trial_number": summary["best_trial"]})
-    tracking.log_metrics(metrics, step=counts["COMPLETE"] + counts["PRUNED"])
+        runs.set_tags({"best.trial_number": summary["best_trial"]})
+    runs.log_metrics(metrics, step=counts["COMPLETE"] + counts["PRUNED"])
     for name in ("trials.csv", "summary.json", "best_params.yaml"):
         if (folder / name).exists():
-            tracking.log_artifact(folder / name)
+            runs.log_artifact(folder / name)
     for name in summary["plots"]:
-        tracking.log_artifact(folder / "plots" / name, "plots")
+        runs.log_artifact(folder / "plots" / name, "plots")
 
 
 def _value_text(value) -> str:

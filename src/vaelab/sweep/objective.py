@@ -2,10 +2,10 @@
 
 Each trial trains ``sweep.epochs`` epochs on the first ``sweep.max_train`` training images and, after every
 epoch (so a pruner can stop it early), reports the importance-sampled NLL of the validation split in nats, lower
-is better, named by :func:`vaelab.sweep_report.objective_metric` (e.g. ``val_nll_k100_grayscale_nats``).
+is better, named by :func:`vaelab.sweep.report.objective_metric` (e.g. ``val_nll_k100_grayscale_nats``).
 
 Why that figure: it is the one the evaluate stage reports on the test split, by the same
-:func:`vaelab.likelihood.estimate_nll` with the same settings (``evaluate.nll_samples`` draws per image on
+:func:`vaelab.evaluation.likelihood.estimate_nll` with the same settings (``evaluate.nll_samples`` draws per image on
 ``evaluate.nll_images`` images chosen with ``base.seed``), so a sweep optimises what the winning run is judged
 by. The negative ELBO it replaced is a looser bound whose gap to the NLL (the KL from q(z|x) to the true
 posterior) differs from model to model, so it could rank trials differently. Like the ELBO, it ignores
@@ -30,11 +30,14 @@ from typing import TYPE_CHECKING
 from vaelab.config import Config
 from vaelab.data.shards import ShardedImages
 from vaelab.errors import ConfigError, DataError, TrainingError
-from vaelab.sweep_report import FAIL_REASON_ATTR, objective_metric
-from vaelab.sweep_storage import WORKER_ATTR, worker_id
+from vaelab.sweep.report import FAIL_REASON_ATTR, objective_metric
+from vaelab.sweep.storage import WORKER_ATTR, worker_id
 
 if TYPE_CHECKING:
+    import numpy as np
     import optuna
+
+    from vaelab.data.processed import Splits
 
 STATE_TAG = "optuna.state"
 
@@ -46,7 +49,7 @@ class Objective:
     validation split, left on disk when they are shards) for all trials of a worker.
     """
 
-    def __init__(self, config: Config, splits, *, parent_run_id: str | None = None, study_name: str | None = None):
+    def __init__(self, config: Config, splits: Splits, *, parent_run_id: str | None = None, study_name: str | None = None):
         if len(splits.x_val) == 0:
             raise DataError("the validation split is empty, so trials cannot be scored; raise data.val_fraction")
         self.config = config
@@ -74,7 +77,7 @@ class Objective:
         import keras
         import optuna
 
-        from vaelab import tracking
+        from vaelab.tracking import runs
 
         trial.set_user_attr(WORKER_ATTR, worker_id())
         config = self.trial_config(self.suggest(trial))
@@ -83,21 +86,21 @@ class Objective:
             tags["mlflow.parentRunId"] = self.parent_run_id
         pruned = None
         try:
-            with tracking.start_run(config, name=trial_run_name(trial.number, config), nested=True, tags=tags) as run:
+            with runs.start_run(config, name=trial_run_name(trial.number, config), nested=True, tags=tags) as run:
                 trial.set_user_attr("mlflow_run_id", run.info.run_id)
-                tracking.log_params({"optuna.trial_number": trial.number})
+                runs.log_params({"optuna.trial_number": trial.number})
                 try:
                     value = self._train(trial, config)
                 except optuna.TrialPruned as err:
                     pruned = err  # raised once the run has ended, so MLflow records it FINISHED, not FAILED
-                    tracking.set_tags({STATE_TAG: "PRUNED"})
+                    runs.set_tags({STATE_TAG: "PRUNED"})
                 except TrainingError as err:
                     trial.set_user_attr(FAIL_REASON_ATTR, str(err))
-                    tracking.set_tags({STATE_TAG: "FAIL", "optuna.fail_reason": str(err)})
+                    runs.set_tags({STATE_TAG: "FAIL", "optuna.fail_reason": str(err)})
                     raise
                 else:
-                    tracking.log_metrics({f"final_{self.metric}": value})
-                    tracking.set_tags({STATE_TAG: "COMPLETE"})
+                    runs.log_metrics({f"final_{self.metric}": value})
+                    runs.set_tags({STATE_TAG: "COMPLETE"})
         finally:
             # Each trial builds a new model; without this, graphs and weights of every earlier one stay alive.
             keras.backend.clear_session()
@@ -109,11 +112,11 @@ class Objective:
     def _train(self, trial: optuna.Trial, config: Config) -> float:
         import optuna
 
-        from vaelab import tracking
+        from vaelab.tracking.epochs import MlflowEpochLogger
         from vaelab.training import train
 
         reporter = _validation_reporter(trial, self.splits.x_val, config)
-        train(config, self.splits, callbacks=[reporter, tracking.MlflowEpochLogger()], verbose=0)
+        train(config, self.splits, callbacks=[reporter, MlflowEpochLogger()], verbose=0)
         if reporter.failure:
             raise TrainingError(reporter.failure)
         if reporter.pruned_after is not None:
@@ -132,7 +135,7 @@ class Objective:
                     raise ConfigError(message) from None
 
 
-def training_subset(splits, max_train: int | None):
+def training_subset(splits: Splits, max_train: int | None) -> Splits:
     """``splits`` with only the first ``max_train`` training images (all if None); no image is read.
 
     Shards stay shards (:meth:`ShardedImages.head`) and arrays become views, so the trials stream their
@@ -149,17 +152,17 @@ def trial_run_name(number: int, config: Config) -> str:
     return f"trial-{number}-z{train.z_dim}-r{train.r_loss_factor:.4g}-lr{train.learning_rate:.2g}"
 
 
-def _validation_reporter(trial: optuna.Trial, x_val, config: Config):
+def _validation_reporter(trial: optuna.Trial, x_val: ShardedImages | np.ndarray, config: Config):
     """A Keras callback that reports the validation NLL to ``trial`` after each epoch and stops a pruned trial."""
     import keras  # here, not at the top: `vaelab sweep --help` should not load TensorFlow
 
-    from vaelab.likelihood import estimate_nll
+    from vaelab.evaluation.likelihood import estimate_nll
 
     metric = objective_metric(config)
     evaluate = config.evaluate
 
     class ValidationReporter(keras.callbacks.Callback):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.last_value = math.nan
             self.pruned_after: int | None = None

@@ -11,8 +11,9 @@ Which latent point each metric uses:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -20,15 +21,20 @@ from keras import ops
 
 from vaelab.config import Config
 from vaelab.errors import DataError
-from vaelab.metric_names import evaluate_neg_elbo_metric
 from vaelab.losses import bernoulli_negative_elbo, kl_divergence, reconstruction_error
+from vaelab.metric_names import evaluate_neg_elbo_metric
+
+if TYPE_CHECKING:
+    from vaelab.data.processed import Splits
+    from vaelab.data.shards import ShardedImages
+    from vaelab.model import VAE
 
 # Train images the latent classifiers are fitted on: plenty for 5-NN on a few dimensions, and quick.
 CLASSIFIER_TRAIN_IMAGES = 10_000
 KNN_NEIGHBOURS = 5
 
 
-def evaluate(model, splits, config: Config) -> dict[str, float]:
+def evaluate(model: VAE, splits: Splits, config: Config) -> dict[str, float]:
     """Metrics of ``model`` on ``splits.x_test``, computed in batches of ``evaluate.batch_size``.
 
     ``test_mse_per_pixel``, ``test_kl_per_image`` (nats), ``test_loss`` (the training objective with the
@@ -49,12 +55,14 @@ def evaluate(model, splits, config: Config) -> dict[str, float]:
     return metrics
 
 
-def mean_negative_elbo(model, x: np.ndarray, batch_size: int, seed: int) -> float:
+def mean_negative_elbo(model: VAE, x: ShardedImages | np.ndarray, batch_size: int, seed: int) -> float:
     """Bernoulli negative ELBO in nats averaged over ``x``, one z sample per image."""
     return loss_terms(model, x, batch_size, seed)[0]["neg_elbo_nats"]
 
 
-def loss_terms(model, x_all: np.ndarray, batch_size: int, seed: int) -> tuple[dict[str, float], np.ndarray]:
+def loss_terms(
+    model: VAE, x_all: ShardedImages | np.ndarray, batch_size: int, seed: int
+) -> tuple[dict[str, float], np.ndarray]:
     """Per-image means of ``mse_per_pixel``, ``kl_per_image``, ``loss`` and ``neg_elbo_nats`` over ``x_all``,
     and the posterior means ``(N, z_dim)``."""
     noise = keras.random.SeedGenerator(seed)
@@ -80,7 +88,7 @@ def loss_terms(model, x_all: np.ndarray, batch_size: int, seed: int) -> tuple[di
     return {key: total / len(x_all) for key, total in totals.items()}, np.concatenate(means)
 
 
-def latent_classifier_accuracies(model, splits, test_means: np.ndarray, config: Config) -> dict[str, float]:
+def latent_classifier_accuracies(model: VAE, splits: Splits, test_means: np.ndarray, config: Config) -> dict[str, float]:
     """How well the class can be read off ``mu``: test accuracy of 5-NN and of logistic regression."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -109,7 +117,7 @@ def latent_classifier_accuracies(model, splits, test_means: np.ndarray, config: 
     return {"latent_knn_accuracy": float(knn.score(test_means, test_labels)), "latent_logreg_accuracy": logreg_accuracy}
 
 
-def encode_means(model, x: np.ndarray, batch_size: int, limit: int | None = None) -> np.ndarray:
+def encode_means(model: VAE, x: ShardedImages | np.ndarray, batch_size: int, limit: int | None = None) -> np.ndarray:
     """Posterior means ``mu`` of images ``x`` (of its first ``limit``, if given): ``(N, z_dim)``.
 
     ``x`` is read one batch at a time, so it may be a split on disk (``ShardedImages``).
@@ -118,7 +126,13 @@ def encode_means(model, x: np.ndarray, batch_size: int, limit: int | None = None
 
 
 def latent_arithmetic(
-    model, x: np.ndarray, mu: np.ndarray, labels: np.ndarray, strengths: Sequence[float], batch_size: int, rows: int = 5
+    model: VAE,
+    x: ShardedImages | np.ndarray,
+    mu: np.ndarray,
+    labels: np.ndarray,
+    strengths: Sequence[float],
+    batch_size: int,
+    rows: int = 5,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Images of class 0 moved along the latent step from class 0 to class 1, or None if a class is missing.
 
@@ -136,18 +150,18 @@ def latent_arithmetic(
     return np.asarray(x[chosen], dtype="float32"), decoded.reshape(len(chosen), len(strengths), *decoded.shape[1:])
 
 
-def reconstruct(model, x: np.ndarray, batch_size: int) -> np.ndarray:
+def reconstruct(model: VAE, x: ShardedImages | np.ndarray, batch_size: int) -> np.ndarray:
     """Deterministic reconstructions: the decoder applied to the posterior mean of each image."""
     return _in_batches(lambda batch: model.decoder(model.encode(batch, training=False)[0], training=False), x, batch_size)
 
 
-def sample_prior(model, n: int, seed: int, batch_size: int = 1000) -> np.ndarray:
+def sample_prior(model: VAE, n: int, seed: int, batch_size: int = 1000) -> np.ndarray:
     """``n`` images decoded from ``z ~ N(0, I)``; the same seed gives the same images."""
     z = np.random.default_rng(seed).standard_normal((n, latent_dim(model))).astype("float32")
     return _in_batches(lambda batch: model.decoder(batch, training=False), z, batch_size)
 
 
-def decode_grid(model, grid_size: int, span: float = 0.9) -> np.ndarray:
+def decode_grid(model: VAE, grid_size: int, span: float = 0.9) -> np.ndarray:
     """Decoded images over a ``grid_size`` x ``grid_size`` grid of the 2-D latent plane: ``(rows, cols, H, W, C)``.
 
     Grid lines sit at evenly spaced quantiles of N(0, 1) covering its central ``span`` of probability
@@ -167,11 +181,13 @@ def decode_grid(model, grid_size: int, span: float = 0.9) -> np.ndarray:
     return images.reshape(grid_size, grid_size, *images.shape[1:])
 
 
-def latent_dim(model) -> int:
+def latent_dim(model: VAE) -> int:
     return int(model.decoder.inputs[0].shape[-1])
 
 
-def _in_batches(function, x: np.ndarray, batch_size: int, limit: int | None = None) -> np.ndarray:
+def _in_batches(
+    function: Callable[[np.ndarray], Any], x: ShardedImages | np.ndarray, batch_size: int, limit: int | None = None
+) -> np.ndarray:
     count = len(x) if limit is None else min(limit, len(x))
     outputs = [
         ops.convert_to_numpy(function(np.asarray(x[start : min(start + batch_size, count)], dtype="float32")))

@@ -18,11 +18,16 @@ a log-sum-exp in float64, so weights spanning hundreds of nats neither over- nor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vaelab.losses import bernoulli_log_likelihood
+
+if TYPE_CHECKING:
+    from vaelab.data.shards import ShardedImages
+    from vaelab.model import VAE
 
 
 def image_draws(seed: int, index: int, k: int, z_dim: int) -> np.ndarray:
@@ -30,7 +35,9 @@ def image_draws(seed: int, index: int, k: int, z_dim: int) -> np.ndarray:
     return np.random.default_rng([seed, index]).standard_normal((k, z_dim)).astype(np.float32)
 
 
-def log_importance_weights(model, x: np.ndarray, k: int, seed: int, max_decoded: int = 1000, indices=None) -> np.ndarray:
+def log_importance_weights(
+    model: VAE, x: ShardedImages | np.ndarray, k: int, seed: int, max_decoded: int = 1000, indices=None
+) -> np.ndarray:
     """``log p(x|z) + log p(z) - log q(z|x)`` for K draws per image: ``(N, K)`` float64 (keep N * K small)."""
     out = np.empty((len(x), k), dtype=np.float64)
     for first, weights in _weights_by_image(model, x, k, seed, max_decoded, indices):
@@ -39,8 +46,8 @@ def log_importance_weights(model, x: np.ndarray, k: int, seed: int, max_decoded:
 
 
 def importance_sampled_nll(
-    model,
-    x: np.ndarray,
+    model: VAE,
+    x: ShardedImages | np.ndarray,
     k: int,
     seed: int,
     max_decoded: int = 1000,
@@ -76,14 +83,18 @@ def subset_indices(n: int, n_images: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=n_images, replace=False))
 
 
-def estimate_nll(model, x: np.ndarray, k: int, n_images: int | None, seed: int, max_decoded: int = 1000) -> float:
+def estimate_nll(
+    model: VAE, x: ShardedImages | np.ndarray, k: int, n_images: int | None, seed: int, max_decoded: int = 1000
+) -> float:
     """Mean importance-sampled NLL over ``n_images`` images of ``x`` chosen with ``seed`` (None: all of them)."""
     chosen = subset_indices(len(x), n_images, seed)
     images = x[chosen] if len(chosen) < len(x) else x
     return float(np.mean(importance_sampled_nll(model, images, k, seed, max_decoded, indices=chosen)))
 
 
-def _weights_by_image(model, x, k: int, seed: int, max_decoded: int, indices):
+def _weights_by_image(
+    model: VAE, x: ShardedImages | np.ndarray, k: int, seed: int, max_decoded: int, indices
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yields ``(first, weights)``: log importance weights ``(n, K)`` of images ``first .. first + n - 1``."""
     if k < 1 or max_decoded < 1:
         raise ValueError(f"k and max_decoded must be positive; received k={k}, max_decoded={max_decoded}")
@@ -103,7 +114,7 @@ def _weights_by_image(model, x, k: int, seed: int, max_decoded: int, indices):
         yield first, weights
 
 
-def _compiled_weights(model):
+def _compiled_weights(model: VAE):
     """A compiled ``(x, mu, log_var, eps) -> (images, draws)`` of log importance weights, cached on the model."""
     cached = getattr(model, "_vaelab_log_weights", None)
     if cached is not None:

@@ -12,7 +12,15 @@ log2(10) = 3.32 bits when samples cover all ten digits evenly, 0 when they colla
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+
+    from vaelab.data.shards import ShardedImages
+    from vaelab.model import VAE
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +72,13 @@ def label_entropy_bits(probabilities: np.ndarray) -> float:
 
 
 def sample_quality(
-    classifier, vae, real_images: np.ndarray, n_samples: int, seed: int, batch_size: int = 1000, binary: bool = False
+    classifier: keras.Model,
+    vae: VAE,
+    real_images: ShardedImages | np.ndarray,
+    n_samples: int,
+    seed: int,
+    batch_size: int = 1000,
+    binary: bool = False,
 ) -> dict[str, float]:
     """``sample_fid_classifier``, ``sample_confidence`` and ``sample_label_entropy_bits`` of ``n_samples``
     images decoded from the prior, against ``real_images`` (the test set).
@@ -74,8 +88,8 @@ def sample_quality(
     With ``binary`` (a model of binarized data, whose test images are bits), each sample is the model's own
     draw of bits from the decoded pixel probabilities, seeded, so that like is compared with like.
     """
-    from vaelab.classifier import features_and_probabilities
-    from vaelab.evaluation import latent_dim
+    from vaelab.evaluation.classifier import features_and_probabilities
+    from vaelab.evaluation.metrics import latent_dim
 
     z = np.random.default_rng(seed).standard_normal((n_samples, latent_dim(vae))).astype("float32")
     bits = np.random.default_rng([seed, 1])  # its own stream: the latent points stay those of sample_prior

@@ -1,9 +1,9 @@
 """Optuna sweeps over the ``train.*`` keys in ``sweep.space``: one study, K workers, one MLflow parent run.
 
 This module runs the study: the coordinator (:func:`run_sweep`), the worker loop (:func:`run_worker`) and
-the ``vaelab sweep`` command (:func:`main`). A trial itself is :class:`vaelab.sweep_objective.Objective`;
-storages and studies are opened by :mod:`vaelab.sweep_storage`; :mod:`vaelab.sweep_report` writes the
-results. The names tests and scripts use from those modules are importable from here too.
+the ``vaelab sweep`` command (:func:`main`, also run by ``python -m vaelab.sweep``). A trial itself is
+:class:`vaelab.sweep.objective.Objective`; storages and studies are opened by :mod:`vaelab.sweep.storage`;
+:mod:`vaelab.sweep.report` writes the results.
 
 ``sweep.n_trials`` counts COMPLETE and PRUNED trials in total, so a resumed study runs only the missing
 ones; diverged (FAIL) trials are replaced, up to ``2 * n_trials`` of them. The budget is exact with any
@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import optuna
 import yaml
@@ -52,9 +53,9 @@ from optuna.trial import TrialState
 
 from vaelab.config import Config
 from vaelab.errors import ConfigError, TrainingError, VaelabError
-from vaelab.sweep_objective import STATE_TAG, Objective, training_subset, trial_run_name
-from vaelab.sweep_report import FAIL_REASON_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metric
-from vaelab.sweep_storage import (
+from vaelab.sweep.objective import Objective
+from vaelab.sweep.report import FAIL_REASON_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metric
+from vaelab.sweep.storage import (
     DEFAULT_STORAGE,
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
@@ -62,8 +63,6 @@ from vaelab.sweep_storage import (
     WORKER_ATTR,
     fail_abandoned_trials,
     is_sqlite,
-    make_pruner,
-    make_sampler,
     open_storage,
     open_study,
     resolve_storage,
@@ -71,35 +70,21 @@ from vaelab.sweep_storage import (
     worker_id,
 )
 
-__all__ = [
-    "DEFAULT_STORAGE",
-    "GRACE_PERIOD",
-    "HEARTBEAT_INTERVAL",
-    "PARENT_RUN_ATTR",
-    "STATE_TAG",
-    "STORAGE_ENV",
-    "SURPLUS_ATTR",
-    "WORKER_ATTR",
-    "Objective",
-    "main",
-    "make_pruner",
-    "make_sampler",
-    "objective_metric",
-    "open_storage",
-    "open_study",
-    "resolve_storage",
-    "run_sweep",
-    "run_worker",
-    "training_subset",
-    "trial_run_name",
-    "worker_id",
-]
-
 log = logging.getLogger(__name__)
 
 SWEEPS_DIR = Path("sweeps")
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr: the MLflow run every worker's trials nest under
 MAX_FAILED_PER_TRIAL = 2  # a study stops after 2 * n_trials failed trials: the space is broken
+
+
+class WorkerOptions(TypedDict):
+    """The keyword arguments of :func:`run_worker` that every worker of one sweep shares."""
+
+    study_name: str
+    n_trials: int
+    deadline: float | None
+    heartbeat_interval: int
+    grace_period: int
 
 
 class SurplusTrial(Exception):
@@ -206,7 +191,9 @@ def run_sweep(
     grace_period: int = GRACE_PERIOD,
 ) -> dict:
     """Run (or resume) the study with ``workers`` processes, write ``out_dir/<study>/`` and return its summary."""
-    from vaelab import sweep_report, tracking
+    from vaelab.sweep import report
+    from vaelab.tracking import runs
+    from vaelab.tracking.redact import redact_url
 
     study_name = study_name or config.sweep.study_name
     n_trials = n_trials or config.sweep.n_trials
@@ -214,7 +201,7 @@ def run_sweep(
     _check_workers(workers, spec)
     started = time.time()
     timeout = config.sweep.timeout_minutes
-    options = {
+    options: WorkerOptions = {
         "study_name": study_name,
         "n_trials": n_trials,
         "deadline": started + 60 * timeout if timeout else None,
@@ -224,14 +211,14 @@ def run_sweep(
     storage_object = open_storage(spec, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     study = open_study(config, storage_object, study_name)
     missing = n_trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    log.info("study %r in %s: %d more trials wanted", study_name, tracking.redact_url(spec), max(missing, 0))
+    log.info("study %r in %s: %d more trials wanted", study_name, redact_url(spec), max(missing, 0))
 
     parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
-    if parent_id and not tracking.run_exists(parent_id):
+    if parent_id and not runs.run_exists(parent_id):
         log.warning("the study's MLflow parent run %s is not in this tracking store; starting a new one", parent_id)
         parent_id = None
     tags = {"optuna.study": study_name, "optuna.storage": spec}
-    with tracking.start_run(config, run_id=parent_id, name=f"sweep-{study_name}", tags=tags) as parent:
+    with runs.start_run(config, run_id=parent_id, name=f"sweep-{study_name}", tags=tags) as parent:
         if parent_id is None:
             study.set_user_attr(PARENT_RUN_ATTR, parent.info.run_id)
         if missing > 0 and workers == 1:
@@ -240,10 +227,10 @@ def run_sweep(
             _run_worker_processes(config, spec, min(workers, missing), **options)
         folder = Path(out_dir) / study_name
         duration = time.time() - started
-        summary = sweep_report.write_report(
-            study, folder, config, n_trials=n_trials, storage=tracking.redact_url(spec), duration_seconds=duration
+        summary = report.write_report(
+            study, folder, config, n_trials=n_trials, storage=redact_url(spec), duration_seconds=duration
         )
-        sweep_report.log_report(summary, folder, config)
+        report.log_report(summary, folder, config)
     if summary["best_value"] is None:
         raise TrainingError(f"no trial of study {study_name!r} completed ({summary['trials']}); see {folder / 'trials.csv'}")
     return summary
@@ -259,11 +246,11 @@ def _check_workers(workers: int, spec: str) -> None:
         )
 
 
-def _run_worker_processes(config: Config, spec: str, workers: int, **options) -> None:
-    from vaelab import tracking
+def _run_worker_processes(config: Config, spec: str, workers: int, **options: Unpack[WorkerOptions]) -> None:
+    from vaelab.tracking.store import tracking_uri
 
     # The storage URL travels in the environment, not on the command line where `ps` shows its password.
-    env = {**os.environ, STORAGE_ENV: spec, "MLFLOW_TRACKING_URI": tracking.tracking_uri()}
+    env = {**os.environ, STORAGE_ENV: spec, "MLFLOW_TRACKING_URI": tracking_uri()}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="vaelab-sweep-") as folder:
         params = Path(folder) / "params.yaml"

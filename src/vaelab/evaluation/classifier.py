@@ -1,11 +1,14 @@
 """A small CNN classifier of the dataset's images, used as a judge of the VAE's samples.
 
 Its penultimate layer (``features``) is the feature space of ``sample_fid_classifier`` and its
-softmax output gives the confidence and predicted-label spread of samples (see ``vaelab.quality``).
-No I/O here: the classifier stage in ``vaelab.stages`` saves the model and its test accuracy.
+softmax output gives the confidence and predicted-label spread of samples (see ``vaelab.evaluation.quality``).
+No I/O here: the classifier stage in ``vaelab.stages`` saves the model and its test accuracy; the
+evaluate stage loads it (``vaelab.evaluation.report.load_classifier``).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -13,7 +16,14 @@ from keras import ops
 
 from vaelab.config import ClassifierSection
 
+if TYPE_CHECKING:
+    from vaelab.data.processed import Splits
+    from vaelab.data.shards import ShardedImages
+
 FEATURE_LAYER = "features"
+# The classifier stage's files inside paths.classifier (evaluate loads the first).
+CLASSIFIER_FILE = "classifier.keras"
+NO_LABELS_FILE = "NO_LABELS.txt"  # written instead of the model when the data has no class labels
 
 
 def build_classifier(image_shape: tuple[int, int, int], n_classes: int, settings: ClassifierSection) -> keras.Model:
@@ -38,7 +48,7 @@ def build_classifier(image_shape: tuple[int, int, int], n_classes: int, settings
 
 
 def train_classifier(
-    splits, settings: ClassifierSection, seed: int, verbose: str | int = "auto", binarize_seed: int | None = None
+    splits: Splits, settings: ClassifierSection, seed: int, verbose: str | int = "auto", binarize_seed: int | None = None
 ) -> keras.Model:
     """Fit a new classifier on ``splits.x_train`` / ``y_train``, validating on ``x_val`` after every epoch.
 
@@ -67,13 +77,15 @@ def train_classifier(
     return model
 
 
-def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
+def accuracy(model: keras.Model, x: ShardedImages | np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
     """Share of images whose most probable class is the label."""
     _, probabilities = features_and_probabilities(model, x, batch_size)
     return float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(y)))
 
 
-def features_and_probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def features_and_probabilities(
+    model: keras.Model, x: ShardedImages | np.ndarray, batch_size: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """The feature layer ``(N, feature_units)`` and class probabilities ``(N, classes)`` of images ``x``."""
     both = keras.Model(model.input, [model.get_layer(FEATURE_LAYER).output, model.output])
     features, probabilities = [], []

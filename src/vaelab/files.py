@@ -1,4 +1,4 @@
-"""Crash-safe file output: write under a temporary name in the same folder, then rename.
+"""Crash-safe file output (write under a temporary name in the same folder, then rename) and the JSON reader.
 
 A reader (or DVC) therefore sees either the old file or the complete new one, never half a file.
 """
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vaelab.errors import VaelabError
+from vaelab.errors import DataError, VaelabError
 
 
 @contextmanager
@@ -75,3 +75,19 @@ def write_json(path: Path | str, data: Any) -> None:
 def write_text(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_json(path: Path | str, remedy: str) -> dict[str, Any]:
+    """The JSON object in ``path``; DataError ``"<path>: <what is wrong>; <remedy>"`` if it is missing or broken."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; {remedy}") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err}); {remedy}") from None
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise DataError(f"{path}: not valid JSON ({type(err).__name__}: {err}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: a JSON {type(data).__name__}, not an object; {remedy}")
+    return data

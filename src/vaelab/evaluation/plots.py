@@ -14,11 +14,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, and the same output everywhere
 
-import matplotlib.pyplot as plt  # noqa: E402 - must follow the backend choice
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt  # after the backend choice above
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-from vaelab.io import atomic_path  # noqa: E402
+from vaelab.files import atomic_path
 
 DPI = 100
 # Figure sizes in inches; at DPI 100 they are the PNG's size in hundreds of pixels.
@@ -109,7 +109,7 @@ def plot_latent_arithmetic(
 ) -> None:
     """Each row: an image of class 0, then decodings of its latent mean plus ``s`` x (class-1 mean - class-0 mean).
 
-    ``result`` is what :func:`vaelab.evaluation.latent_arithmetic` returns; None (a class had no test image)
+    ``result`` is what :func:`vaelab.evaluation.metrics.latent_arithmetic` returns; None (a class had no test image)
     writes nothing.
     """
     if result is None:
@@ -131,7 +131,8 @@ def plot_loss_curves(history: Sequence[Mapping[str, float | None]], path: Path |
     """Training and validation curves per epoch: the total loss, the reconstruction term and the KL term."""
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
     figure, panels = plt.subplots(1, 3, figsize=LOSS_SIZE, dpi=DPI, layout="constrained")
-    for axes, (key, title) in zip(panels, (("loss", "Loss"), ("reconstruction_loss", "Reconstruction term"), ("kl_loss", "KL term (nats)"))):
+    curves = (("loss", "Loss"), ("reconstruction_loss", "Reconstruction term"), ("kl_loss", "KL term (nats)"))
+    for axes, (key, title) in zip(panels, curves, strict=True):
         for prefix, label, style in (("", "train", "-o"), ("val_", "validation", "--s")):
             values = [_nan_if_none(row.get(prefix + key)) for row in history]
             if not all(np.isnan(values)):

@@ -1,0 +1,12 @@
+"""Optuna sweeps over the ``train.*`` keys in ``sweep.space``, tracked as one MLflow parent run with a child per trial.
+
+- :mod:`vaelab.sweep.coordinator`: runs the study (``run_sweep``), the worker loop (``run_worker``) and the
+  ``vaelab sweep`` command (``main``, also ``python -m vaelab.sweep``); its docstring tells how storages,
+  workers and the trial budget work.
+- :mod:`vaelab.sweep.objective`: one trial (``Objective``): sample the space, train, score by the validation NLL.
+- :mod:`vaelab.sweep.storage`: where the study lives: the storage spec, opening storages and studies, abandoned
+  trials.
+- :mod:`vaelab.sweep.report`: what a sweep leaves in ``sweeps/<study>/`` and on its MLflow parent run.
+
+Import names from the module that defines them; this package re-exports nothing.
+"""

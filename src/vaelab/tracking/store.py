@@ -1,0 +1,198 @@
+"""The MLflow tracking store: where it is, whether it answers, and its experiments.
+
+The store is ``MLFLOW_TRACKING_URI`` when set (a server or a database), else ``mlflow.db`` in the project root
+with artifacts in ``mlartifacts/`` beside it. The project root is the DVC repository's, also for experiments
+that DVC runs in temporary copies of it (``dvc exp run --temp``, the queue), so every run of the project lands
+in one store. A store that cannot be reached or written ends in a :class:`StoreError` naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import mlflow
+import requests
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from vaelab.config import Config
+from vaelab.errors import VaelabError, first_line
+from vaelab.retries import doubling, is_transient, retry
+from vaelab.tracking.orphans import fail_orphaned_runs
+from vaelab.tracking.redact import redact_url
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = Path("mlflow.db")
+ARTIFACTS_DIR = "mlartifacts"
+
+_T = TypeVar("_T")
+_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+# MLflow's codes for a store that fails underneath a valid request (SQLite locked or read-only, a database down).
+_STORE_FAILURE_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "IO_ERROR"}
+
+
+def project_root() -> Path:
+    """The folder of the default store: ``DVC_ROOT`` under DVC, else the current directory.
+
+    DVC sets ``DVC_ROOT`` for every stage command. For an experiment run in a temporary copy of the
+    repository (``.dvc/tmp/exps/...``, by ``--temp`` or a queue worker) it names the original repository,
+    not the copy, which DVC deletes afterwards together with anything written inside it.
+    """
+    return Path(os.environ.get("DVC_ROOT") or ".").resolve()
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else an SQLite file ``mlflow.db`` in :func:`project_root`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / DEFAULT_DB}"
+
+
+@contextmanager
+def fluent_store(uri: str) -> Iterator[None]:
+    """MLflow's module-level functions (``mlflow.log_metric``, ``mlflow.search_runs``) on ``uri`` inside the block."""
+    exported = "MLFLOW_TRACKING_URI" in os.environ
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        if not exported:
+            # set_tracking_uri also exports the URI to the environment; left there, a later run started
+            # from another folder (a test's tmp_path) would keep writing to this folder's store.
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+class StoreError(VaelabError):
+    """The tracking store cannot be reached or written: the stage stops with one line naming the store."""
+
+
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    try:
+        yield
+    except MlflowException as err:
+        # A run that does not exist, a param that differs: MLflow's answers about the request, not the store.
+        if not is_transient(err) and err.error_code not in _STORE_FAILURE_CODES:
+            raise
+        raise StoreError(unreachable(uri, err)) from None
+    except Exception as err:
+        if not is_transient(err):
+            raise
+        raise StoreError(unreachable(uri, err)) from None
+
+
+def check_server_answers(uri: str, attempts: int = 3, first_delay: float = 1.0) -> None:
+    """Fail within seconds when a tracking server is down at the start, before any work.
+
+    MLflow's client would retry every request for minutes with back-off, which suits a server restarting
+    in the middle of a training (see :func:`with_retries`) but not one that is not there at all. Any HTTP
+    answer counts as reachable: a proxy in front of the server may not serve /health.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        retry(lambda: requests.get(f"{uri.rstrip('/')}/health", timeout=(3, 10)), doubling(first_delay, attempts), redact_url(uri))
+    except requests.exceptions.RequestException as err:  # also an invalid URL: the store cannot be reached either way
+        raise ConnectionError(str(err)) from None
+
+
+def check_sqlite_writable(uri: str) -> None:
+    """An SQLite store whose folder or file cannot be written fails here, in one line.
+
+    Left to MLflow, a read-only database logs a full SQLAlchemy traceback, and a database that cannot be
+    created is retried for minutes. SQLite also writes a journal beside the file, so the folder must take files.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=database.parent, prefix=".mlflow-write-check-"):
+            pass
+        if database.exists():
+            database.open("r+b").close()
+    except OSError as err:
+        raise StoreError(unreachable(uri, err)) from None
+
+
+def unreachable(uri: str, err: BaseException) -> str:
+    text = str(err).strip()
+    # requests nests the socket's own words ("[Errno 111] Connection refused") three wrappers deep.
+    errno = _ERRNO.search(text)
+    if isinstance(err, OSError) and err.strerror:
+        reason = err.strerror
+    elif errno:
+        reason = errno.group(0).rstrip(": ")
+    else:
+        reason = redact_url(first_line(err, 300))
+    remedy = "start the server (make server)" if uri.startswith(("http://", "https://")) else "make it writable"
+    return (
+        f"MLflow tracking store {redact_url(uri)} cannot be reached or written ({reason}); {remedy} or point "
+        "MLFLOW_TRACKING_URI at another store (unset, runs go to mlflow.db in the project root)"
+    )
+
+
+def with_retries(call: Callable[[], _T], attempts: int = 4, first_delay: float = 0.5) -> _T:
+    """``call()``, retried with doubling delays when the tracking server cannot be reached or keeps answering 5xx.
+
+    This comes on top of MLflow's own retries of each request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
+    7 by default with doubling back-off), which already ride out a server restart of a minute or so.
+    """
+    return retry(call, doubling(first_delay, attempts), "MLflow request", lambda err: redact_url(first_line(err, 300)))
+
+
+def _experiment_id(name: str, uri: str, config: Config | None = None) -> str:
+    """The experiment's id, created if missing, with the UI view that shows its training runs (see :mod:`.ui`);
+    the view's metric columns are ``config``'s headline metrics (params.yaml's defaults if None)."""
+    from vaelab.tracking.ui import configure_experiment_view, headline_metrics  # ui imports this module
+
+    client = MlflowClient(uri)
+    experiment_id = _find_or_create_experiment(client, name, uri)
+    configure_experiment_view(client, experiment_id, headline_metrics(config or Config()))
+    fail_orphaned_runs(client, experiment_id)
+    return experiment_id
+
+
+def fail_orphaned_runs_of(experiment: str) -> list[str]:
+    """End FAILED the experiment's runs whose process on this host died (see :mod:`.orphans`); return their ids.
+
+    For a caller that outlives the killed process (the workers' launcher); a store it cannot reach is a warning.
+    """
+    client = MlflowClient(tracking_uri())
+    try:
+        found = with_retries(lambda: client.get_experiment_by_name(experiment))
+        return fail_orphaned_runs(client, found.experiment_id) if found else []
+    except (MlflowException, OSError) as err:
+        log.warning("could not end the killed runs of experiment %r FAILED: %s", experiment, first_line(err))
+        return []
+
+
+def _find_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    experiment = with_retries(lambda: client.get_experiment_by_name(name))
+    if experiment is None:
+        try:
+            return with_retries(lambda: client.create_experiment(name, artifact_location=_artifact_location(uri, name)))
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":  # another process (a parallel sweep) won the race
+                raise
+            experiment = client.get_experiment_by_name(name)
+            assert experiment is not None  # creating it failed because it exists
+    if experiment.lifecycle_stage == "deleted":
+        log.warning("MLflow experiment %r was deleted; restoring it", name)
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """``mlartifacts/<experiment>/`` beside an SQLite database; a server or other store keeps its own default."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///"))
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment)
+    return (database.resolve().parent / ARTIFACTS_DIR / folder).as_uri()
