@@ -65,9 +65,13 @@ def make_workspace(project: Path, work: Path, overrides: dict, fake_raw: tuple[i
 
 def project_files(project: Path) -> list[str]:
     """What a clone would hold (tracked and new, not ignored files), without the Git and DVC repositories."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=project, capture_output=True, check=True
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=project, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     skipped = (".dvc/", ".git", ".venv")  # .venv-torch/ too, should .gitignore not list it
     return [p for p in listed if p and not p.startswith(skipped) and (project / p).is_file()]
 
@@ -80,9 +84,19 @@ def measure_rounds(work: Path, rounds: int, logs: Path) -> dict[str, list[float]
     """
     env = stage_env(work)
     stages = stage_commands(work)
-    figures: dict[str, list[float]] = {key: [] for key in (
-        "preprocess_peak_rss_mb", "train_peak_rss_mb", "startup_to_first_step_begin_s", "startup_to_first_step_end_s",
-        "train_epoch_s", "evaluate_s", "evaluate_fraction_of_epoch", "noop_dvc_repro_s")}
+    figures: dict[str, list[float]] = {
+        key: []
+        for key in (
+            "preprocess_peak_rss_mb",
+            "train_peak_rss_mb",
+            "startup_to_first_step_begin_s",
+            "startup_to_first_step_end_s",
+            "train_epoch_s",
+            "evaluate_s",
+            "evaluate_fraction_of_epoch",
+            "noop_dvc_repro_s",
+        )
+    }
     for index in range(1, rounds + 1):
         runs, events = {}, {}
         for name, command in stages.items():
@@ -113,7 +127,12 @@ def measure_rounds(work: Path, rounds: int, logs: Path) -> dict[str, list[float]
         figures["noop_dvc_repro_s"].append(noop.wall_seconds)
         log.info(
             "stages round %d/%d: first step after %.1f s, epoch %.1f s, evaluate %.1f s, no-op dvc repro %.2f s",
-            index, rounds, figures["startup_to_first_step_end_s"][-1], epoch_seconds, runs["evaluate"].wall_seconds, noop.wall_seconds,
+            index,
+            rounds,
+            figures["startup_to_first_step_end_s"][-1],
+            epoch_seconds,
+            runs["evaluate"].wall_seconds,
+            noop.wall_seconds,
         )
     return figures
 

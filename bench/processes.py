@@ -64,7 +64,11 @@ def run_measured(
         clock = time.perf_counter()
         launcher = subprocess.Popen(
             [sys.executable, "-c", _LAUNCHER, str(usage_path), *command],
-            cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         samples: list[tuple[float, float]] = []
         while launcher.poll() is None:

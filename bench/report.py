@@ -65,23 +65,31 @@ def render_markdown(results: dict) -> str:
     flops, pipeline, memory, sweeps = results["flops"], results["pipeline"], results["memory"], results["sweeps"]
     matmul = results["matmul_peak_gflops"]
     figures = [
-        ("model cost per training image",
-         f"{_number(flops['training_flops_per_image'], 1e-6, '{:.1f} MFLOP')} "
-         f"({_number(flops['forward_multiply_adds_per_image'], 1e-6, '{:.2f} M')} multiply-adds forward; "
-         "×2 FLOPs each, ×3 for a training step)"),
+        (
+            "model cost per training image",
+            f"{_number(flops['training_flops_per_image'], 1e-6, '{:.1f} MFLOP')} "
+            f"({_number(flops['forward_multiply_adds_per_image'], 1e-6, '{:.2f} M')} multiply-adds forward; "
+            "×2 FLOPs each, ×3 for a training step)",
+        ),
         (f"float32 matmul peak ({matmul.get('matrix_size')}²)", _figure(matmul, "{:.1f} GFLOP/s")),
         ("no-op `dvc repro`", _figure(pipeline["noop_dvc_repro_s"], "{:.2f} s")),
         ("train stage: start to end of first training step", _figure(pipeline["startup_to_first_step_end_s"], "{:.1f} s")),
-        ("evaluate stage / one training epoch",
-         f"{_figure(pipeline['evaluate_fraction_of_epoch'], '{:.0%}')} "
-         f"({_figure(pipeline['evaluate_s'], '{:.1f} s')} / {_figure(pipeline['train_epoch_s'], '{:.1f} s')})"),
+        (
+            "evaluate stage / one training epoch",
+            f"{_figure(pipeline['evaluate_fraction_of_epoch'], '{:.0%}')} "
+            f"({_figure(pipeline['evaluate_s'], '{:.1f} s')} / {_figure(pipeline['train_epoch_s'], '{:.1f} s')})",
+        ),
         ("sweep epochs, pruned / unpruned", _sweep_pair(sweeps, "epochs_spent", "{:d}")),
         ("sweep best value, pruned / unpruned", _sweep_pair(sweeps, "best_value", "{:.2f}")),
-        ("peak RSS: preprocess, train",
-         f"{_figure(memory['preprocess_peak_rss_mb'], '{:.0f} MB')}, {_figure(memory['train_peak_rss_mb'], '{:.0f} MB')}"),
-        (f"peak RSS: {memory['sweep_trials'] or '?'}-trial sweep; growth per trial",
-         f"{_number(memory['sweep_peak_rss_mb'], 1, '{:.0f} MB')}; "
-         f"{_number(memory['sweep_growth_mb_per_trial'], 1, '{:+.1f} MB')} ({_flat(memory['sweep_memory_flat'])})"),
+        (
+            "peak RSS: preprocess, train",
+            f"{_figure(memory['preprocess_peak_rss_mb'], '{:.0f} MB')}, {_figure(memory['train_peak_rss_mb'], '{:.0f} MB')}",
+        ),
+        (
+            f"peak RSS: {memory['sweep_trials'] or '?'}-trial sweep; growth per trial",
+            f"{_number(memory['sweep_peak_rss_mb'], 1, '{:.0f} MB')}; "
+            f"{_number(memory['sweep_growth_mb_per_trial'], 1, '{:+.1f} MB')} ({_flat(memory['sweep_memory_flat'])})",
+        ),
     ]
     lines += ["", "| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in figures)]
     lines += ["", "| goal | target | actual | met | short by |", "|---|---|---|---|---|"]

@@ -57,14 +57,41 @@ class Mode:
 
 
 MODES = {
-    "full": Mode("full", repetitions=5, warmup_steps=10, timed_images=4096, matmul_size=2048, stage_repetitions=3,
-                 fake_raw=None, stage_overrides={"train.epochs": 1, "classifier.epochs": 1}),
+    "full": Mode(
+        "full",
+        repetitions=5,
+        warmup_steps=10,
+        timed_images=4096,
+        matmul_size=2048,
+        stage_repetitions=3,
+        fake_raw=None,
+        stage_overrides={"train.epochs": 1, "classifier.epochs": 1},
+    ),
     # Every code path with a few steps, images and trials: for the test suite, not for figures.
-    "tiny": Mode("tiny", repetitions=2, warmup_steps=1, timed_images=256, matmul_size=512, stage_repetitions=1,
-                 fake_raw=(400, 64), sweep_trials=3, sweep_epochs=2, sweep_max_train=64, memory_trials=3, memory_max_train=64,
-                 stage_overrides={"train.epochs": 1, "classifier.epochs": 1, "evaluate.batch_size": 64,
-                                  "evaluate.latent_points": 64, "evaluate.manifold_grid": 4, "evaluate.nll_samples": 4,
-                                  "evaluate.nll_images": 16, "evaluate.quality_samples": 64}),
+    "tiny": Mode(
+        "tiny",
+        repetitions=2,
+        warmup_steps=1,
+        timed_images=256,
+        matmul_size=512,
+        stage_repetitions=1,
+        fake_raw=(400, 64),
+        sweep_trials=3,
+        sweep_epochs=2,
+        sweep_max_train=64,
+        memory_trials=3,
+        memory_max_train=64,
+        stage_overrides={
+            "train.epochs": 1,
+            "classifier.epochs": 1,
+            "evaluate.batch_size": 64,
+            "evaluate.latent_points": 64,
+            "evaluate.manifold_grid": 4,
+            "evaluate.nll_samples": 4,
+            "evaluate.nll_images": 16,
+            "evaluate.quality_samples": 64,
+        },
+    ),
 }
 
 
@@ -79,9 +106,16 @@ def run_benchmark(mode: Mode, *, scratch: Path, torch_python: str | None) -> dic
     except Exception as err:  # throughput is still worth measuring without FLOPs
         log.exception("counting FLOPs failed")
         notes["flops"] = f"failed: {type(err).__name__}: {_first_line(err)}"
-        flops_section = {"convention": flops.CONVENTION, "forward_multiply_adds_per_image": None, "forward_flops_per_image": None,
-                         "training_flops_per_image": None, "layers": [], "keras_reference_forward_multiply_adds_per_image": None,
-                         "same_architecture_as_references": None, "status": notes["flops"]}
+        flops_section = {
+            "convention": flops.CONVENTION,
+            "forward_multiply_adds_per_image": None,
+            "forward_flops_per_image": None,
+            "training_flops_per_image": None,
+            "layers": [],
+            "keras_reference_forward_multiply_adds_per_image": None,
+            "same_architecture_as_references": None,
+            "status": notes["flops"],
+        }
     throughput_section, matmul, torch_version = measure_throughput(mode, config, flops_section, torch_python, notes)
     machine = report.machine(torch_version)
     pipeline_section, stage_memory = measure_pipeline(mode, scratch, notes)
@@ -92,9 +126,12 @@ def run_benchmark(mode: Mode, *, scratch: Path, torch_python: str | None) -> dic
         "schema_version": 1,
         "mode": mode.name,
         "machine": machine,
-        "settings": {**asdict(mode), "batches": list(BATCHES),
-                     "timed_steps": {str(b): throughput.steps_for(b, mode.timed_images) for b in BATCHES},
-                     "vaelab_train": config.train.model_dump(mode="json")},
+        "settings": {
+            **asdict(mode),
+            "batches": list(BATCHES),
+            "timed_steps": {str(b): throughput.steps_for(b, mode.timed_images) for b in BATCHES},
+            "vaelab_train": config.train.model_dump(mode="json"),
+        },
         "flops": flops_section,
         "throughput": throughput_section,
         "matmul_peak_gflops": matmul,
@@ -114,7 +151,9 @@ DEFINITIONS = {
     "vaelab_steps_per_execution": "training steps vaelab runs per compiled call at that batch size in an MNIST epoch",
     "vaelab_fraction_of_peak": "vaelab images/s x flops.training_flops_per_image / the same round's matmul GFLOP/s",
     "matmul_peak_gflops": "fastest of 3 NumPy float32 products of two matrix_size^2 matrices per round, 2 n^3 FLOPs",
-    "startup_to_first_step_end_s": "from starting the train stage's process to the end of its first training step (the first execution of steps_per_execution steps)",
+    "startup_to_first_step_end_s": (
+        "from starting the train stage's process to the end of its first training step (the first execution of steps_per_execution steps)"
+    ),
     "train_epoch_s": "one epoch's training steps at train.batch_size, without the first execution's graph tracing",
     "evaluate_s": "wall time of the evaluate stage's process, start-up included",
     "noop_dvc_repro_s": "wall time of `dvc repro` with every stage up to date",
@@ -171,8 +210,14 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
     else:
         skipped["torch_eager"] = reason
     try:
-        raw = throughput.measure(implementations, list(BATCHES), rounds=mode.repetitions, warmup=mode.warmup_steps,
-                                 timed_images=mode.timed_images, matmul_size=mode.matmul_size)
+        raw = throughput.measure(
+            implementations,
+            list(BATCHES),
+            rounds=mode.repetitions,
+            warmup=mode.warmup_steps,
+            timed_images=mode.timed_images,
+            matmul_size=mode.matmul_size,
+        )
     finally:
         if torch_impl:
             torch_impl.close()
@@ -182,8 +227,9 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
     section = {}
     for batch in BATCHES:
         rates = {name: raw["images_per_second"].get(name, {}).get(batch, []) for name in IMPLEMENTATIONS}
-        figures = {name: missing(skipped[name], "images/s") if name in skipped else summarize(rates[name], "images/s")
-                   for name in IMPLEMENTATIONS}
+        figures = {
+            name: missing(skipped[name], "images/s") if name in skipped else summarize(rates[name], "images/s") for name in IMPLEMENTATIONS
+        }
         for reference in ("keras_reference", "torch_eager"):
             key = f"vaelab_over_{reference}"
             blocked = skipped.get("vaelab") or skipped.get(reference)
@@ -199,8 +245,14 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
     return section, matmul, torch_version
 
 
-PIPELINE_UNITS = {"noop_dvc_repro_s": "s", "startup_to_first_step_begin_s": "s", "startup_to_first_step_end_s": "s",
-                  "train_epoch_s": "s", "evaluate_s": "s", "evaluate_fraction_of_epoch": "fraction"}
+PIPELINE_UNITS = {
+    "noop_dvc_repro_s": "s",
+    "startup_to_first_step_begin_s": "s",
+    "startup_to_first_step_end_s": "s",
+    "train_epoch_s": "s",
+    "evaluate_s": "s",
+    "evaluate_fraction_of_epoch": "fraction",
+}
 STAGE_MEMORY_UNITS = {"preprocess_peak_rss_mb": "MB", "train_peak_rss_mb": "MB"}
 
 
@@ -213,10 +265,11 @@ def measure_pipeline(mode: Mode, scratch: Path, notes: dict) -> tuple[dict, dict
         log.exception("the pipeline measurements failed")
         samples, status = {}, f"failed: {type(err).__name__}: {_first_line(err)}"
         notes["pipeline"] = status
-    figures = {key: summarize(samples[key], unit) if samples else missing(status, unit)
-               for key, unit in {**PIPELINE_UNITS, **STAGE_MEMORY_UNITS}.items()}
-    return ({**{k: figures[k] for k in PIPELINE_UNITS}, "status": status},
-            {k: figures[k] for k in STAGE_MEMORY_UNITS})
+    figures = {
+        key: summarize(samples[key], unit) if samples else missing(status, unit)
+        for key, unit in {**PIPELINE_UNITS, **STAGE_MEMORY_UNITS}.items()
+    }
+    return ({**{k: figures[k] for k in PIPELINE_UNITS}, "status": status}, {k: figures[k] for k in STAGE_MEMORY_UNITS})
 
 
 def measure_sweeps(mode: Mode, config, scratch: Path, notes: dict) -> tuple[dict, dict]:
@@ -232,20 +285,37 @@ def measure_sweeps(mode: Mode, config, scratch: Path, notes: dict) -> tuple[dict
     except Exception as err:
         log.exception("the pruning comparison failed")
         sweeps_section["status"] = notes["sweeps"] = f"not measured: {type(err).__name__}: {_first_line(err)}"
-        empty = {"trials": None, "states": {}, "epochs_spent": None, "best_value": None, "wall_seconds": None,
-                 "peak_rss_mb": None, "trial_peak_rss_mb": []}
+        empty = {
+            "trials": None,
+            "states": {},
+            "epochs_spent": None,
+            "best_value": None,
+            "wall_seconds": None,
+            "peak_rss_mb": None,
+            "trial_peak_rss_mb": [],
+        }
         sweeps_section.update(pruned=empty, unpruned=dict(empty), epochs_fraction=None, best_value_gap=None)
 
-    memory = {"sweep_trials": mode.memory_trials, "sweep_peak_rss_mb": None, "sweep_trial_peak_rss_mb": [],
-              "sweep_growth_mb_per_trial": None, "sweep_memory_flat": None,
-              "flat_criterion": f"per-trial peak RSS grows by at most {sweeps.FLAT_MB_PER_TRIAL} MB per trial after the first",
-              "status": "measured"}
+    memory = {
+        "sweep_trials": mode.memory_trials,
+        "sweep_peak_rss_mb": None,
+        "sweep_trial_peak_rss_mb": [],
+        "sweep_growth_mb_per_trial": None,
+        "sweep_memory_flat": None,
+        "flat_criterion": f"per-trial peak RSS grows by at most {sweeps.FLAT_MB_PER_TRIAL} MB per trial after the first",
+        "status": "measured",
+    }
     try:
-        study = sweeps.run_study(work, logs, "bench-memory", trials=mode.memory_trials, epochs=mode.memory_epochs,
-                                 max_train=mode.memory_max_train, pruner="none")
+        study = sweeps.run_study(
+            work, logs, "bench-memory", trials=mode.memory_trials, epochs=mode.memory_epochs, max_train=mode.memory_max_train, pruner="none"
+        )
         growth, flat = sweeps.memory_growth(study["trial_peak_rss_mb"])
-        memory.update(sweep_peak_rss_mb=study["peak_rss_mb"], sweep_trial_peak_rss_mb=study["trial_peak_rss_mb"],
-                      sweep_growth_mb_per_trial=growth, sweep_memory_flat=flat)
+        memory.update(
+            sweep_peak_rss_mb=study["peak_rss_mb"],
+            sweep_trial_peak_rss_mb=study["trial_peak_rss_mb"],
+            sweep_growth_mb_per_trial=growth,
+            sweep_memory_flat=flat,
+        )
     except Exception as err:
         log.exception("the memory sweep failed")
         memory["status"] = notes["memory.sweep"] = f"not measured: {type(err).__name__}: {_first_line(err)}"
@@ -263,8 +333,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=PROJECT / "bench", help="where results.json and results.md go")
     parser.add_argument("--scratch", type=Path, default=PROJECT / "bench" / "out", help="workspace and logs (default: %(default)s)")
     parser.add_argument("--readme", type=Path, help="also put the tables into this README between its bench markers")
-    parser.add_argument("--torch-python", default=str(PROJECT / ".venv-torch" / "bin" / "python"),
-                        help="interpreter with torch for the PyTorch reference (default: %(default)s, else this one)")
+    parser.add_argument(
+        "--torch-python",
+        default=str(PROJECT / ".venv-torch" / "bin" / "python"),
+        help="interpreter with torch for the PyTorch reference (default: %(default)s, else this one)",
+    )
     parser.add_argument("--keep-work", action="store_true", help="keep the scratch workspace (data, models, stores)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bench %(asctime)s %(message)s", datefmt="%H:%M:%S")

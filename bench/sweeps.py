@@ -27,9 +27,25 @@ def run_study(work: Path, logs: Path, name: str, *, trials: int, epochs: int, ma
     """Run one study to ``trials`` finished trials and describe it: epochs, best value, states, per-trial RSS."""
     storage = work / "sweeps" / f"{name}.journal"
     command = [
-        sys.executable, "-m", "vaelab.sweep", "--params", "params.yaml", "--study", name, "--storage", str(storage),
-        "--n-trials", str(trials), "--set", f"sweep.epochs={epochs}", "--set", f"sweep.max_train={max_train}",
-        "--set", f"sweep.pruner={pruner}", "--set", "sweep.timeout_minutes=null",
+        sys.executable,
+        "-m",
+        "vaelab.sweep",
+        "--params",
+        "params.yaml",
+        "--study",
+        name,
+        "--storage",
+        str(storage),
+        "--n-trials",
+        str(trials),
+        "--set",
+        f"sweep.epochs={epochs}",
+        "--set",
+        f"sweep.max_train={max_train}",
+        "--set",
+        f"sweep.pruner={pruner}",
+        "--set",
+        "sweep.timeout_minutes=null",
     ]
     run = run_measured(command, cwd=work, env=stage_env(work), log=logs / f"sweep-{name}.log", timeout=SWEEP_TIMEOUT, sample_rss=True)
     finished = _read_trials(work, storage, name)
@@ -40,8 +56,15 @@ def run_study(work: Path, logs: Path, name: str, *, trials: int, epochs: int, ma
     for trial in finished:
         states[trial["state"]] = states.get(trial["state"], 0) + 1
     per_trial_rss = trial_peaks(run, finished)
-    log.info("study %s: %d trials %s, %d epochs, best %s, %.0f s", name, len(finished), states,
-             sum(t["epochs"] for t in finished), min(complete) if complete else None, run.wall_seconds)
+    log.info(
+        "study %s: %d trials %s, %d epochs, best %s, %.0f s",
+        name,
+        len(finished),
+        states,
+        sum(t["epochs"] for t in finished),
+        min(complete) if complete else None,
+        run.wall_seconds,
+    )
     return {
         "trials": len(finished),
         "states": states,
@@ -87,13 +110,15 @@ def _read_trials(work: Path, storage: Path, name: str) -> list[dict]:
     for trial in study.get_trials(deepcopy=False):
         if trial.datetime_start is None or trial.datetime_complete is None:
             continue
-        described.append({
-            "number": trial.number,
-            "state": trial.state.name,
-            "value": trial.value,
-            "epochs": len(trial.intermediate_values),
-            # Optuna keeps naive local datetimes; .timestamp() reads them as local time, like time.time().
-            "start": trial.datetime_start.timestamp(),
-            "end": trial.datetime_complete.timestamp(),
-        })
+        described.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "value": trial.value,
+                "epochs": len(trial.intermediate_values),
+                # Optuna keeps naive local datetimes; .timestamp() reads them as local time, like time.time().
+                "start": trial.datetime_start.timestamp(),
+                "end": trial.datetime_complete.timestamp(),
+            }
+        )
     return described

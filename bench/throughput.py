@@ -41,8 +41,10 @@ def rate_from_step_ends(ends: list[tuple[int, float]], warmup: int, batch: int) 
     """
     start = next((i for i, (done, _) in enumerate(ends) if done >= warmup), None) if warmup >= 1 else None
     if start is None or start == len(ends) - 1:
-        raise BenchError(f"need at least one warm-up and one timed execution; got {ends[-1][0] if ends else 0} steps "
-                         f"in {len(ends)} executions with warmup={warmup}")
+        raise BenchError(
+            f"need at least one warm-up and one timed execution; got {ends[-1][0] if ends else 0} steps "
+            f"in {len(ends)} executions with warmup={warmup}"
+        )
     (done_first, first), (done_last, last) = ends[start], ends[-1]
     return (done_last - done_first) * batch / (last - first)
 
@@ -99,10 +101,14 @@ class Vaelab:
         if n > len(self.images):
             raise BenchError(f"a segment of {n} images at batch {batch} needs more than the {len(self.images)} generated")
         splits = Splits(
-            x_train=self.images[:n], y_train=np.zeros(n, dtype="uint8"),
-            x_val=self.images[:batch], y_val=np.zeros(batch, dtype="uint8"),
-            x_test=self.images[:batch], y_test=np.zeros(batch, dtype="uint8"),
-            image_shape=IMAGE_SHAPE, class_names=("0",),
+            x_train=self.images[:n],
+            y_train=np.zeros(n, dtype="uint8"),
+            x_val=self.images[:batch],
+            y_val=np.zeros(batch, dtype="uint8"),
+            x_test=self.images[:batch],
+            y_test=np.zeros(batch, dtype="uint8"),
+            image_shape=IMAGE_SHAPE,
+            class_names=("0",),
         )
         clock = _step_clock()
         train(config, splits, callbacks=[clock], verbose=0, steps_per_execution=count)

@@ -110,8 +110,13 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
         seconds = time.perf_counter() - started if steps else 0.0
-        return {"batch": self.batch, "steps": steps, "seconds": seconds,
-                "images_per_second": steps * self.batch / seconds if seconds else None, "loss": None if loss is None else loss.item()}
+        return {
+            "batch": self.batch,
+            "steps": steps,
+            "seconds": seconds,
+            "images_per_second": steps * self.batch / seconds if seconds else None,
+            "loss": None if loss is None else loss.item(),
+        }
 
 
 def describe() -> dict:

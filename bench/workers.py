@@ -3,10 +3,11 @@
 ``python -m bench.workers --out bench/workers.json`` (about 10 minutes at the defaults on 2 cores) trains the
 chapter's model at params.yaml's settings on the first ``--train-images`` of the project's processed training
 split (run the download and preprocess stages first; validation and test splits whole) with ``vaelab train``
-and with ``vaelab train --workers 2``, each for ``--epochs`` epochs into its own SQLite store. An epoch's time is the gap between the MLflow timestamps of consecutive epochs'
-metrics (so it includes validation and logging, as a user waits for it); the first epoch, which also
-compiles, is left out. On one 2-core machine two workers share the same cores: this is a correctness
-check of the multi-worker path with its cost, not a speed-up.
+and with ``vaelab train --workers 2``, each for ``--epochs`` epochs into its own SQLite store. An epoch's
+time is the gap between the MLflow timestamps of consecutive epochs' metrics (so it includes validation
+and logging, as a user waits for it); the first epoch, which also compiles, is left out. On one 2-core
+machine two workers share the same cores: this is a correctness check of the multi-worker path with its
+cost, not a speed-up.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def measure(workers: int, epochs: int, images: int, folder: Path) -> dict:
     if workers > 1:
         command += ["--workers", str(workers)]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2"},
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        command, cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True
+    )
     if done.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     wall = time.perf_counter() - started

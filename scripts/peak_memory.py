@@ -36,7 +36,11 @@ def measure(stages: str, overrides: dict, work: Path) -> dict:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
         [sys.executable, "-c", STAGE, str(ROOT / "params.yaml"), json.dumps(overrides), stages],
-        cwd=work, env=env, capture_output=True, text=True, check=False,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         sys.exit(f"{stages} failed:\n{done.stderr[-3000:]}")

@@ -36,10 +36,19 @@ def main(argv: list[str] | None = None) -> None:
         create_database_if_missing(backend)
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
     command = [
-        mlflow, "server",
-        "--backend-store-uri", backend,
-        "--serve-artifacts", "--artifacts-destination", args.artifacts_destination,
-        "--host", args.host, "--port", str(args.port), "--workers", str(args.workers),
+        mlflow,
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        args.artifacts_destination,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        str(args.workers),
     ]
     if args.basic_auth:
         command += ["--app-name", "basic-auth"]

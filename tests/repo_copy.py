@@ -27,10 +27,16 @@ def make_repo_copy(root: Path, shrink: dict[str, dict]) -> dict:
     The env puts this interpreter's venv first on PATH (DVC runs `python ...` through the shell) and points
     MLflow at a store inside the copy.
     """
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         if (PROJECT_ROOT / rel).is_file() and not rel.startswith(".dvc/tmp"):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -43,8 +49,11 @@ def make_repo_copy(root: Path, shrink: dict[str, dict]) -> dict:
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     env.pop("DVC_EXP_NAME", None)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
         run_ok(command, root, env)
     return env
 

@@ -37,14 +37,25 @@ def _expected(path: Path) -> str:
 
 def _cases() -> list:
     files = sorted(BAD_PARAMS.glob("*.yaml"))
-    return [
-        pytest.param(path, marks=[pytest.mark.slow] if path.name in NEED_DATA else [], id=path.stem) for path in files
-    ]
+    return [pytest.param(path, marks=[pytest.mark.slow] if path.name in NEED_DATA else [], id=path.stem) for path in files]
 
 
 KINDS = (
-    "wrong_type", "section", "unknown", "negative", "zero", "strides", "nan", "inf", "empty", "invalid_yaml", "non_utf8",
-    "path", "nul_byte", "huge", "name",
+    "wrong_type",
+    "section",
+    "unknown",
+    "negative",
+    "zero",
+    "strides",
+    "nan",
+    "inf",
+    "empty",
+    "invalid_yaml",
+    "non_utf8",
+    "path",
+    "nul_byte",
+    "huge",
+    "name",
 )
 
 
@@ -63,7 +74,11 @@ def test_bad_params_file_gives_one_line_and_exit_code_2(params_file: Path, tmp_p
 
     done = subprocess.run(
         [sys.executable, str(TRAIN_STAGE), "--params", str(params_file)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
     errors = [line for line in done.stderr.splitlines() if line.startswith("vaelab: error:")]
@@ -89,7 +104,11 @@ def test_stage_refuses_processed_data_that_other_params_made(stage: str, project
 
     done = subprocess.run(
         [sys.executable, str(project_root / "pipeline" / f"{stage}.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
     assert done.returncode == 2, done.stderr[-2000:]

@@ -101,8 +101,15 @@ def test_the_chapters_model_costs_about_15_m_multiply_adds():
 
 def test_summary_of_repetitions():
     figure = stats.summarize([300.0, 100.0, 200.0], "images/s")
-    assert figure == {"median": 200.0, "min": 100.0, "max": 300.0, "spread_percent": 100.0,
-                      "samples": [300.0, 100.0, 200.0], "unit": "images/s", "status": "measured"}
+    assert figure == {
+        "median": 200.0,
+        "min": 100.0,
+        "max": 300.0,
+        "spread_percent": 100.0,
+        "samples": [300.0, 100.0, 200.0],
+        "unit": "images/s",
+        "status": "measured",
+    }
     assert stats.summarize([], "s")["status"] == "not measured: no samples"
     assert stats.ratios([6.0, 9.0], [2.0, 3.0]) == [3.0, 3.0]
 
@@ -214,9 +221,26 @@ def test_tiny_mode_writes_every_field(tmp_path: Path):
     readme.write_text(f"# x\n{report.README_BEGIN}\nold\n{report.README_END}\n", encoding="utf-8")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--mode", "tiny", "--out", str(tmp_path / "out"), "--scratch",
-         str(tmp_path / "scratch"), "--readme", str(readme), "--torch-python", TORCH_PYTHON],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--mode",
+            "tiny",
+            "--out",
+            str(tmp_path / "out"),
+            "--scratch",
+            str(tmp_path / "scratch"),
+            "--readme",
+            str(readme),
+            "--torch-python",
+            TORCH_PYTHON,
+        ],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -252,12 +276,19 @@ def test_tiny_mode_writes_every_field(tmp_path: Path):
 
     pipeline = results["pipeline"]
     assert pipeline["status"] == "measured"
-    for key in ("noop_dvc_repro_s", "startup_to_first_step_begin_s", "startup_to_first_step_end_s", "train_epoch_s",
-                "evaluate_s", "evaluate_fraction_of_epoch"):
+    for key in (
+        "noop_dvc_repro_s",
+        "startup_to_first_step_begin_s",
+        "startup_to_first_step_end_s",
+        "train_epoch_s",
+        "evaluate_s",
+        "evaluate_fraction_of_epoch",
+    ):
         _check_figure(pipeline[key], 1)
     assert pipeline["startup_to_first_step_begin_s"]["median"] < pipeline["startup_to_first_step_end_s"]["median"]
     assert pipeline["evaluate_fraction_of_epoch"]["median"] == pytest.approx(
-        pipeline["evaluate_s"]["median"] / pipeline["train_epoch_s"]["median"])
+        pipeline["evaluate_s"]["median"] / pipeline["train_epoch_s"]["median"]
+    )
 
     memory = results["memory"]
     assert memory["status"] == "measured"
@@ -277,10 +308,16 @@ def test_tiny_mode_writes_every_field(tmp_path: Path):
     assert isinstance(sweep["pruned"]["best_value"], float) and isinstance(sweep["best_value_gap"], float)
 
     assert set(results["goals"]) == {
-        "vaelab_over_keras_reference_batch_32", "vaelab_over_keras_reference_batch_128",
-        "vaelab_over_torch_eager_batch_32", "vaelab_over_torch_eager_batch_128",
-        "fraction_of_matmul_peak_batch_32", "fraction_of_matmul_peak_batch_128",
-        "noop_dvc_repro_s", "startup_to_first_step_s", "pruned_sweep_epochs_fraction", "pruned_best_value_gap",
+        "vaelab_over_keras_reference_batch_32",
+        "vaelab_over_keras_reference_batch_128",
+        "vaelab_over_torch_eager_batch_32",
+        "vaelab_over_torch_eager_batch_128",
+        "fraction_of_matmul_peak_batch_32",
+        "fraction_of_matmul_peak_batch_128",
+        "noop_dvc_repro_s",
+        "startup_to_first_step_s",
+        "pruned_sweep_epochs_fraction",
+        "pruned_best_value_gap",
     }
     for name, goal in results["goals"].items():
         assert set(goal) == {"description", "target", "comparison", "actual", "unit", "met", "shortfall", "shortfall_percent", "status"}
@@ -301,8 +338,12 @@ def test_tiny_mode_writes_every_field(tmp_path: Path):
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_TORCH, reason=f"no PyTorch interpreter at {TORCH_PYTHON} (make bench-torch)")
 def test_torch_reference_reports_images_per_second():
-    done = subprocess.run([TORCH_PYTHON, str(PROJECT / "bench" / "torch_reference.py"), "--batch", "4", "--warmup", "1", "--steps", "2"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [TORCH_PYTHON, str(PROJECT / "bench" / "torch_reference.py"), "--batch", "4", "--warmup", "1", "--steps", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     reply = json.loads(done.stdout)
     assert reply["batch"] == 4 and reply["steps"] == 2 and reply["images_per_second"] > 0

@@ -165,7 +165,6 @@ def test_a_stage_refuses_data_binarized_otherwise_than_params_say(raw_dir: Path,
     )
 
 
-
 def test_data_made_before_binarization_counts_as_grey(raw_dir: Path, tmp_path: Path) -> None:
     old = _processed(raw_dir, tmp_path / "old", "none")
     meta = json.loads((old / "meta.json").read_text())
@@ -175,6 +174,7 @@ def test_data_made_before_binarization_counts_as_grey(raw_dir: Path, tmp_path: P
     wanted = Config().with_overrides({"base.seed": 3, "data.val_fraction": 0.2, "data.binarize": "fixed"})
     with pytest.raises(InputMismatchError, match="holds data made with binarize='none' but params.yaml says data.binarize='fixed'"):
         check_made_from(old, wanted.split_settings())
+
 
 # --- dynamic binarization as training reads -----------------------------------------------------------------
 

@@ -34,8 +34,13 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "browser"
@@ -82,7 +87,11 @@ def ui(tmp_path_factory: pytest.TempPathFactory, playwright_api):
         _wait_until_healthy(server, url, log_path)
         samples_png = (root / "reports/plots/samples.png").read_bytes()
         yield SimpleNamespace(
-            url=url, runs=runs, experiment_id=experiment_id, tags_from_stages=tags_from_stages, address=address,
+            url=url,
+            runs=runs,
+            experiment_id=experiment_id,
+            tags_from_stages=tags_from_stages,
+            address=address,
             samples_size=struct.unpack(">II", samples_png[16:24]),  # PNG IHDR: width, height
         )
     finally:
@@ -103,7 +112,10 @@ def _start_server(root: Path, uri: str) -> tuple[subprocess.Popen, str, Path]:
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
             [str(mlflow_cli), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return server, f"http://127.0.0.1:{port}", log_path
 
@@ -140,9 +152,16 @@ def _make_runs(root: Path, uri: str) -> list[SimpleNamespace]:
             metrics = run_evaluate(config)
             run = MlflowClient(uri).get_run(run_id)
             datasets = [(item.dataset.name, item.dataset.digest) for item in run.inputs.dataset_inputs]
-            runs.append(SimpleNamespace(
-                id=run_id, name=run.info.run_name, z_dim=z_dim, metrics=metrics, params=run.data.params, datasets=datasets,
-            ))
+            runs.append(
+                SimpleNamespace(
+                    id=run_id,
+                    name=run.info.run_name,
+                    z_dim=z_dim,
+                    metrics=metrics,
+                    params=run.data.params,
+                    datasets=datasets,
+                )
+            )
     return runs
 
 

@@ -48,13 +48,16 @@ def test_accepts_names_what_does_not_fit() -> None:
 
 # --- the stages on tiny data -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def project(tiny_project) -> Path:
-    return tiny_project({
-        "train": {"epochs": 2},
-        "evaluate": {"nll_samples": 8, "nll_images": 40, "quality_samples": 300},  # K = 8: see the IWAE bound below
-        "classifier": {"epochs": 3},
-    })
+    return tiny_project(
+        {
+            "train": {"epochs": 2},
+            "evaluate": {"nll_samples": 8, "nll_images": 40, "quality_samples": 300},  # K = 8: see the IWAE bound below
+            "classifier": {"epochs": 3},
+        }
+    )
 
 
 QUALITY = {"sample_fid_classifier", "sample_confidence", "sample_label_entropy_bits", "classifier_test_accuracy"}

@@ -74,7 +74,14 @@ def test_cli_prints_the_table_and_names_missing_things(store: list[str], tmp_pat
         main(["compare", "--experiment", "vaelab-mnist", "--metrics", "test_nll_k100_grayscale_nats, latent_knn_accuracy", "--out", "cmp"])
     assert done.value.code == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["run", "status", "train.z_dim", "train.r_loss_factor", "test_nll_k100_grayscale_nats", "latent_knn_accuracy"]
+    assert out.splitlines()[0].split() == [
+        "run",
+        "status",
+        "train.z_dim",
+        "train.r_loss_factor",
+        "test_nll_k100_grayscale_nats",
+        "latent_knn_accuracy",
+    ]
     assert "140.5" in out and "98.75" in out
     assert (tmp_path / "cmp/compare.png").exists()
 
@@ -83,8 +90,14 @@ def test_cli_prints_the_table_and_names_missing_things(store: list[str], tmp_pat
         main(["compare", "--experiment", "vaelab-mnist", "--out", "cmp"])
     assert done.value.code == 0
     assert capsys.readouterr().out.splitlines()[0].split() == [
-        "run", "status", "train.z_dim", "train.r_loss_factor",
-        "test_nll_k100_grayscale_nats", "test_neg_elbo_k1_grayscale_nats", "sample_fid_classifier", "latent_knn_accuracy",
+        "run",
+        "status",
+        "train.z_dim",
+        "train.r_loss_factor",
+        "test_nll_k100_grayscale_nats",
+        "test_neg_elbo_k1_grayscale_nats",
+        "sample_fid_classifier",
+        "latent_knn_accuracy",
     ]
 
     with pytest.raises(SystemExit) as done:

@@ -188,7 +188,10 @@ def test_stage_entry_prints_one_line_and_exits_2(project_root: Path, tmp_path: P
     bad.write_text("train:\n  z_dim: 0\n")
     done = subprocess.run(
         [sys.executable, str(project_root / "pipeline" / f"{stage}.py"), "--params", str(bad)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
@@ -199,9 +202,11 @@ def test_stage_entry_prints_one_line_and_exits_2(project_root: Path, tmp_path: P
 
 def test_set_override_is_validated_like_the_file(project_root: Path, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "vaelab.cli", "download", "--params", str(project_root / "params.yaml"),
-         "--set", "data.val_fraction=2"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        [sys.executable, "-m", "vaelab.cli", "download", "--params", str(project_root / "params.yaml"), "--set", "data.val_fraction=2"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == "vaelab: error: override: data.val_fraction: Input should be less than 1; received 2"
@@ -209,11 +214,11 @@ def test_set_override_is_validated_like_the_file(project_root: Path, tmp_path: P
 
 BAD_SPACES = [
     ({"z_dim": {"low": 64, "high": 2}}, "sweep.space.z_dim: low must not exceed high; received low=64, high=2"),
-    ({"learning_rate": {"low": 0, "high": 0.1, "log": True}},
-     "sweep.space.learning_rate: a log-scale range needs low > 0; received low=0"),
-    ({"zdim": {"low": 2, "high": 8}},
-     "sweep.space: cannot search 'zdim'; searchable train keys: z_dim, r_loss_factor, learning_rate, lr_decay, "
-     "dropout_rate, batch_size"),
+    ({"learning_rate": {"low": 0, "high": 0.1, "log": True}}, "sweep.space.learning_rate: a log-scale range needs low > 0; received low=0"),
+    (
+        {"zdim": {"low": 2, "high": 8}},
+        "sweep.space: cannot search 'zdim'; searchable train keys: z_dim, r_loss_factor, learning_rate, lr_decay, dropout_rate, batch_size",
+    ),
     ({}, "sweep.space: the search space is empty; give at least one train.* key with low and high"),
     ({"z_dim": {"low": 2}}, "sweep.space.z_dim.high: Field required"),
 ]
@@ -267,9 +272,14 @@ def test_image_dir_is_checked_only_when_it_is_read(project_root: Path, tmp_path:
 # weights = 121 + 26z; outputs per image = 48 (input) + 8 + 8 + 3z + 8 + 48 = 120 + 3z;
 # training needs 16 * weights + 4 * batch * outputs = 1936 + 416z + 480 batch + 12 z batch bytes.
 TINY_VAE = {
-    "data.dataset": "image_folder", "data.image_size": 4,
-    "train.encoder_filters": [2], "train.encoder_kernels": [3], "train.encoder_strides": [2],
-    "train.decoder_filters": [3], "train.decoder_kernels": [3], "train.decoder_strides": [2],
+    "data.dataset": "image_folder",
+    "data.image_size": 4,
+    "train.encoder_filters": [2],
+    "train.encoder_kernels": [3],
+    "train.encoder_strides": [2],
+    "train.decoder_filters": [3],
+    "train.decoder_kernels": [3],
+    "train.decoder_strides": [2],
 }
 MEMORY = 10**8
 
@@ -289,8 +299,10 @@ def test_vae_size_counted_by_hand() -> None:
         # z 2: 2768 + 504 batch <= 10**8 up to batch = 198407 (2768 + 504 * 198408 = 100000400)
         ({"train.z_dim": 2, "train.batch_size": 10**6}, "train.batch_size: must be at most 198407 to fit"),
         # A trial with z at the range's high end must fit too.
-        ({"train.batch_size": 10, "sweep.space": {"z_dim": {"low": 2, "high": 10**6, "log": True}}},
-         "sweep.space.z_dim.high: must be at most 186554 to fit"),
+        (
+            {"train.batch_size": 10, "sweep.space": {"z_dim": {"low": 2, "high": 10**6, "log": True}}},
+            "sweep.space.z_dim.high: must be at most 186554 to fit",
+        ),
         # Neither alone can fit: 12 * 10**18 bytes for z times batch, the rest is small; 1.2e19 / 2**30 = 1.12e10 GiB.
         ({"train.z_dim": 10**9, "train.batch_size": 10**9}, "train: needs at least 1.12e+10 GiB of memory, more than"),
     ],

@@ -90,9 +90,15 @@ def test_two_logical_devices_match_one_within_five_percent(tmp_path: Path) -> No
 
 def test_one_device_uses_the_default_strategy() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", "from vaelab.distribute import training_strategy; import tensorflow as tf; "
-         "print(type(training_strategy()).__name__, training_strategy() is tf.distribute.get_strategy())"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "from vaelab.distribute import training_strategy; import tensorflow as tf; "
+            "print(type(training_strategy()).__name__, training_strategy() is tf.distribute.get_strategy())",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["_DefaultDistributionStrategy", "True"]

@@ -125,9 +125,7 @@ def is_type_checking_block(node: ast.AST) -> bool:
     if not isinstance(node, ast.If):
         return False
     test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def children_that_run(node: ast.AST) -> list[ast.AST]:
@@ -278,12 +276,15 @@ def test_every_stage_script_dispatches_through_its_cli_entry() -> None:
     for stage in STAGES:
         entry = OWN_ENTRIES.get(stage.name, STAGE_ENTRY)
         calls = [
-            node for node in ast.walk(parse(stage.script))
+            node
+            for node in ast.walk(parse(stage.script))
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (STAGE_ENTRY, *OWN_ENTRIES.values())
         ]
         arguments = [(call.func.id, [ast.literal_eval(arg) for arg in call.args]) for call in calls]
         expected = [(entry, [] if stage.name in OWN_ENTRIES else [stage.name])]
-        assert arguments == expected, f"{stage.script.relative_to(ROOT)} should call {entry}({'' if stage.name in OWN_ENTRIES else repr(stage.name)})"
+        assert arguments == expected, (
+            f"{stage.script.relative_to(ROOT)} should call {entry}({'' if stage.name in OWN_ENTRIES else repr(stage.name)})"
+        )
 
 
 def test_deps_cover_every_imported_file() -> None:
@@ -313,7 +314,10 @@ def test_code_deps_exist() -> None:
     ("stage", "expected"),
     [
         # lazy imports inside run_train, and the package __init__ that importing vaelab.tracking.runs runs
-        ("train", {"src/vaelab/training.py", "src/vaelab/tracking/__init__.py", "src/vaelab/tracking/runs.py", "src/vaelab/tracking/notes.py"}),
+        (
+            "train",
+            {"src/vaelab/training.py", "src/vaelab/tracking/__init__.py", "src/vaelab/tracking/runs.py", "src/vaelab/tracking/notes.py"},
+        ),
         # lazy imports inside evaluation.report's functions, reached through run_evaluate
         ("evaluate", {"src/vaelab/model.py", "src/vaelab/evaluation/classifier.py", "src/vaelab/evaluation/likelihood.py"}),
         # the dispatcher and the package __init__ of every stage

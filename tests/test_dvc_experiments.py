@@ -21,12 +21,14 @@ from tiny import tiny_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
-SHRINK = tiny_settings({
-    "data": {"max_train": 512, "max_test": 256},
-    "train": {"epochs": 2, "batch_size": 64},  # two epochs: each experiment's loss curve has two points
-    "evaluate": {"latent_points": 200, "nll_images": 64, "nll_samples": 8, "quality_samples": 500},
-    "classifier": {"epochs": 1},
-})
+SHRINK = tiny_settings(
+    {
+        "data": {"max_train": 512, "max_test": 256},
+        "train": {"epochs": 2, "batch_size": 64},  # two epochs: each experiment's loss curve has two points
+        "evaluate": {"latent_points": 200, "nll_images": 64, "nll_samples": 8, "quality_samples": 500},
+        "classifier": {"epochs": 1},
+    }
+)
 QUEUED = {"q-z3": ["train.z_dim=3"], "q-z4": ["train.z_dim=4"]}
 FAILING = {"q-nan": ["train.learning_rate=1000000.0", "train.r_loss_factor=1e+30"]}  # the loss overflows in epoch 1
 TEMP = {"t-z5": ["train.z_dim=5"]}
@@ -116,7 +118,9 @@ def test_dvc_metrics_and_plots_diff_compare_two_experiments(project: tuple[Path,
     diff = json.loads(run_ok(["dvc", "metrics", "diff", a, b, "--json"], root, env).stdout)
     shown = _experiments(root, env)
     elbo = diff["reports/metrics.json"]["test_neg_elbo_k1_grayscale_nats"]
-    assert (elbo["old"], elbo["new"]) == tuple(shown[name]["metrics"]["reports/metrics.json"]["data"]["test_neg_elbo_k1_grayscale_nats"] for name in (a, b))
+    assert (elbo["old"], elbo["new"]) == tuple(
+        shown[name]["metrics"]["reports/metrics.json"]["data"]["test_neg_elbo_k1_grayscale_nats"] for name in (a, b)
+    )
 
     plots = json.loads(run_ok(["dvc", "plots", "diff", a, b, "--json"], root, env).stdout)["data"]
     (curve,) = plots["Loss per epoch"]
@@ -132,7 +136,16 @@ def test_dvc_metrics_and_plots_diff_compare_two_experiments(project: tuple[Path,
 def test_make_exps_prints_one_row_per_experiment_with_changed_params_and_headline_metrics(project: tuple[Path, dict]) -> None:
     root, env = project
     # The project's own Makefile target, with its set-up step pointed at the venv running these tests.
-    command = ["make", "-s", "-f", str(PROJECT_ROOT / "Makefile"), "exps", "STAMP=", f"BIN={Path(env['PATH'].split(':')[0])}", "EXPS_ARGS=--md"]
+    command = [
+        "make",
+        "-s",
+        "-f",
+        str(PROJECT_ROOT / "Makefile"),
+        "exps",
+        "STAMP=",
+        f"BIN={Path(env['PATH'].split(':')[0])}",
+        "EXPS_ARGS=--md",
+    ]
     table = run_ok(command, root, env).stdout.strip().splitlines()
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     assert header == ["Experiment", "Created", "State", *HEADLINE, "train.z_dim", "train.r_loss_factor", "train.learning_rate"]
@@ -161,7 +174,9 @@ def test_a_queue_worker_killed_mid_training_leaves_a_failed_run_and_the_experime
     root, env = project
     run_ok(["dvc", "exp", "run", "--queue", "-n", "q-killed", "-S", "train.z_dim=6", "-S", "train.epochs=10000"], root, env)
     # The worker it starts keeps inherited pipes open until it stops: capture nothing, or this waits for the training.
-    started = subprocess.run(["dvc", "queue", "start"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    started = subprocess.run(
+        ["dvc", "queue", "start"], cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120
+    )
     assert started.returncode == 0
     training = _training_process(root)
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")

@@ -40,7 +40,9 @@ def _splits(seed: int = 0, n_train: int = 60, n_test: int = 30, channels: int = 
     def labels(n):
         return rng.integers(0, 3, size=n).astype(np.uint8)
 
-    return Splits(images(n_train), labels(n_train), images(10), labels(10), images(n_test), labels(n_test), (28, 28, channels), ("a", "b", "c"))
+    return Splits(
+        images(n_train), labels(n_train), images(10), labels(10), images(n_test), labels(n_test), (28, 28, channels), ("a", "b", "c")
+    )
 
 
 @pytest.fixture(scope="module")

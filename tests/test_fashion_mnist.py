@@ -160,11 +160,16 @@ def test_debian_checksum_mismatch_and_missing_folder_are_one_line_errors(arrays,
     with pytest.raises(DataError) as caught:
         download(spec_with([source], arrays), tmp_path / "raw")
     message = str(caught.value)
-    assert f"t10k-images-idx3-ubyte.gz (uncompressed): checksum mismatch, expected {expected}, got sha256:{hashlib.sha256(raw).hexdigest()}" in message
+    assert (
+        f"t10k-images-idx3-ubyte.gz (uncompressed): checksum mismatch, expected {expected}, got sha256:{hashlib.sha256(raw).hexdigest()}"
+        in message
+    )
     assert "\n" not in message
 
     absent = dataclasses.replace(source, directory=tmp_path / "nowhere")
-    with pytest.raises(DataError, match=r"nowhere/train-images-idx3-ubyte\.gz: not found; install it with `sudo apt-get install dataset-fashion-mnist`"):
+    with pytest.raises(
+        DataError, match=r"nowhere/train-images-idx3-ubyte\.gz: not found; install it with `sudo apt-get install dataset-fashion-mnist`"
+    ):
         download(spec_with([absent], arrays), tmp_path / "raw")
 
 

@@ -44,7 +44,8 @@ def test_disk_full_at_model_save_is_one_line_naming_the_path_and_keeps_the_old_m
         done = _stage("train")
 
         assert done.returncode == 2, done.stderr[-3000:]
-        assert _last_line(done) == f"vaelab: error: cannot write {full / 'vae.keras'}: No space left on device; free space or choose another folder in params.yaml paths"
+        advice = "free space or choose another folder in params.yaml paths"
+        assert _last_line(done) == f"vaelab: error: cannot write {full / 'vae.keras'}: No space left on device; {advice}"
         assert "Traceback" not in done.stderr
         assert (full / "vae.keras").read_bytes() == b"the previous model"
         assert sorted(p.name for p in full.iterdir()) == ["vae.keras"]  # no half-written temporary left
@@ -141,7 +142,9 @@ def test_an_epoch_checkpointed_but_not_logged_before_a_kill_is_logged_once_on_re
 STORE_ADVICE = "point MLFLOW_TRACKING_URI at another store (unset, runs go to mlflow.db in the project root)"
 
 
-def test_a_tracking_server_that_is_down_fails_the_stage_in_one_line_before_any_training(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tracking_server_that_is_down_fails_the_stage_in_one_line_before_any_training(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with socket.socket() as probe:  # a port that nothing listens on once the probe is closed
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

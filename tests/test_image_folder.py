@@ -68,7 +68,15 @@ def test_listing_is_recursive_sorted_and_skips_non_images_hidden_files_and_symli
     with caplog.at_level(logging.WARNING):
         listing = list_images(mixed)
     assert listing.root == mixed.resolve()
-    expected = ["corrupt.jpg", *[f"faces/{i:06d}.png" for i in range(20)], "gray16.PNG", "gray_tall.png", "rgb_wide.png", "rgba.png", "small.jpeg"]
+    expected = [
+        "corrupt.jpg",
+        *[f"faces/{i:06d}.png" for i in range(20)],
+        "gray16.PNG",
+        "gray_tall.png",
+        "rgb_wide.png",
+        "rgba.png",
+        "small.jpeg",
+    ]
     assert listing.files == sorted(expected)
     assert listing.skipped_links == ["link_out.png"]  # link_in.png points at a listed file: skipped quietly
     assert "skipped 1 symlinks pointing outside the folder or nowhere: link_out.png" in caplog.text
@@ -76,11 +84,15 @@ def test_listing_is_recursive_sorted_and_skips_non_images_hidden_files_and_symli
 
 
 def test_missing_and_empty_folders_are_one_line_errors(tmp_path) -> None:
-    with pytest.raises(DataError, match=r"^data\.image_dir .*nowhere does not exist; set data\.image_dir to a folder of JPEG or PNG images$"):
+    with pytest.raises(
+        DataError, match=r"^data\.image_dir .*nowhere does not exist; set data\.image_dir to a folder of JPEG or PNG images$"
+    ):
         list_images(tmp_path / "nowhere")
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "readme.txt").write_text("x")
-    with pytest.raises(DataError, match=r"^data\.image_dir .*empty holds no images \(looked for \*\.jpg, \*\.jpeg, \*\.png in all subfolders\)"):
+    with pytest.raises(
+        DataError, match=r"^data\.image_dir .*empty holds no images \(looked for \*\.jpg, \*\.jpeg, \*\.png in all subfolders\)"
+    ):
         list_images(tmp_path / "empty")
     with pytest.raises(DataError, match="is not a folder"):
         list_images(tmp_path / "empty" / "readme.txt")

@@ -49,7 +49,12 @@ def test_metrics_from_shards_equal_metrics_from_the_same_arrays_in_memory(model,
     in_memory = dataclasses.replace(on_disk, **{f"x_{s}": np.asarray(getattr(on_disk, f"x_{s}")) for s in ("train", "val", "test")})
     assert evaluation.evaluate(model, on_disk, config) == evaluation.evaluate(model, in_memory, config)
     unlabelled = dataclasses.replace(on_disk, class_names=())
-    assert set(evaluation.evaluate(model, unlabelled, config)) == {"test_mse_per_pixel", "test_kl_per_image", "test_loss", "test_neg_elbo_k1_grayscale_nats"}
+    assert set(evaluation.evaluate(model, unlabelled, config)) == {
+        "test_mse_per_pixel",
+        "test_kl_per_image",
+        "test_loss",
+        "test_neg_elbo_k1_grayscale_nats",
+    }
 
 
 def test_encode_means_reads_only_the_first_limit_images(model, on_disk) -> None:

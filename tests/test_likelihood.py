@@ -25,8 +25,14 @@ from vaelab.model import build_vae
 
 # A one-layer VAE on 4x4 images: p(x) has a 1-D integral over z that a fine grid computes exactly.
 ONE_D = TrainSection(
-    z_dim=1, encoder_filters=(2,), encoder_kernels=(3,), encoder_strides=(1,),
-    decoder_filters=(1,), decoder_kernels=(3,), decoder_strides=(1,), reconstruction="bce",
+    z_dim=1,
+    encoder_filters=(2,),
+    encoder_kernels=(3,),
+    encoder_strides=(1,),
+    decoder_filters=(1,),
+    decoder_kernels=(3,),
+    decoder_strides=(1,),
+    reconstruction="bce",
 )
 
 
@@ -141,9 +147,18 @@ def trained_vae():
     from vaelab.training import train
 
     settings = TrainSection(
-        z_dim=2, encoder_filters=(8, 8), encoder_kernels=(3, 3), encoder_strides=(2, 2),
-        decoder_filters=(8, 1), decoder_kernels=(3, 3), decoder_strides=(2, 2),
-        reconstruction="bce", r_loss_factor=256.0, learning_rate=0.005, batch_size=32, epochs=4,
+        z_dim=2,
+        encoder_filters=(8, 8),
+        encoder_kernels=(3, 3),
+        encoder_strides=(2, 2),
+        decoder_filters=(8, 1),
+        decoder_kernels=(3, 3),
+        decoder_strides=(2, 2),
+        reconstruction="bce",
+        r_loss_factor=256.0,
+        learning_rate=0.005,
+        batch_size=32,
+        epochs=4,
     )
     x = _bars(512, seed=0)
     splits = SimpleNamespace(x_train=x, x_val=x[:64], image_shape=(16, 16, 1))

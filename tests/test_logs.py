@@ -31,7 +31,11 @@ def run_stage(stage: str, folder: Path, project_root: Path, **extra_env: str) ->
     env.update(extra_env)  # MLFLOW_TRACKING_URI comes from the mlflow_uri fixture, through os.environ
     return subprocess.run(
         [sys.executable, str(project_root / "pipeline" / f"{stage}.py")],
-        cwd=folder, env=env, capture_output=True, text=True, timeout=600,
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

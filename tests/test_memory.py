@@ -39,7 +39,10 @@ def test_preprocessing_5000_images_stays_under_the_bound(tmp_path: Path) -> None
     write_faces(tmp_path / "faces", IMAGES, size=(SIZE, SIZE), seed=0)
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, str(tmp_path / "faces"), str(tmp_path), str(SIZE)],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.splitlines()[-1])

@@ -31,7 +31,12 @@ def test_names_follow_the_data_and_k(binarize: str, nll: str, elbo: str) -> None
 
 def test_the_headline_pattern_takes_the_headline_metrics_and_nothing_else() -> None:
     headline = re.compile(f"^({HEADLINE_PATTERN})$")
-    for name in ("test_nll_k100_grayscale_nats", "test_nll_k5000_binarized_nats", "test_neg_elbo_k1_binarized_nats", "sample_fid_classifier"):
+    for name in (
+        "test_nll_k100_grayscale_nats",
+        "test_nll_k5000_binarized_nats",
+        "test_neg_elbo_k1_binarized_nats",
+        "sample_fid_classifier",
+    ):
         assert headline.match(name), name
     for name in ("val_nll_k100_grayscale_nats", "test_nll_kx_binarized_nats", "test_loss", "test_nll_iwae_nats", "test_neg_elbo_nats"):
         assert not headline.match(name), name

@@ -90,8 +90,7 @@ def test_strides_that_do_not_divide_the_image_are_a_config_error():
     with pytest.raises(ConfigError) as caught:
         build_vae((30, 30, 1), TrainSection(), seed=0)
     assert str(caught.value) == (
-        "train.encoder_strides (1, 2, 2, 1) reduce 30x30 by 4, which does not divide both sides; "
-        "use strides whose product divides 30"
+        "train.encoder_strides (1, 2, 2, 1) reduce 30x30 by 4, which does not divide both sides; use strides whose product divides 30"
     )
 
 
@@ -99,8 +98,7 @@ def test_decoder_strides_must_undo_the_encoders():
     with pytest.raises(ConfigError) as caught:
         build_vae((28, 28, 1), TrainSection(decoder_strides=(1, 2, 1, 1)), seed=0)
     assert str(caught.value) == (
-        "train.decoder_strides (1, 2, 1, 1) enlarge by 2 but train.encoder_strides (1, 2, 2, 1) reduce by 4; "
-        "make their products equal"
+        "train.decoder_strides (1, 2, 1, 1) enlarge by 2 but train.encoder_strides (1, 2, 2, 1) reduce by 4; make their products equal"
     )
 
 

@@ -42,8 +42,14 @@ def test_full_pipeline_is_one_finished_mlflow_run(repo: tuple[Path, dict]) -> No
     root, env = repo
     run_ok(["dvc", "repro"], root, env)
     metrics = json.loads((root / "reports/metrics.json").read_text())
-    assert set(metrics) >= {"test_mse_per_pixel", "test_kl_per_image", "test_loss", "test_neg_elbo_k1_grayscale_nats",
-                            "latent_knn_accuracy", "latent_logreg_accuracy"}
+    assert set(metrics) >= {
+        "test_mse_per_pixel",
+        "test_kl_per_image",
+        "test_loss",
+        "test_neg_elbo_k1_grayscale_nats",
+        "latent_knn_accuracy",
+        "latent_logreg_accuracy",
+    }
     assert 0 < metrics["test_mse_per_pixel"] < 0.2
     pngs = {p.name for p in (root / "reports/plots").glob("*.png")}
     assert pngs == {"reconstructions.png", "latent_space.png", "samples.png", "manifold.png", "loss_curves.png"}

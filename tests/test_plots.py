@@ -231,8 +231,15 @@ def _pixels_of_colour(path: Path, axes, colour) -> int:
 
 def test_loss_curves_png_with_gaps_in_the_history(tmp_path, figures):
     history = [
-        {"epoch": e, "loss": 60.0 / e, "reconstruction_loss": 0.05 / e, "kl_loss": 3.0 + e,
-         "val_loss": 62.0 / e, "val_reconstruction_loss": 0.052 / e, "val_kl_loss": None if e == 2 else 3.1 + e}
+        {
+            "epoch": e,
+            "loss": 60.0 / e,
+            "reconstruction_loss": 0.05 / e,
+            "kl_loss": 3.0 + e,
+            "val_loss": 62.0 / e,
+            "val_reconstruction_loss": 0.052 / e,
+            "val_kl_loss": None if e == 2 else 3.1 + e,
+        }
         for e in (1, 2, 3)
     ]
     path = tmp_path / "loss_curves.png"
@@ -255,4 +262,3 @@ def test_loss_curves_png_with_gaps_in_the_history(tmp_path, figures):
             assert _pixels_of_colour(path, axes, validation.get_color()) > 200, key
     # ... while the validation KL term, missing at epoch 2, is two markers with no line across the gap (about 50).
     assert 0 < _pixels_of_colour(path, panels[2], panels[2].lines[1].get_color()) < 100
-

@@ -44,7 +44,13 @@ def test_celeba_preset_is_the_chapters_face_model(presets) -> None:
     overrides = preset_overrides("celeba", **presets)
     assert dvc_set_flags(overrides) == CELEBA_FLAGS
     train = load_config(presets["params"], overrides).train
-    assert (train.z_dim, train.use_batch_norm, train.dropout_rate, train.r_loss_factor, train.learning_rate) == (200, True, 0.25, 10000.0, 0.0005)
+    assert (train.z_dim, train.use_batch_norm, train.dropout_rate, train.r_loss_factor, train.learning_rate) == (
+        200,
+        True,
+        0.25,
+        10000.0,
+        0.0005,
+    )
     assert train.encoder_filters == (32, 64, 64, 64) and train.encoder_strides == (2, 2, 2, 2)
     assert train.decoder_filters == (64, 64, 32, 3) and train.decoder_strides == (2, 2, 2, 2)
 
@@ -61,7 +67,10 @@ def test_the_preset_model_builds_for_both_image_sizes(presets, size) -> None:
 
 
 def test_unknown_preset_and_invalid_keys_are_one_line_errors(tmp_path, presets) -> None:
-    with pytest.raises(ConfigError, match=r"^no preset 'faces' \(.*faces\.yaml not found\); available presets: celeba, fashion-mnist-likelihood, mnist-likelihood$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^no preset 'faces' \(.*faces\.yaml not found\); available presets: celeba, fashion-mnist-likelihood, mnist-likelihood$",
+    ):
         preset_overrides("faces", **presets)
     (tmp_path / "bad.yaml").write_text("train:\n  z_dims: 3\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key train\.z_dims; allowed keys here: z_dim, "):
@@ -78,14 +87,36 @@ def test_cli_prints_the_flags_and_runs_dvc_with_extra_arguments(tmp_path, preset
     fake_dvc.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path / "args.txt"}\nexit 3\n')
     fake_dvc.chmod(fake_dvc.stat().st_mode | stat.S_IEXEC)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    base = [sys.executable, "-m", "vaelab.cli", "preset", "celeba", "--presets-dir", str(presets["presets_dir"]), "--params", str(presets["params"])]
+    base = [
+        sys.executable,
+        "-m",
+        "vaelab.cli",
+        "preset",
+        "celeba",
+        "--presets-dir",
+        str(presets["presets_dir"]),
+        "--params",
+        str(presets["params"]),
+    ]
 
     printed = subprocess.run(base, capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
     assert printed.stdout.split() == CELEBA_FLAGS
 
-    ran = subprocess.run([*base, "--run", "-n", "faces", "-S", "data.image_dir=/data/celeba"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    ran = subprocess.run(
+        [*base, "--run", "-n", "faces", "-S", "data.image_dir=/data/celeba"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert ran.returncode == 3  # dvc's own exit code
-    assert (tmp_path / "args.txt").read_text().split("\n")[:-1] == ["exp", "run", *CELEBA_FLAGS, "-n", "faces", "-S", "data.image_dir=/data/celeba"]
+    assert (tmp_path / "args.txt").read_text().split("\n")[:-1] == [
+        "exp",
+        "run",
+        *CELEBA_FLAGS,
+        "-n",
+        "faces",
+        "-S",
+        "data.image_dir=/data/celeba",
+    ]
 
-    missing = subprocess.run([*base[:4], "nope", "--presets-dir", str(presets["presets_dir"])], capture_output=True, text=True, env=env, cwd=tmp_path)
+    missing = subprocess.run(
+        [*base[:4], "nope", "--presets-dir", str(presets["presets_dir"])], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert missing.returncode == 2 and missing.stderr.strip().startswith("vaelab: error: no preset 'nope'")

@@ -81,7 +81,9 @@ def test_a_store_without_a_registry_is_one_clear_line(store: str, project_root: 
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("cannot register the model in ftp://registry.invalid/models (Model Registry features are not supported")
-    assert message.endswith("point MLFLOW_TRACKING_URI (and MLFLOW_REGISTRY_URI, if set) at a database such as sqlite:///mlflow.db or a server backed by one")
+    assert message.endswith(
+        "point MLFLOW_TRACKING_URI (and MLFLOW_REGISTRY_URI, if set) at a database such as sqlite:///mlflow.db or a server backed by one"
+    )
 
 
 def test_alias_moves_only_for_a_lower_nll_and_undoes_a_stale_write(store: str) -> None:
@@ -241,8 +243,6 @@ def _predict_in_new_process(project: Path, uri: str) -> dict:
         "print(json.dumps({'shape': list(out.shape), 'run_id': model.metadata.run_id}))\n"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(images)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-c", code, str(images)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -47,8 +47,16 @@ class Server:
 
     def start(self, timeout: float = 90) -> None:
         command = [
-            sys.executable, str(SERVER_SCRIPT), "--backend-store-uri", self.backend, "--port", str(self.port),
-            "--artifacts-destination", str(self.folder / "mlartifacts-server"), "--workers", "1",
+            sys.executable,
+            str(SERVER_SCRIPT),
+            "--backend-store-uri",
+            self.backend,
+            "--port",
+            str(self.port),
+            "--artifacts-destination",
+            str(self.folder / "mlartifacts-server"),
+            "--workers",
+            "1",
         ]
         log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - the child keeps writing to it
         self.process = subprocess.Popen(command, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -148,8 +156,12 @@ def test_training_survives_a_server_restart_with_all_8_epochs_logged(server: Ser
     _tiny_project(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": server.url, "TF_CPP_MIN_LOG_LEVEL": "2"}
     training = subprocess.Popen(
-        [sys.executable, str(ROOT / "pipeline" / "train.py")], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, str(ROOT / "pipeline" / "train.py")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         client = MlflowClient(server.url)

@@ -108,8 +108,14 @@ def test_split_statistics_are_exact_over_several_shards(tmp_path) -> None:
     # Values 0 and 255 in equal numbers: mean 0.5 and std 0.5 exactly, across shard boundaries.
     x = np.zeros((8, 2, 2, 1), np.uint8)
     x[::2] = 255
-    arrays = {"x_train": x, "y_train": np.zeros(8, np.uint8), "x_val": x[:2], "y_val": np.zeros(2, np.uint8),
-              "x_test": numbered(10)[:3, :2, :2], "y_test": np.zeros(3, np.uint8)}
+    arrays = {
+        "x_train": x,
+        "y_train": np.zeros(8, np.uint8),
+        "x_val": x[:2],
+        "y_val": np.zeros(2, np.uint8),
+        "x_test": numbered(10)[:3, :2, :2],
+        "y_test": np.zeros(3, np.uint8),
+    }
     stats = write_splits(tmp_path, arrays, {"dataset": "mnist", "class_names": []})
     test_values = numbered(10)[:3, :2, :2].astype(np.float64) / 255
     assert stats["train"] == {"count": 8, "pixel_mean": 0.5, "pixel_std": 0.5}

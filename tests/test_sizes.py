@@ -26,8 +26,13 @@ VAES = {
     ),
     "odd_kernels_three_layers": (
         TrainSection(
-            z_dim=5, encoder_filters=(8, 16, 4), encoder_kernels=(5, 3, 1), encoder_strides=(2, 1, 2),
-            decoder_filters=(4, 8, 1), decoder_kernels=(1, 3, 5), decoder_strides=(2, 1, 2),
+            z_dim=5,
+            encoder_filters=(8, 16, 4),
+            encoder_kernels=(5, 3, 1),
+            encoder_strides=(2, 1, 2),
+            decoder_filters=(4, 8, 1),
+            decoder_kernels=(1, 3, 5),
+            decoder_strides=(2, 1, 2),
         ),
         (12, 12, 1),
     ),

@@ -70,7 +70,9 @@ def test_train_then_evaluate_make_one_finished_run(project: Path, mlflow_uri: st
         assert json.loads(dataset.profile)["num_images"] == size and json.loads(dataset.profile)["image_shape"] == [28, 28, 1]
     # What it was, on what, and how it scored, at the top of the run's page.
     note = run.data.tags["mlflow.note.content"]
-    assert note.startswith("Convolutional VAE (chapter 3 of *Generative Deep Learning*) on **mnist**: 320 training and 64 validation images, 3 epochs, z_dim 2")
+    assert note.startswith(
+        "Convolutional VAE (chapter 3 of *Generative Deep Learning*) on **mnist**: 320 training and 64 validation images, 3 epochs, z_dim 2"
+    )
     assert f"Test set (96 grayscale images): negative ELBO {metrics['test_neg_elbo_k1_grayscale_nats']:.2f}" in note
     assert f"NLL {metrics['test_nll_k4_grayscale_nats']:.2f} (NLL with K=4 importance samples on 32 images)" in note
     # CPU and memory sampled during training by MLflow's own monitor.

@@ -81,8 +81,11 @@ def tiny_splits() -> Splits:
 
 
 def test_suggest_samples_integers_for_integer_settings_and_floats_otherwise(sweep_config):
-    space = {"z_dim": {"low": 2, "high": 64, "log": True}, "batch_size": {"low": 16, "high": 128},
-             "learning_rate": {"low": 1e-4, "high": 3e-3, "log": True}}
+    space = {
+        "z_dim": {"low": 2, "high": 64, "log": True},
+        "batch_size": {"low": 16, "high": 128},
+        "learning_rate": {"low": 1e-4, "high": 3e-3, "log": True},
+    }
     objective = Objective(sweep_config(sweep__space=space), tiny_splits())
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(5):
@@ -119,8 +122,7 @@ def test_objective_leaves_sharded_splits_on_disk(sweep_config, sweep_processed):
 @pytest.mark.parametrize(
     ("space", "message"),
     [
-        ({"dropout_rate": {"low": 0.0, "high": 1.0}},
-         "sweep.space.dropout_rate: the range end 1 is not a valid train.dropout_rate"),
+        ({"dropout_rate": {"low": 0.0, "high": 1.0}}, "sweep.space.dropout_rate: the range end 1 is not a valid train.dropout_rate"),
         ({"batch_size": {"low": 16.2, "high": 16.8}}, "sweep.space.batch_size: no integer in [16.2, 16.8]"),
     ],
 )
@@ -134,12 +136,9 @@ def test_objective_is_named_after_the_evaluate_stage_nll_on_the_validation_split
     assert objective_metric(sweep_config()) == "val_nll_k20_grayscale_nats"
     assert objective_metric(sweep_config(evaluate__nll_samples=5000)) == "val_nll_k5000_grayscale_nats"
     assert objective_metric(sweep_config(data__binarize="dynamic")) == "val_nll_k20_binarized_nats"
-    assert objective_metric(sweep_config(data__binarize="fixed", evaluate__nll_samples=1)) == (
-        "val_nll_k1_binarized_nats"
-    )
+    assert objective_metric(sweep_config(data__binarize="fixed", evaluate__nll_samples=1)) == ("val_nll_k1_binarized_nats")
     assert objective_description(sweep_config(data__binarize="fixed", evaluate__nll_images=None)) == (
-        "val_nll_k20_binarized_nats (validation importance-sampled NLL, K=20, binarized data, all images; "
-        "nats, lower is better)"
+        "val_nll_k20_binarized_nats (validation importance-sampled NLL, K=20, binarized data, all images; nats, lower is better)"
     )
 
 
@@ -184,9 +183,7 @@ def test_a_trial_reports_the_evaluate_stage_nll_of_its_model_on_the_validation_i
 
 def test_winner_command_keeps_every_digit():
     best = {"train.z_dim": 8, "train.r_loss_factor": 1234.5, "train.learning_rate": 0.00041234567891234}
-    assert winner_command(best) == (
-        "dvc exp run -S train.z_dim=8 -S train.r_loss_factor=1234.5 -S train.learning_rate=0.00041234567891234"
-    )
+    assert winner_command(best) == ("dvc exp run -S train.z_dim=8 -S train.r_loss_factor=1234.5 -S train.learning_rate=0.00041234567891234")
 
 
 def test_trial_left_running_by_a_dead_local_worker_is_failed(sweep_config, sweep_workdir):
@@ -254,8 +251,7 @@ def test_surplus_trials_do_not_count_as_failures_of_the_space(sweep_config, swee
 
 @pytest.mark.parametrize(
     ("name", "kind"),
-    [("median", optuna.pruners.MedianPruner), ("hyperband", optuna.pruners.HyperbandPruner),
-     ("none", optuna.pruners.NopPruner)],
+    [("median", optuna.pruners.MedianPruner), ("hyperband", optuna.pruners.HyperbandPruner), ("none", optuna.pruners.NopPruner)],
 )
 def test_pruner_follows_params(sweep_config, name, kind):
     assert type(make_pruner(sweep_config(sweep__pruner=name))) is kind
@@ -307,7 +303,10 @@ def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(sweep_config
     assert summary["command"] == winner_command(best_params)
     assert len((out / "trials.csv").read_text().strip().splitlines()) == 1 + 4
     assert sorted(path.name for path in (out / "plots").iterdir()) == [
-        "optimization_history.png", "parallel_coordinate.png", "param_importances.png", "slice.png",
+        "optimization_history.png",
+        "parallel_coordinate.png",
+        "param_importances.png",
+        "slice.png",
     ]
 
     parents, children = mlflow_runs(mlflow_uri)
@@ -334,7 +333,8 @@ def test_sweep_runs_exactly_n_trials_then_resumes_to_a_larger_total(sweep_config
         assert child.data.metrics[f"final_{OBJECTIVE}"] == pytest.approx(trial.value)
         history = MlflowClient(mlflow_uri).get_metric_history(child.info.run_id, OBJECTIVE)
         assert sorted((m.step, m.value) for m in history) == [
-            (1, pytest.approx(trial.intermediate_values[1])), (2, pytest.approx(trial.value)),
+            (1, pytest.approx(trial.intermediate_values[1])),
+            (2, pytest.approx(trial.value)),
         ]
         assert {"loss", "val_loss", "kl_loss"} <= child.data.metrics.keys()
 

@@ -42,8 +42,20 @@ def start_sweep(config, folder: Path, *options: str) -> subprocess.Popen:
     """``vaelab sweep --workers 4 --n-trials 6`` as a user starts it, output in ``folder/sweep.log``."""
     params = folder / "params.yaml"
     params.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    command = [sys.executable, "-m", "vaelab.sweep", "--params", str(params), "--workers", str(WORKERS),
-               "--n-trials", str(N_TRIALS), "--heartbeat-interval", "1", *options]
+    command = [
+        sys.executable,
+        "-m",
+        "vaelab.sweep",
+        "--params",
+        str(params),
+        "--workers",
+        str(WORKERS),
+        "--n-trials",
+        str(N_TRIALS),
+        "--heartbeat-interval",
+        "1",
+        *options,
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     with (folder / "sweep.log").open("w") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -188,8 +200,7 @@ def test_four_postgres_workers_claiming_the_last_slot_at_once_finish_exactly_n_t
         deadline = time.monotonic() + 60
         while True:
             with scratch_databases.admin.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-                               (name,))
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'", (name,))
                 count = cursor.fetchone()[0]
             if count >= WORKERS or time.monotonic() > deadline:
                 waiting.append(count)

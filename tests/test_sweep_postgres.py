@@ -22,6 +22,7 @@ from vaelab.sweep.storage import open_storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
+
 def all_mlflow_strings(uri: str) -> list[str]:
     """Every param and tag value of every run in the test experiment."""
     client = MlflowClient(uri)

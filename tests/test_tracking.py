@@ -53,8 +53,15 @@ def _fit_three_epochs(run_id: str | None = None, initial_epoch: int = 0, epochs:
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="mse")
     x = np.random.default_rng(0).random((16, 3), dtype=np.float32)
-    model.fit(x, x[:, :1], validation_data=(x, x[:, :1]), initial_epoch=initial_epoch, epochs=epochs, verbose=0,
-              callbacks=[MlflowEpochLogger(run_id)])
+    model.fit(
+        x,
+        x[:, :1],
+        validation_data=(x, x[:, :1]),
+        initial_epoch=initial_epoch,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[MlflowEpochLogger(run_id)],
+    )
 
 
 def test_redact_url_hides_only_the_password():
@@ -273,10 +280,16 @@ def test_read_run_info_explains_a_missing_or_broken_file(tmp_path):
 def test_logged_model_serves_reconstructions_without_vaelab(store, config, tmp_path):
     from vaelab.model import build_vae
 
-    tiny = config.with_overrides({
-        "train.encoder_filters": [4, 4], "train.encoder_kernels": [3, 3], "train.encoder_strides": [2, 2],
-        "train.decoder_filters": [4, 1], "train.decoder_kernels": [3, 3], "train.decoder_strides": [2, 2],
-    })
+    tiny = config.with_overrides(
+        {
+            "train.encoder_filters": [4, 4],
+            "train.encoder_kernels": [3, 3],
+            "train.encoder_strides": [2, 2],
+            "train.decoder_filters": [4, 1],
+            "train.decoder_kernels": [3, 3],
+            "train.decoder_strides": [2, 2],
+        }
+    )
     model = build_vae((28, 28, 1), tiny.train, seed=0)
     images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
     with runs.start_run(tiny):
@@ -324,8 +337,9 @@ def test_runs_left_running_by_ended_processes_of_this_host_are_failed_and_no_oth
     killed = running("killed", {orphans.HOST_TAG: host, orphans.PID_TAG: str(dead_pid), orphans.STARTED_TAG: repr(dead_started)})
     # This test's own pid, recorded with another start time: a process that ended and whose pid came back.
     reused = running("reused", {orphans.HOST_TAG: host, orphans.PID_TAG: str(os.getpid()), orphans.STARTED_TAG: "1.5"})
-    alive = running("alive", {orphans.HOST_TAG: host, orphans.PID_TAG: str(os.getpid()),
-                              orphans.STARTED_TAG: repr(psutil.Process().create_time())})
+    alive = running(
+        "alive", {orphans.HOST_TAG: host, orphans.PID_TAG: str(os.getpid()), orphans.STARTED_TAG: repr(psutil.Process().create_time())}
+    )
     elsewhere = running("elsewhere", {orphans.HOST_TAG: "another-host", orphans.PID_TAG: str(dead_pid), orphans.STARTED_TAG: "1.5"})
     untagged = running("untagged", {})
 

@@ -22,9 +22,15 @@ def test_the_view_follows_the_metric_names_of_the_params(mlflow_uri: str) -> Non
     experiment_id = _experiment_id("view-test", mlflow_uri, binarized)
     swept = ["params.`train.z_dim`", "params.`train.r_loss_factor`", "params.`train.learning_rate`"]
     assert _selected_columns(client, experiment_id) == [
-        "metrics.`test_neg_elbo_k1_binarized_nats`", "metrics.`test_nll_k1000_binarized_nats`", "metrics.`sample_fid_classifier`", *swept
+        "metrics.`test_neg_elbo_k1_binarized_nats`",
+        "metrics.`test_nll_k1000_binarized_nats`",
+        "metrics.`sample_fid_classifier`",
+        *swept,
     ]
     assert _experiment_id("view-test", mlflow_uri) == experiment_id  # no params: params.yaml's defaults
     assert _selected_columns(client, experiment_id) == [
-        "metrics.`test_neg_elbo_k1_grayscale_nats`", "metrics.`test_nll_k100_grayscale_nats`", "metrics.`sample_fid_classifier`", *swept
+        "metrics.`test_neg_elbo_k1_grayscale_nats`",
+        "metrics.`test_nll_k100_grayscale_nats`",
+        "metrics.`sample_fid_classifier`",
+        *swept,
     ]

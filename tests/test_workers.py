@@ -152,10 +152,22 @@ def test_two_workers_train_like_one_process_and_only_the_chief_logs_and_writes(t
         shutil.copy(project / "params.yaml", folder)
     uris = {folder: f"sqlite:///{folder / 'mlflow.db'}" for folder in (single, cluster)}
 
-    one = subprocess.run([sys.executable, "-m", "vaelab.cli", "train"], cwd=single, env={**ENV, "MLFLOW_TRACKING_URI": uris[single]},
-                         capture_output=True, text=True, timeout=600)
-    two = subprocess.run([sys.executable, "-m", "vaelab.cli", "train", "--workers", "2"], cwd=cluster,
-                         env={**ENV, "MLFLOW_TRACKING_URI": uris[cluster]}, capture_output=True, text=True, timeout=600)
+    one = subprocess.run(
+        [sys.executable, "-m", "vaelab.cli", "train"],
+        cwd=single,
+        env={**ENV, "MLFLOW_TRACKING_URI": uris[single]},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    two = subprocess.run(
+        [sys.executable, "-m", "vaelab.cli", "train", "--workers", "2"],
+        cwd=cluster,
+        env={**ENV, "MLFLOW_TRACKING_URI": uris[cluster]},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
 
@@ -175,9 +187,7 @@ def test_two_workers_train_like_one_process_and_only_the_chief_logs_and_writes(t
     assert run.info.status == "FINISHED"
     assert _steps(uris[cluster], run.info.run_id) == [1, 2, 3]
     assert _files(cluster) == _files(single)
-    assert "[worker 1]" in two.stderr and "Epoch" not in "".join(
-        line for line in two.stderr.splitlines() if line.startswith("[worker 1]")
-    )
+    assert "[worker 1]" in two.stderr and "Epoch" not in "".join(line for line in two.stderr.splitlines() if line.startswith("[worker 1]"))
 
 
 @pytest.mark.slow
@@ -187,8 +197,14 @@ def test_a_killed_worker_stops_the_cluster_in_one_line_and_the_rerun_resumes_the
     env = {**ENV, "MLFLOW_TRACKING_URI": uri}
     state = folder / "checkpoints/train/state.json"
 
-    launcher = subprocess.Popen([sys.executable, "-m", "vaelab.cli", "train", "--workers", "2"], cwd=folder, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "vaelab.cli", "train", "--workers", "2"],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not (state.exists() and json.loads(state.read_text())["epoch"] >= 2):
         assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()
@@ -237,15 +253,23 @@ def test_workers_that_would_resume_from_different_epochs_refuse_to_train(tiny_pr
     env = {**ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
     config = load_config(folder / "params.yaml")
     # The checkpoint a three-epoch training killed after its first epoch leaves.
-    train(config, load_splits(config.paths.processed), checkpoint_dir=config.paths.checkpoints / "train",
-          callbacks=[_StopAfterOneEpoch()], verbose=0)
+    train(
+        config,
+        load_splits(config.paths.processed),
+        checkpoint_dir=config.paths.checkpoints / "train",
+        callbacks=[_StopAfterOneEpoch()],
+        verbose=0,
+    )
 
     addresses = [f"{workers.HOST}:{port}" for port in workers.free_ports(2)]
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "vaelab.cli", "train", *(["--set", "paths.checkpoints=elsewhere"] if index else [])],
-            cwd=folder, env={**env, "TF_CONFIG": workers.cluster_config(addresses, index)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=folder,
+            env={**env, "TF_CONFIG": workers.cluster_config(addresses, index)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for index in range(2)
     ]
@@ -253,7 +277,6 @@ def test_workers_that_would_resume_from_different_epochs_refuse_to_train(tiny_pr
 
     for index, (process, stderr) in enumerate(zip(processes, outputs, strict=True)):
         assert process.returncode == 2, stderr[-3000:]
-        assert stderr.strip().splitlines()[-1].startswith(
-            "vaelab: error: the workers would resume from different epochs (1, 0, by worker): every worker must read the chief's checkpoint"
-        ), (index, stderr[-3000:])
+        expected = "vaelab: error: the workers would resume from different epochs (1, 0, by worker): every worker must read"
+        assert stderr.strip().splitlines()[-1].startswith(expected), (index, stderr[-3000:])
     assert not (folder / "elsewhere").exists()

@@ -42,7 +42,11 @@ def parse_override(text: str) -> tuple[str, object]:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a param for this run only, e.g. --set train.epochs=1 (repeatable)",
     )
 
@@ -75,7 +79,10 @@ def train_main(argv: Sequence[str] | None = None) -> None:
     """Entry point of pipeline/train.py: the train stage, on ``--workers N`` processes of this machine if asked."""
     parser = _stage_parser("train")
     parser.add_argument(
-        "--workers", type=_positive_int, default=1, metavar="N",
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
         help="train on N processes of this machine as one TensorFlow cluster (MultiWorkerMirroredStrategy on "
         "127.0.0.1 ports; the global batch stays train.batch_size); for several machines see the README (default: 1)",
     )

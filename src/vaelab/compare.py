@@ -28,6 +28,8 @@ def default_metrics(config) -> tuple[str, ...]:
     from vaelab.metric_names import evaluate_neg_elbo_metric, evaluate_nll_metric
 
     return (evaluate_nll_metric(config), evaluate_neg_elbo_metric(config), "sample_fid_classifier", "latent_knn_accuracy")
+
+
 AXES = ("train.z_dim", "train.r_loss_factor")
 # Metrics where larger is better; the rest (losses, distances) are better when smaller.
 HIGHER_IS_BETTER = ("accuracy", "confidence", "entropy")
@@ -39,6 +41,7 @@ def runs_table(runs: pd.DataFrame, metrics: Sequence[str], params: Sequence[str]
     ``runs`` is ``mlflow.search_runs``'s table. Param values become numbers where they are numbers (MLflow
     stores them as text); a missing value is NaN. The index is the run id; rows keep the runs' order.
     """
+
     def column(name: str) -> pd.Series:
         return runs[name] if name in runs else pd.Series(math.nan, index=runs.index, dtype=object)
 
@@ -90,9 +93,7 @@ def plot_comparison(table: pd.DataFrame, metrics: Sequence[str], axes: Sequence[
     plt.close(figure)
 
 
-def write_report(
-    table: pd.DataFrame, metrics: Sequence[str], axes: Sequence[str], out_dir: Path | str, title: str
-) -> dict[str, Path]:
+def write_report(table: pd.DataFrame, metrics: Sequence[str], axes: Sequence[str], out_dir: Path | str, title: str) -> dict[str, Path]:
     """``compare.csv``, ``compare.png`` and ``compare.html`` (the table above the picture, the PNG embedded) in ``out_dir``."""
     out_dir = ensure_dir(out_dir)
     paths = {kind: out_dir / f"compare.{kind}" for kind in ("csv", "png", "html")}

@@ -158,9 +158,7 @@ class PathsSection(_Section):
             for other, other_written, other_path in named:
                 if other != key and (path == other_path or _inside(path, other_path)):
                     relation = "is the same path as" if path == other_path else "lies inside"
-                    raise ValueError(
-                        f"{key} ({written!r}) {relation} {other} ({other_written!r}); give each its own place"
-                    )
+                    raise ValueError(f"{key} ({written!r}) {relation} {other} ({other_written!r}); give each its own place")
         return self
 
 

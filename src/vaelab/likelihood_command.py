@@ -46,9 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_config_arguments(parser)
     parser.add_argument("--samples", type=_positive, default=5000, help="K, importance samples per image (default: %(default)s)")
     parser.add_argument("--images", type=_images, default=None, metavar="N|all", help="test images: a seeded subset of N, or all (default)")
-    parser.add_argument(
-        "--batch", type=_positive, default=2500, help="latent points decoded at once; bounds memory (default: %(default)s)"
-    )
+    parser.add_argument("--batch", type=_positive, default=2500, help="latent points decoded at once; bounds memory (default: %(default)s)")
     parser.add_argument("--out", default="reports/likelihood.json", help="result file (default: %(default)s)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the figure to the model's MLflow run")
     args = parser.parse_args(argv)
@@ -92,9 +90,7 @@ def run(args: argparse.Namespace) -> dict:
     last_save = time.monotonic()
     for first in range(len(done), len(indices), block):
         chosen = indices[first : first + block]
-        nll = importance_sampled_nll(
-            model, x_test[chosen], k, seed, args.batch, indices=chosen, progress=progress.after(first)
-        )
+        nll = importance_sampled_nll(model, x_test[chosen], k, seed, args.batch, indices=chosen, progress=progress.after(first))
         results.extend(nll.tolist())
         if time.monotonic() - last_save > SAVE_EVERY_SECONDS:
             partial.save(results)
@@ -116,8 +112,10 @@ def run(args: argparse.Namespace) -> dict:
     }
     write_json(out, result)
     partial.path.unlink(missing_ok=True)
-    print(f"{name}: {result[name]:.2f} nats (standard error {result['standard_error_nats'] or 0:.2f}) "
-          f"on {len(values):,} test images; written to {out}")
+    print(
+        f"{name}: {result[name]:.2f} nats (standard error {result['standard_error_nats'] or 0:.2f}) "
+        f"on {len(values):,} test images; written to {out}"
+    )
     if not args.no_mlflow:
         _log_to_run(config, {name: result[name]}, out)
     return result

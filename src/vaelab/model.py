@@ -175,9 +175,7 @@ def build_vae(image_shape: tuple[int, int, int], train: TrainSection, seed: int)
     reduction = _check_shapes(height, width, channels, train)
     encoder = _build_encoder(image_shape, train)
     decoder = _build_decoder((height // reduction, width // reduction, train.encoder_filters[-1]), train)
-    return VAE(
-        encoder, decoder, seed=seed, r_loss_factor=train.r_loss_factor, reconstruction=train.reconstruction, name="vae"
-    )
+    return VAE(encoder, decoder, seed=seed, r_loss_factor=train.r_loss_factor, reconstruction=train.reconstruction, name="vae")
 
 
 def _check_shapes(height: int, width: int, channels: int, train: TrainSection) -> int:

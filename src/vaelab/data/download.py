@@ -21,7 +21,6 @@ from vaelab.files import ensure_dir
 log = logging.getLogger(__name__)
 
 
-
 def download(spec: DatasetSpec, raw_dir: Path | str) -> Path:
     """Make ``raw_dir/<spec.name>/`` hold the verified dataset (see :mod:`vaelab.data.raw`); return it."""
     raw_dir = Path(raw_dir)

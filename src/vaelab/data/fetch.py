@@ -37,8 +37,14 @@ def fetch_url(url: str, known_hash: str, workdir: Path) -> Path:
     fname = url.rstrip("/").rsplit("/", 1)[-1]
     downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
     try:
-        return Path(retry(lambda: pooch.retrieve(url, known_hash=known_hash, fname=fname, path=workdir, downloader=downloader),
-                          RETRY_DELAYS, url, _reason))
+        return Path(
+            retry(
+                lambda: pooch.retrieve(url, known_hash=known_hash, fname=fname, path=workdir, downloader=downloader),
+                RETRY_DELAYS,
+                url,
+                _reason,
+            )
+        )
     except ValueError as err:  # pooch's way of saying the hash differs; it has already deleted the file
         match = _POOCH_MISMATCH.search(str(err))
         if match:

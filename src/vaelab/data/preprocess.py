@@ -56,8 +56,7 @@ def preprocess(raw_dataset_dir: Path | str, out_dir: Path | str, data: DataSecti
     manifest = read_manifest(raw_dataset_dir)
     if manifest["dataset"] != data.dataset:
         raise DataError(
-            f"{raw_dataset_dir / MANIFEST}: holds {manifest['dataset']!r} but data.dataset is {data.dataset!r}; "
-            "run `dvc repro download`"
+            f"{raw_dataset_dir / MANIFEST}: holds {manifest['dataset']!r} but data.dataset is {data.dataset!r}; run `dvc repro download`"
         )
     raw = load_raw(raw_dataset_dir)
     train_idx, val_idx = split_indices(len(raw["x_train"]), data.val_fraction, seed, data.max_train)
@@ -90,9 +89,7 @@ def preprocess_folder(raw_dataset_dir: Path | str, out_dir: Path | str, data: Da
     manifest, entries = read_folder(raw_dataset_dir, data.dataset)
     root = Path(manifest["image_dir"])
     if Path(data.image_dir).resolve() != root:
-        raise DataError(
-            f"{raw_dataset_dir / MANIFEST}: lists {root} but data.image_dir is {data.image_dir}; run `dvc repro download`"
-        )
+        raise DataError(f"{raw_dataset_dir / MANIFEST}: lists {root} but data.image_dir is {data.image_dir}; run `dvc repro download`")
     quotas = folder_quotas(len(entries), data)
     order = iter(np.random.default_rng(seed).permutation(len(entries)).tolist())
     writer = ProcessedWriter(out_dir, (data.image_size, data.image_size, 3))

@@ -168,8 +168,7 @@ def check_made_from(out_dir: Path | str, settings: Mapping[str, tuple[str, Any]]
         held = ", ".join(f"{name}={meta[name]!r}" for name in differing)
         wanted = ", ".join(f"{param}={value!r}" for param, value in differing.values())
         raise InputMismatchError(
-            f"{Path(out_dir) / META}: holds data made with {held} but params.yaml says {wanted}; "
-            f"{_RERUN} to remake it from these params"
+            f"{Path(out_dir) / META}: holds data made with {held} but params.yaml says {wanted}; {_RERUN} to remake it from these params"
         )
 
 

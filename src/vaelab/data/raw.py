@@ -92,9 +92,7 @@ def write_raw(
         "class_names": list(class_names),
         "files": files,
         "arrays": {name: describe_array(arrays[name]) for name in ARRAY_NAMES},
-        "label_counts": {
-            split: np.bincount(arrays[f"y_{split}"], minlength=len(class_names)).tolist() for split in ("train", "test")
-        },
+        "label_counts": {split: np.bincount(arrays[f"y_{split}"], minlength=len(class_names)).tolist() for split in ("train", "test")},
     }
     write_json(dataset_dir / MANIFEST, manifest)
     return manifest

@@ -40,9 +40,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise DataError(
-                f"{self.name}: the pickle asks for {module}.{name}; refusing it (only numpy arrays are allowed)"
-            ) from None
+            raise DataError(f"{self.name}: the pickle asks for {module}.{name}; refusing it (only numpy arrays are allowed)") from None
 
 
 def restricted_loads(data: bytes, name: str) -> object:

@@ -83,9 +83,7 @@ def accuracy(model: keras.Model, x: ShardedImages | np.ndarray, y: np.ndarray, b
     return float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(y)))
 
 
-def features_and_probabilities(
-    model: keras.Model, x: ShardedImages | np.ndarray, batch_size: int = 1000
-) -> tuple[np.ndarray, np.ndarray]:
+def features_and_probabilities(model: keras.Model, x: ShardedImages | np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """The feature layer ``(N, feature_units)`` and class probabilities ``(N, classes)`` of images ``x``."""
     both = keras.Model(model.input, [model.get_layer(FEATURE_LAYER).output, model.output])
     features, probabilities = [], []

@@ -83,9 +83,7 @@ def subset_indices(n: int, n_images: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=n_images, replace=False))
 
 
-def estimate_nll(
-    model: VAE, x: ShardedImages | np.ndarray, k: int, n_images: int | None, seed: int, max_decoded: int = 1000
-) -> float:
+def estimate_nll(model: VAE, x: ShardedImages | np.ndarray, k: int, n_images: int | None, seed: int, max_decoded: int = 1000) -> float:
     """Mean importance-sampled NLL over ``n_images`` images of ``x`` chosen with ``seed`` (None: all of them)."""
     chosen = subset_indices(len(x), n_images, seed)
     images = x[chosen] if len(chosen) < len(x) else x
@@ -129,9 +127,7 @@ def _compiled_weights(model: VAE):
         repeated = tf.repeat(x, draws, axis=0)  # image-major, like z
         log_likelihood = tf.reshape(bernoulli_log_likelihood(repeated, logits), (images, draws))
         # log N(z; 0, I) - log N(z; mu, diag(exp(log_var))); the log(2 pi) terms cancel.
-        log_prior_over_posterior = -0.5 * tf.reduce_sum(tf.square(z), -1) + 0.5 * tf.reduce_sum(
-            tf.square(eps) + log_var[:, None, :], -1
-        )
+        log_prior_over_posterior = -0.5 * tf.reduce_sum(tf.square(z), -1) + 0.5 * tf.reduce_sum(tf.square(eps) + log_var[:, None, :], -1)
         return log_likelihood + log_prior_over_posterior
 
     # object.__setattr__: a Keras model would otherwise try to track the function as a layer attribute.

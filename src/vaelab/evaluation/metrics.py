@@ -60,9 +60,7 @@ def mean_negative_elbo(model: VAE, x: ShardedImages | np.ndarray, batch_size: in
     return loss_terms(model, x, batch_size, seed)[0]["neg_elbo_nats"]
 
 
-def loss_terms(
-    model: VAE, x_all: ShardedImages | np.ndarray, batch_size: int, seed: int
-) -> tuple[dict[str, float], np.ndarray]:
+def loss_terms(model: VAE, x_all: ShardedImages | np.ndarray, batch_size: int, seed: int) -> tuple[dict[str, float], np.ndarray]:
     """Per-image means of ``mse_per_pixel``, ``kl_per_image``, ``loss`` and ``neg_elbo_nats`` over ``x_all``,
     and the posterior means ``(N, z_dim)``."""
     noise = keras.random.SeedGenerator(seed)

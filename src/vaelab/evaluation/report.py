@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def test_metrics(model: VAE, splits: Splits, config: Config) -> dict[str, float]:
     """Every test metric: the test-set numbers, the test NLL and, given a classifier, the samples' quality."""
     from vaelab.evaluation import metrics

@@ -166,8 +166,7 @@ def _within_budget(objective, n_trials: int):
         # First, so that if this worker dies now, its trial is found abandoned like any other.
         trial.set_user_attr(WORKER_ATTR, worker_id())
         holders = sum(
-            1 for other in trial.study.get_trials(deepcopy=False)
-            if other.number < trial.number and other.state != TrialState.FAIL
+            1 for other in trial.study.get_trials(deepcopy=False) if other.number < trial.number and other.state != TrialState.FAIL
         )
         if holders >= n_trials:
             reason = f"not run: earlier trials already hold all sweep.n_trials={n_trials} slots"
@@ -227,9 +226,7 @@ def run_sweep(
             _run_worker_processes(config, spec, min(workers, missing), **options)
         folder = Path(out_dir) / study_name
         duration = time.time() - started
-        summary = report.write_report(
-            study, folder, config, n_trials=n_trials, storage=redact_url(spec), duration_seconds=duration
-        )
+        summary = report.write_report(study, folder, config, n_trials=n_trials, storage=redact_url(spec), duration_seconds=duration)
         report.log_report(summary, folder, config)
     if summary["best_value"] is None:
         raise TrainingError(f"no trial of study {study_name!r} completed ({summary['trials']}); see {folder / 'trials.csv'}")
@@ -300,9 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workers", type=_positive_int, default=1, help="worker processes on this machine (default: 1)")
     parser.add_argument("--n-trials", type=_positive_int, help="finished trials wanted in total (default: sweep.n_trials)")
     parser.add_argument("--study", help="study name (default: sweep.study_name); a study of the same name resumes")
-    parser.add_argument(
-        "--storage", help=f"journal file or database URL (default: ${STORAGE_ENV}, sweep.storage, {DEFAULT_STORAGE})"
-    )
+    parser.add_argument("--storage", help=f"journal file or database URL (default: ${STORAGE_ENV}, sweep.storage, {DEFAULT_STORAGE})")
     parser.add_argument("-v", "--verbose", action="store_true", help="prefix log lines with level and module")
     # For the worker processes the coordinator starts; tests shorten the heartbeat with the last two.
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -321,13 +316,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.worker:
             study_name, n_trials = args.study or config.sweep.study_name, args.n_trials or config.sweep.n_trials
             storage = resolve_storage(args.storage, config)
-            run_worker(config, storage, study_name=study_name, n_trials=n_trials, worker_index=args.worker_index,
-                       deadline=args.deadline, **timing)
+            run_worker(
+                config, storage, study_name=study_name, n_trials=n_trials, worker_index=args.worker_index, deadline=args.deadline, **timing
+            )
             return
-        summary = run_sweep(config, workers=args.workers, storage=args.storage, study_name=args.study,
-                            n_trials=args.n_trials, **timing)
-        print(f"Best trial {summary['best_trial']}: {objective_metric(config)}={summary['best_value']:.4f}. "
-              f"Train it through the pipeline with:\n  {summary['command']}")
+        summary = run_sweep(config, workers=args.workers, storage=args.storage, study_name=args.study, n_trials=args.n_trials, **timing)
+        print(
+            f"Best trial {summary['best_trial']}: {objective_metric(config)}={summary['best_value']:.4f}. "
+            f"Train it through the pipeline with:\n  {summary['command']}"
+        )
 
     sys.exit(run_guarded(action))
 

@@ -172,9 +172,7 @@ def _validation_reporter(trial: optuna.Trial, x_val: ShardedImages | np.ndarray,
             if self.model.stop_training:  # training's NaN guard stopped it, and train() raises the error
                 return
             # The evaluate stage's call on the test split (vaelab.stages), here on the validation split.
-            value = estimate_nll(
-                self.model, x_val, evaluate.nll_samples, evaluate.nll_images, config.base.seed, evaluate.batch_size
-            )
+            value = estimate_nll(self.model, x_val, evaluate.nll_samples, evaluate.nll_images, config.base.seed, evaluate.batch_size)
             if not math.isfinite(value):
                 self.failure = f"{metric} became {value} after epoch {epoch + 1}"
                 self.model.stop_training = True

@@ -45,9 +45,7 @@ def objective_description(config: Config) -> str:
     )
 
 
-def write_report(
-    study, folder: Path, config: Config, *, n_trials: int, storage: str, duration_seconds: float
-) -> dict:
+def write_report(study, folder: Path, config: Config, *, n_trials: int, storage: str, duration_seconds: float) -> dict:
     """Write the files above for ``study`` (whatever state its trials are in) and return the summary."""
     from optuna.trial import TrialState
 

@@ -147,7 +147,10 @@ def point_best_alias(client: MlflowClient, name: str, metric: str) -> tuple[int 
         current = _alias_target(client, name)
     log.warning(
         "alias %s of %s kept changing for %d rounds (evaluations finishing together); left at version %s",
-        BEST_ALIAS, name, MAX_ALIAS_ROUNDS, current,
+        BEST_ALIAS,
+        name,
+        MAX_ALIAS_ROUNDS,
+        current,
     )
     return before, current, scores
 

@@ -98,15 +98,16 @@ def _end_failed(uri: str) -> None:
         log.warning("could not mark the MLflow run FAILED in %s: %s", redact_url(uri), redact_url(first_line(err)))
 
 
-def _open_run(
-    config: Config, uri: str, run_id: str | None, name: str | None, nested: bool, tags, system_metrics: bool
-) -> mlflow.ActiveRun:
+def _open_run(config: Config, uri: str, run_id: str | None, name: str | None, nested: bool, tags, system_metrics: bool) -> mlflow.ActiveRun:
     if run_id is not None:
         run = _resume(run_id, uri, nested, system_metrics)
     else:
         experiment_id = _experiment_id(config.base.experiment, uri, config)
         run = mlflow.start_run(
-            experiment_id=experiment_id, run_name=name, nested=nested, tags=_new_run_tags(tags),
+            experiment_id=experiment_id,
+            run_name=name,
+            nested=nested,
+            tags=_new_run_tags(tags),
             log_system_metrics=system_metrics,
         )
     try:

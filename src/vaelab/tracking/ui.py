@@ -106,9 +106,7 @@ def _missing_tags(tags: Mapping[str, str], metrics: Sequence[str]) -> dict[str, 
 def _view_envelope(created_ms: int | None, metrics: Sequence[str]) -> str:
     now = int(time.time() * 1000)
     # The page's own writer deflates `state`; its reader takes plain JSON as well, which stays readable in the tag.
-    return json.dumps(
-        {"name": VIEW_NAME, "createdAt": created_ms or now, "updatedAt": now, "state": json.dumps(view_state(metrics))}
-    )
+    return json.dumps({"name": VIEW_NAME, "createdAt": created_ms or now, "updatedAt": now, "state": json.dumps(view_state(metrics))})
 
 
 def _saved_view(value: str | None) -> dict[str, Any] | None:
