@@ -72,7 +72,7 @@ def run_measured(
         )
         samples: list[tuple[float, float]] = []
         while launcher.poll() is None:
-            if sample_rss and (child := _only_child(launcher.pid)) and (rss := current_rss_mb(child)) is not None:
+            if sample_rss and (child := _only_child(launcher.pid)) and (rss := tree_rss_mb(child)) is not None:
                 samples.append((time.time(), rss))
             if time.perf_counter() - clock > timeout:
                 os.killpg(launcher.pid, signal.SIGKILL)
@@ -94,6 +94,27 @@ def _only_child(pid: int) -> int | None:
     except OSError:
         return None
     return int(children[0]) if children else None
+
+
+def tree_rss_mb(pid: int) -> float | None:
+    """Resident memory of ``pid`` and every process below it (a sweep's trials run in worker processes)."""
+    own = current_rss_mb(pid)
+    if own is None:
+        return None
+    return own + sum(current_rss_mb(child) or 0.0 for child in _descendants(pid))
+
+
+def _descendants(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            children = [int(c) for c in Path(f"/proc/{parent}/task/{parent}/children").read_text(encoding="ascii").split()]
+        except OSError:
+            children = []
+        found += children
+        pending += children
+    return found
 
 
 def current_rss_mb(pid: int) -> float | None:

@@ -19,6 +19,7 @@ TINY_SWEEP = {
     "base.experiment": EXPERIMENT,
     **tiny_network([4, 8], [8, 1]),
     "train.batch_size": 64,
+    "sweep.trials_per_process": None,  # in the test process, unless a test asks for fresh worker processes
     # The objective: K = 20 draws on a seeded 48 of the 64 validation images, 24 decoded per pass.
     "evaluate.nll_samples": 20,
     "evaluate.nll_images": 48,

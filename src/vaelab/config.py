@@ -304,6 +304,9 @@ class SweepSection(_Section):
     max_train: PositiveInt | None = 10000
     sampler: Literal["tpe", "random"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"
+    # Each worker process runs this many trials, then a fresh process takes its place: every Keras fit() leaves
+    # graphs behind that TensorFlow never frees, so a long-lived process grows by each trial. null = no limit.
+    trials_per_process: PositiveInt | None = 1
     space: dict[str, SearchRange] = Field(
         default_factory=lambda: {
             "z_dim": SearchRange(low=2, high=64, log=True),

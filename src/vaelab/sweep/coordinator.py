@@ -20,6 +20,14 @@ fails with "database is locked" (Optuna advises against SQLite for parallel opti
 ``sqlite://`` URL is therefore accepted for one worker only. A trial left RUNNING by a dead worker process
 on this machine is marked FAIL when a worker next looks.
 
+Memory: every Keras ``fit`` leaves graphs behind that TensorFlow does not free, so a process that trains trial
+after trial grows by each one. Trials therefore run in worker processes (one per ``--workers``, also for a
+single worker) that exit after ``sweep.trials_per_process`` trials (default 1) and are replaced by fresh ones
+until the study is done. The processed data is read from its shards by each process, a few rows at a time, so
+no process holds a copy of it; the study's pruning, heartbeats, retries and MLflow parent run are in the
+storage and the tracking store, which every process opens anew. ``trials_per_process: null`` keeps one
+process throughout (with one worker, the coordinator's own).
+
 Several machines: run the same command on each, sharing one PostgreSQL database through the environment
 (which keeps the password out of ``ps``; it never reaches MLflow or the logs either)::
 
@@ -73,6 +81,8 @@ from vaelab.sweep.storage import (
 log = logging.getLogger(__name__)
 
 SWEEPS_DIR = Path("sweeps")
+# A worker process exits with this when it ran sweep.trials_per_process trials and the study wants more.
+RECYCLE_EXIT = 3
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr: the MLflow run every worker's trials nest under
 MAX_FAILED_PER_TRIAL = 2  # a study stops after 2 * n_trials failed trials: the space is broken
 
@@ -101,8 +111,13 @@ def run_worker(
     deadline: float | None = None,
     heartbeat_interval: int = HEARTBEAT_INTERVAL,
     grace_period: int = GRACE_PERIOD,
-) -> None:
-    """Run trials until the study has ``n_trials`` COMPLETE or PRUNED ones, or ``deadline`` (epoch seconds) passes."""
+    max_trials: int | None = None,
+) -> bool:
+    """Run trials until the study has ``n_trials`` COMPLETE or PRUNED ones, or ``deadline`` (epoch seconds) passes.
+
+    With ``max_trials``, stop after running that many; return True if it stopped for that reason (the study may
+    want more: a fresh process should take over), False when the study or its time is done.
+    """
     from vaelab.data.processed import load_splits
 
     storage = open_storage(storage_spec, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
@@ -112,16 +127,21 @@ def run_worker(
     heartbeat = uses_heartbeats(storage_spec)
     # A new model per trial means new tf.functions each time; TensorFlow's retracing warning is expected here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    ran = 0
     while (step := _next_step(study, n_trials, deadline, heartbeat)) != "stop":
         if step == "wait":
             time.sleep(min(5.0, heartbeat_interval))
             continue
+        if max_trials is not None and ran >= max_trials:
+            return True
         study.optimize(
             _within_budget(objective, n_trials),
             n_trials=1,
             catch=(TrainingError, SurplusTrial),
             callbacks=[partial(log_finished_trial, metric=objective_metric(config))],
         )
+        ran += 1
+    return False
 
 
 def _next_step(study: optuna.Study, n_trials: int, deadline: float | None, heartbeat: bool) -> str:
@@ -220,7 +240,7 @@ def run_sweep(
     with runs.start_run(config, run_id=parent_id, name=f"sweep-{study_name}", tags=tags) as parent:
         if parent_id is None:
             study.set_user_attr(PARENT_RUN_ATTR, parent.info.run_id)
-        if missing > 0 and workers == 1:
+        if missing > 0 and workers == 1 and config.sweep.trials_per_process is None:
             run_worker(config, spec, **options)
         elif missing > 0:
             _run_worker_processes(config, spec, min(workers, missing), **options)
@@ -258,12 +278,17 @@ def _run_worker_processes(config: Config, spec: str, workers: int, **options: Un
         command += ["--grace-period", str(options["grace_period"])]
         if options["deadline"] is not None:
             command += ["--deadline", repr(options["deadline"])]
+        if config.sweep.trials_per_process is not None:
+            command += ["--max-trials", str(config.sweep.trials_per_process)]
         log.info("starting %d worker processes", workers)
         processes = [subprocess.Popen([*command, "--worker-index", str(index)], env=env) for index in range(workers)]
         try:
             # Polling reaps each worker as it exits, so the others see its pid gone and can fail its trials.
             while any(process.poll() is None for process in processes):
                 time.sleep(0.5)
+                for index, process in enumerate(processes):
+                    if process.poll() == RECYCLE_EXIT:  # its trials are done and the study wants more: a fresh process
+                        processes[index] = subprocess.Popen([*command, "--worker-index", str(index)], env=env)
         finally:
             for process in processes:
                 if process.poll() is None:
@@ -305,20 +330,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--heartbeat-interval", type=_positive_int, default=HEARTBEAT_INTERVAL, help=argparse.SUPPRESS)
     parser.add_argument("--grace-period", type=_positive_int, default=GRACE_PERIOD, help=argparse.SUPPRESS)
+    parser.add_argument("--max-trials", type=_positive_int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     line = logs.VERBOSE_FORMAT if args.verbose else logs.PLAIN_FORMAT
     # Worker processes start as `python -m vaelab.sweep`, not through vaelab.cli: quiet TensorFlow here too.
     logs.configure(format=(f"[worker {args.worker_index}] " if args.worker else "") + line)
     timing = {"heartbeat_interval": args.heartbeat_interval, "grace_period": args.grace_period}
 
+    exit_codes: list[int] = []
+
     def action() -> None:
         config = config_from_args(args)
         if args.worker:
             study_name, n_trials = args.study or config.sweep.study_name, args.n_trials or config.sweep.n_trials
             storage = resolve_storage(args.storage, config)
-            run_worker(
-                config, storage, study_name=study_name, n_trials=n_trials, worker_index=args.worker_index, deadline=args.deadline, **timing
+            more = run_worker(
+                config,
+                storage,
+                study_name=study_name,
+                n_trials=n_trials,
+                worker_index=args.worker_index,
+                deadline=args.deadline,
+                max_trials=args.max_trials,
+                **timing,
             )
+            if more:
+                exit_codes.append(RECYCLE_EXIT)
             return
         summary = run_sweep(config, workers=args.workers, storage=args.storage, study_name=args.study, n_trials=args.n_trials, **timing)
         print(
@@ -326,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"Train it through the pipeline with:\n  {summary['command']}"
         )
 
-    sys.exit(run_guarded(action))
+    sys.exit(run_guarded(action) or (exit_codes[0] if exit_codes else 0))
 
 
 if __name__ == "__main__":
