@@ -74,7 +74,9 @@ def test_verbose_tf_env_brings_the_framework_lines_back(project: Path, project_r
 
     assert result.returncode == 2
     lines = framework_lines(result.stderr)
-    assert any("oneDNN custom operations are on" in line for line in lines), result.stderr
+    # The load notice every CPU gets; oneDNN's own notice appears only where TensorFlow turns oneDNN on (not on
+    # this AMD EPYC without AVX-512, for one), so it is not required here.
+    assert any("All log messages before absl::InitializeLog() is called" in line for line in lines), result.stderr
     assert any(ABSL_LINE.match(line) and "cpu_feature_guard" in line for line in lines), result.stderr
     assert result.stderr.splitlines()[-1].startswith("vaelab: error: models/mlflow_run.json: not found")
 
