@@ -143,9 +143,10 @@ def test_a_checkpoint_of_other_data_does_not_match(tiny_train_config, tmp_path):
     (checkpoints / "model-epoch-0001.keras").write_bytes(b"")
     assert read_checkpoint(checkpoints, config, IMAGE_SHAPE) is None  # no state.json at all
     # Fake a checkpoint of this very config by borrowing the fingerprint train would write.
+    from vaelab.precision import resolve
     from vaelab.training import _fingerprint
 
-    fingerprint = _fingerprint(config, IMAGE_SHAPE)
+    fingerprint = _fingerprint(config, IMAGE_SHAPE, resolve(config.train.precision))
     state = {"epoch": 1, "history": [], "fingerprint": fingerprint, "meta": {}, "model_file": "model-epoch-0001.keras"}
     (checkpoints / STATE_FILE).write_text(json.dumps(state))
     assert read_checkpoint(checkpoints, config, IMAGE_SHAPE) == state

@@ -226,6 +226,8 @@ class TrainSection(_Section):
     kl_warmup_epochs: Annotated[StrictInt, Field(ge=0)] = 0
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 10
+    # auto: mixed bfloat16 where the hardware has it natively, else float32 (see vaelab.precision).
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
 
     @model_validator(mode="after")
     def _layer_lists_agree(self) -> TrainSection:

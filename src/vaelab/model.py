@@ -106,6 +106,9 @@ class VAE(keras.Model):
         with tf.GradientTape() as tape:
             total, reconstruction, kl = self._loss_terms(x, training=True, kl_weight=self._kl_weight())
             scaled = total / replicas if replicas > 1 else total
+            # Under mixed_float16 the optimizer is a LossScaleOptimizer: small gradients would underflow float16
+            # unscaled; apply_gradients divides the scale out again. Other optimizers return the loss as it is.
+            scaled = self.optimizer.scale_loss(scaled)
         gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
         return self._track(total, reconstruction, kl)
@@ -169,12 +172,17 @@ class VAE(keras.Model):
         return cls(encoder, decoder, **config)
 
 
-def build_vae(image_shape: tuple[int, int, int], train: TrainSection, seed: int) -> VAE:
-    """The chapter's VAE for images of ``image_shape`` (H, W, C); ConfigError if the settings cannot fit."""
+def build_vae(image_shape: tuple[int, int, int], train: TrainSection, seed: int, policy: str = "float32") -> VAE:
+    """The chapter's VAE for images of ``image_shape`` (H, W, C); ConfigError if the settings cannot fit.
+
+    ``policy`` is the Keras dtype policy of the convolutions and the layers between them (``mixed_bfloat16``,
+    say); the latent heads (mu, log_var), the sampling and the decoder's final sigmoid stay float32 whatever
+    it is, and :meth:`VAE.decode_logits` returns float32, so every loss and likelihood is computed in float32.
+    """
     height, width, channels = image_shape
     reduction = _check_shapes(height, width, channels, train)
-    encoder = _build_encoder(image_shape, train)
-    decoder = _build_decoder((height // reduction, width // reduction, train.encoder_filters[-1]), train)
+    encoder = _build_encoder(image_shape, train, policy)
+    decoder = _build_decoder((height // reduction, width // reduction, train.encoder_filters[-1]), train, policy)
     return VAE(encoder, decoder, seed=seed, r_loss_factor=train.r_loss_factor, reconstruction=train.reconstruction, name="vae")
 
 
@@ -199,30 +207,33 @@ def _check_shapes(height: int, width: int, channels: int, train: TrainSection) -
     return reduction
 
 
-def _build_encoder(image_shape: tuple[int, int, int], train: TrainSection) -> keras.Model:
+def _build_encoder(image_shape: tuple[int, int, int], train: TrainSection, policy: str) -> keras.Model:
     images = keras.Input(shape=image_shape, name="encoder_input")
     x = images
     layers = zip(train.encoder_filters, train.encoder_kernels, train.encoder_strides, strict=True)
     for i, (filters, kernel, stride) in enumerate(layers):
-        x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", name=f"encoder_conv_{i}")(x)
-        x = _after_conv(x, train, f"encoder_{i}")
-    x = keras.layers.Flatten(name="encoder_flatten")(x)  # (batch, H/r * W/r * filters[-1])
-    mu = keras.layers.Dense(train.z_dim, name="mu")(x)
-    log_var = keras.layers.Dense(train.z_dim, name="log_var")(x)
+        x = keras.layers.Conv2D(filters, kernel, strides=stride, padding="same", name=f"encoder_conv_{i}", dtype=policy)(x)
+        x = _after_conv(x, train, f"encoder_{i}", policy)
+    x = keras.layers.Flatten(name="encoder_flatten", dtype=policy)(x)  # (batch, H/r * W/r * filters[-1])
+    # The heads in float32: exp(0.5 * log_var) and the KL term are where 16 bits would lose the most.
+    mu = keras.layers.Dense(train.z_dim, name="mu", dtype="float32")(x)
+    log_var = keras.layers.Dense(train.z_dim, name="log_var", dtype="float32")(x)
     return keras.Model(images, [mu, log_var], name="encoder")
 
 
-def _build_decoder(start_shape: tuple[int, int, int], train: TrainSection) -> keras.Model:
+def _build_decoder(start_shape: tuple[int, int, int], train: TrainSection, policy: str) -> keras.Model:
     z = keras.Input(shape=(train.z_dim,), name="decoder_input")
-    x = keras.layers.Dense(math.prod(start_shape), name="decoder_dense")(z)
-    x = keras.layers.Reshape(start_shape, name="decoder_reshape")(x)  # (batch, H/r, W/r, encoder_filters[-1])
+    x = keras.layers.Dense(math.prod(start_shape), name="decoder_dense", dtype=policy)(z)
+    x = keras.layers.Reshape(start_shape, name="decoder_reshape", dtype=policy)(x)  # (batch, H/r, W/r, encoder_filters[-1])
     layers = list(zip(train.decoder_filters, train.decoder_kernels, train.decoder_strides, strict=True))
     for i, (filters, kernel, stride) in enumerate(layers):
-        x = keras.layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", name=f"decoder_conv_t_{i}")(x)
+        # The last convolution's outputs are the Bernoulli logits: float32, like the sigmoid after them.
+        dtype = policy if i < len(layers) - 1 else "float32"
+        x = keras.layers.Conv2DTranspose(filters, kernel, strides=stride, padding="same", name=f"decoder_conv_t_{i}", dtype=dtype)(x)
         if i < len(layers) - 1:
-            x = _after_conv(x, train, f"decoder_{i}")
+            x = _after_conv(x, train, f"decoder_{i}", policy)
     # The sigmoid is its own layer so that its input, the Bernoulli logits, can be read (VAE.decode_logits).
-    x = keras.layers.Activation("sigmoid", name=DECODER_OUTPUT)(x)  # pixels in [0, 1], like the inputs
+    x = keras.layers.Activation("sigmoid", name=DECODER_OUTPUT, dtype="float32")(x)  # pixels in [0, 1], like the inputs
     return keras.Model(z, x, name="decoder")
 
 
@@ -232,15 +243,15 @@ def _logits_function(decoder: keras.Model):
     if last.name != DECODER_OUTPUT:
         return None
     logits_model = keras.Model(decoder.input, last.input, name="decoder_logits")
-    return lambda z, training=False: logits_model(z, training=training)
+    return lambda z, training=False: ops.cast(logits_model(z, training=training), "float32")
 
 
-def _after_conv(x, train: TrainSection, prefix: str):
+def _after_conv(x, train: TrainSection, prefix: str, policy: str):
     if train.use_batch_norm:
-        x = keras.layers.BatchNormalization(name=f"{prefix}_batch_norm")(x)
-    x = keras.layers.LeakyReLU(name=f"{prefix}_leaky_relu")(x)
+        x = keras.layers.BatchNormalization(name=f"{prefix}_batch_norm", dtype=policy)(x)
+    x = keras.layers.LeakyReLU(name=f"{prefix}_leaky_relu", dtype=policy)(x)
     if train.dropout_rate > 0:
-        x = keras.layers.Dropout(train.dropout_rate, name=f"{prefix}_dropout")(x)
+        x = keras.layers.Dropout(train.dropout_rate, name=f"{prefix}_dropout", dtype=policy)(x)
     return x
 
 

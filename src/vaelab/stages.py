@@ -51,6 +51,7 @@ def run_train(config: Config) -> str | None:
         train_as_worker(config)
         return None
 
+    from vaelab import precision
     from vaelab.data.processed import load_splits, split_sizes
     from vaelab.files import atomic_path
     from vaelab.history import write_history
@@ -88,6 +89,7 @@ def run_train(config: Config) -> str | None:
         )
         with atomic_path(config.paths.model) as tmp:
             result.model.save(tmp)
+        runs.set_tags({precision.RUN_TAG: result.precision})
         write_history(config.paths.history, result.history)
         runs.log_artifact(config.paths.history)
         if Path("params.yaml").exists():

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
+from vaelab import precision
 from vaelab.config import Config
 from vaelab.distribute import is_chief, spans_workers, training_strategy, worker_label
 from vaelab.errors import DataError, TrainingError, first_line
@@ -57,6 +58,7 @@ class TrainResult:
     model: VAE
     history: list[dict[str, Any]]  # one row per epoch: "epoch" (1-based) and HISTORY_KEYS
     initial_epoch: int  # epochs restored from a checkpoint rather than trained in this call
+    precision: str  # the Keras dtype policy train.precision resolved to (vaelab.precision)
 
 
 def train(
@@ -78,7 +80,8 @@ def train(
     settings = config.train
     height, width, channels = (int(s) for s in splits.image_shape)
     image_shape = (height, width, channels)
-    fingerprint = _fingerprint(config, image_shape)
+    policy = precision.resolve(settings.precision)
+    fingerprint = _fingerprint(config, image_shape, policy)
     keras.utils.set_random_seed(config.base.seed)
 
     state = None
@@ -102,8 +105,8 @@ def train(
             history, initial_epoch = list(state["history"]), int(state["epoch"])
             log.info("resuming training from the checkpoint after epoch %d in %s", initial_epoch, checkpoint_dir)
         else:
-            model = build_vae(image_shape, settings, config.base.seed)
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate))
+            model = build_vae(image_shape, settings, config.base.seed, policy)
+            model.compile(optimizer=_optimizer(settings.learning_rate, policy))
             history, initial_epoch = [], 0
         # Set after compile() so a checkpoint loaded with its own compile settings gets it too.
         model.steps_per_execution = steps_per_execution
@@ -141,7 +144,13 @@ def train(
             f"loss became {what} at {where}; try a lower train.learning_rate (now {settings.learning_rate:g}) "
             f"or train.r_loss_factor (now {settings.r_loss_factor:g})"
         )
-    return TrainResult(model=model, history=history, initial_epoch=initial_epoch)
+    return TrainResult(model=model, history=history, initial_epoch=initial_epoch, precision=policy)
+
+
+def _optimizer(learning_rate: float, policy: str) -> keras.optimizers.Optimizer:
+    adam = keras.optimizers.Adam(learning_rate=learning_rate)
+    # float16 gradients underflow without loss scaling (VAE.train_step scales the loss; this unscales the gradients).
+    return keras.optimizers.LossScaleOptimizer(adam) if policy == precision.MIXED_FLOAT16 else adam
 
 
 @contextlib.contextmanager
@@ -230,7 +239,8 @@ def _checked_steps_per_execution(requested: int | None, steps_per_epoch: int, st
 
 def read_checkpoint(checkpoint_dir: Path, config: Config, image_shape: tuple[int, int, int]) -> dict | None:
     """The checkpoint's state.json (epoch, history, fingerprint, meta) if ``train`` would resume from it, else None."""
-    state, _ = _matching_state(Path(checkpoint_dir), _fingerprint(config, tuple(int(s) for s in image_shape)))
+    policy = precision.resolve(config.train.precision)
+    state, _ = _matching_state(Path(checkpoint_dir), _fingerprint(config, tuple(int(s) for s in image_shape), policy))
     return state
 
 
@@ -333,9 +343,13 @@ def _matching_state(folder: Path, fingerprint: str) -> tuple[dict | None, str | 
     return state, None
 
 
-def _fingerprint(config: Config, image_shape: tuple[int, ...]) -> str:
-    """Identifies the settings a checkpoint belongs to; any change there means starting afresh."""
+def _fingerprint(config: Config, image_shape: tuple[int, ...], policy: str) -> str:
+    """Identifies the settings a checkpoint belongs to; any change there means starting afresh.
+
+    The resolved ``policy`` counts, not train.precision: ``auto`` on another machine may mean another precision.
+    """
     identity = {
+        "policy": policy,
         "train": config.train.model_dump(mode="json"),
         "data": config.data.model_dump(mode="json"),
         "seed": config.base.seed,

@@ -112,11 +112,14 @@ class Objective:
     def _train(self, trial: optuna.Trial, config: Config) -> float:
         import optuna
 
+        from vaelab import precision
+        from vaelab.tracking import runs
         from vaelab.tracking.epochs import MlflowEpochLogger
         from vaelab.training import train
 
         reporter = _validation_reporter(trial, self.splits.x_val, config)
-        train(config, self.splits, callbacks=[reporter, MlflowEpochLogger()], verbose=0)
+        result = train(config, self.splits, callbacks=[reporter, MlflowEpochLogger()], verbose=0)
+        runs.set_tags({precision.RUN_TAG: result.precision})
         if reporter.failure:
             raise TrainingError(reporter.failure)
         if reporter.pruned_after is not None:
