@@ -3,6 +3,10 @@
 Written the way a textbook does it and deliberately not tuned: functional encoder and decoder, a
 sampling layer, a custom ``train_step`` with ``tf.GradientTape``, Adam, and ``model.fit`` on in-memory
 NumPy arrays. Nothing here is shared with ``vaelab``, so a change to vaelab never moves the yardstick.
+
+``policy="mixed_bfloat16"`` builds the same model the way Keras' mixed-precision guide has it: every layer
+computes in bfloat16 except the means, log-variances, sampling and the sigmoid output, which stay float32
+like the loss; variables and Adam's state are float32 either way.
 """
 
 from __future__ import annotations
@@ -26,27 +30,28 @@ class Sampling(layers.Layer):
         return z_mean + ops.exp(0.5 * z_log_var) * epsilon
 
 
-def build_encoder(seed=None) -> keras.Model:
+def build_encoder(seed=None, policy: str = "float32") -> keras.Model:
     images = keras.Input(shape=IMAGE_SHAPE)
     x = images
     for filters, stride in ((32, 1), (64, 2), (64, 2), (64, 1)):
-        x = layers.Conv2D(filters, 3, strides=stride, padding="same")(x)
-        x = layers.LeakyReLU()(x)
-    x = layers.Flatten()(x)  # (batch, 7 * 7 * 64)
-    z_mean = layers.Dense(Z_DIM, name="z_mean")(x)
-    z_log_var = layers.Dense(Z_DIM, name="z_log_var")(x)
-    z = Sampling(seed)([z_mean, z_log_var])
+        x = layers.Conv2D(filters, 3, strides=stride, padding="same", dtype=policy)(x)
+        x = layers.LeakyReLU(dtype=policy)(x)
+    x = layers.Flatten(dtype=policy)(x)  # (batch, 7 * 7 * 64)
+    z_mean = layers.Dense(Z_DIM, name="z_mean", dtype="float32")(x)
+    z_log_var = layers.Dense(Z_DIM, name="z_log_var", dtype="float32")(x)
+    z = Sampling(seed, dtype="float32")([z_mean, z_log_var])
     return keras.Model(images, [z_mean, z_log_var, z], name="encoder")
 
 
-def build_decoder() -> keras.Model:
+def build_decoder(policy: str = "float32") -> keras.Model:
     z = keras.Input(shape=(Z_DIM,))
-    x = layers.Dense(7 * 7 * 64)(z)
-    x = layers.Reshape((7, 7, 64))(x)
+    x = layers.Dense(7 * 7 * 64, dtype=policy)(z)
+    x = layers.Reshape((7, 7, 64), dtype=policy)(x)
     for filters, stride in ((64, 1), (64, 2), (32, 2)):
-        x = layers.Conv2DTranspose(filters, 3, strides=stride, padding="same")(x)
-        x = layers.LeakyReLU()(x)
-    images = layers.Conv2DTranspose(1, 3, strides=1, padding="same", activation="sigmoid")(x)  # (batch, 28, 28, 1)
+        x = layers.Conv2DTranspose(filters, 3, strides=stride, padding="same", dtype=policy)(x)
+        x = layers.LeakyReLU(dtype=policy)(x)
+    # (batch, 28, 28, 1), float32 so the loss sees float32 pixels
+    images = layers.Conv2DTranspose(1, 3, strides=1, padding="same", activation="sigmoid", dtype="float32")(x)
     return keras.Model(z, images, name="decoder")
 
 
@@ -82,8 +87,11 @@ class ReferenceVAE(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def build_reference_vae(seed: int = 0, learning_rate: float = 0.0005, r_loss_factor: float = 1000.0) -> ReferenceVAE:
+def build_reference_vae(
+    seed: int = 0, learning_rate: float = 0.0005, r_loss_factor: float = 1000.0, policy: str = "float32"
+) -> ReferenceVAE:
+    """The compiled reference; ``policy`` is a Keras dtype policy name, "float32" or "mixed_bfloat16"."""
     keras.utils.set_random_seed(seed)
-    model = ReferenceVAE(build_encoder(seed), build_decoder(), r_loss_factor=r_loss_factor)
+    model = ReferenceVAE(build_encoder(seed, policy), build_decoder(policy), r_loss_factor=r_loss_factor)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate))
     return model

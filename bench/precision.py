@@ -12,35 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from bench.throughput import IMAGE_SHAPE, Vaelab, measure
+from bench.throughput import IMAGE_SHAPE, Vaelab, measure, tf_matmul_gflops
 
 PROJECT = Path(__file__).resolve().parents[1]
 POLICIES = ("float32", "mixed_bfloat16")
-
-
-def tf_matmul_gflops(dtype: str, size: int, calls: int = 3) -> float:
-    """The fastest of ``calls`` TensorFlow products of two size x size ``dtype`` matrices, in GFLOP/s."""
-    import tensorflow as tf
-
-    a = tf.random.uniform((size, size), dtype=tf.float32)
-    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
-    product = tf.function(lambda: tf.matmul(a, b))
-    product().numpy()  # traces and warms up
-    best = math.inf
-    for _ in range(calls):
-        started = time.perf_counter()
-        product().numpy()
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         implementation = Vaelab(config.with_overrides({"train.precision": policy}), images, epoch_images=54_000)
         implementation.name = f"vaelab_{policy}"
         implementations.append(implementation)
-    measured = measure(implementations, [32, 128], rounds=args.rounds, warmup=10, timed_images=args.timed_images, matmul_size=1024)
+    peaks = {dtype: partial(tf_matmul_gflops, dtype, 1024) for dtype in ("float32", "bfloat16")}
+    measured = measure(implementations, [32, 128], rounds=args.rounds, warmup=10, timed_images=args.timed_images, peaks=peaks)
     rates = {
         name: {str(batch): statistics.median(values) for batch, values in by_batch.items() if values}
         for name, by_batch in measured["images_per_second"].items()
@@ -77,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         "bf16_over_float32": {
             batch: rates["vaelab_mixed_bfloat16"][batch] / rates["vaelab_float32"][batch] for batch in rates["vaelab_float32"]
         },
-        "matmul_gflops": {dtype: tf_matmul_gflops(dtype, 1024) for dtype in ("float32", "bfloat16")},
+        "matmul_gflops": {dtype: statistics.median(values) for dtype, values in measured["peak_gflops"].items()},
         "failures": measured["failures"],
     }
     tmp = args.out.with_name(args.out.name + ".tmp")

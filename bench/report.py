@@ -47,14 +47,19 @@ def render_markdown(results: dict) -> str:
         "| training throughput (images/s) | " + " | ".join(f"batch {b}" for b in results["settings"]["batches"]) + " |",
         "|---|" + "---|" * len(results["settings"]["batches"]),
     ]
+    precision = results["throughput"]["vaelab_precision"]
     rows = [
-        ("vaelab", "vaelab", "{:.0f}"),
-        ("plain Keras 3 reference", "keras_reference", "{:.0f}"),
-        ("PyTorch eager", "torch_eager", "{:.0f}"),
-        ("**vaelab / Keras reference**", "vaelab_over_keras_reference", "{:.2f}×"),
-        ("**vaelab / PyTorch eager**", "vaelab_over_torch_eager", "{:.2f}×"),
+        (f"vaelab ({precision}: what `train.precision: auto` picks here)", "vaelab", "{:.0f}"),
+        ("plain Keras 3 reference, float32", "keras_reference", "{:.0f}"),
+        ("plain Keras 3 reference, mixed_bfloat16", "keras_reference_bf16", "{:.0f}"),
+        ("PyTorch eager, float32", "torch_eager", "{:.0f}"),
+        ("PyTorch eager, autocast bfloat16", "torch_eager_bf16", "{:.0f}"),
+        ("**vaelab / Keras reference in float32**", "vaelab_over_keras_reference", "{:.2f}×"),
+        ("**vaelab / Keras reference at equal precision**", "vaelab_over_keras_reference_equal_precision", "{:.2f}×"),
+        ("vaelab / PyTorch eager in float32", "vaelab_over_torch_eager", "{:.2f}×"),
+        ("**vaelab / PyTorch eager at equal precision**", "vaelab_over_torch_eager_equal_precision", "{:.2f}×"),
         ("vaelab GFLOP/s", "vaelab_gflops", "{:.1f}"),
-        ("vaelab, share of matmul peak", "vaelab_fraction_of_peak", "{:.0%}"),
+        (f"vaelab, share of the {precision} matmul peak", "vaelab_fraction_of_peak", "{:.0%}"),
     ]
     for title, key, fmt in rows:
         cells = [_figure(results["throughput"][f"batch_{b}"][key], fmt) for b in results["settings"]["batches"]]
@@ -63,7 +68,7 @@ def render_markdown(results: dict) -> str:
     lines.append("| vaelab steps per execution (as in an MNIST epoch) | " + " | ".join(executions) + " |")
 
     flops, pipeline, memory, sweeps = results["flops"], results["pipeline"], results["memory"], results["sweeps"]
-    matmul = results["matmul_peak_gflops"]
+    matmul, quality = results["matmul_peak_gflops"], results["quality"]
     figures = [
         (
             "model cost per training image",
@@ -71,7 +76,12 @@ def render_markdown(results: dict) -> str:
             f"({_number(flops['forward_multiply_adds_per_image'], 1e-6, '{:.2f} M')} multiply-adds forward; "
             "×2 FLOPs each, ×3 for a training step)",
         ),
-        (f"float32 matmul peak ({matmul.get('matrix_size')}²)", _figure(matmul, "{:.1f} GFLOP/s")),
+        (f"float32 matmul peak ({matmul.get('matrix_size')}², NumPy)", _figure(matmul, "{:.1f} GFLOP/s")),
+        (
+            f"bfloat16 matmul peak ({matmul.get('matrix_size')}², TensorFlow)",
+            _figure(results["throughput"]["bfloat16_matmul_peak_gflops"], "{:.1f} GFLOP/s"),
+        ),
+        (f"quality check: test negative ELBO after {quality['epochs']} epochs, float32 / {quality['precision']}", _quality(quality)),
         ("no-op `dvc repro`", _figure(pipeline["noop_dvc_repro_s"], "{:.2f} s")),
         ("train stage: start to end of first training step", _figure(pipeline["startup_to_first_step_end_s"], "{:.1f} s")),
         (
@@ -123,6 +133,13 @@ def _figure(figure: dict, fmt: str) -> str:
 
 def _number(value, scale: float, fmt: str) -> str:
     return "—" if value is None else fmt.format(value * scale)
+
+
+def _quality(quality: dict) -> str:
+    if quality["gap"] is None:
+        return quality["status"]
+    scores = quality["test_neg_elbo_nats"]
+    return f"{scores['float32']:.1f} / {scores[quality['precision']]:.1f} nats ({quality['gap']:+.1%})"
 
 
 def _sweep_pair(sweeps: dict, key: str, fmt: str) -> str:

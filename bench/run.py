@@ -22,11 +22,12 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from bench import flops, pipeline, report, sweeps, throughput
+from bench import flops, pipeline, quality_check, report, sweeps, throughput
 from bench.goals import judge_goals
 from bench.stats import missing, ratios, summarize
 
@@ -34,7 +35,13 @@ log = logging.getLogger("bench")
 
 PROJECT = Path(__file__).resolve().parents[1]
 BATCHES = (32, 128)
-IMPLEMENTATIONS = ("vaelab", "keras_reference", "torch_eager")
+IMPLEMENTATIONS = ("vaelab", "keras_reference", "torch_eager", "keras_reference_bf16", "torch_eager_bf16")
+# The references that run at vaelab's precision: the "_bf16" ones (Keras' mixed_bfloat16 policy, PyTorch's
+# CPU autocast to bfloat16) only when vaelab trains in mixed bfloat16, the float32 ones otherwise.
+EQUAL_PRECISION = {
+    "float32": {"keras_reference": "keras_reference", "torch_eager": "torch_eager"},
+    "mixed_bfloat16": {"keras_reference": "keras_reference_bf16", "torch_eager": "torch_eager_bf16"},
+}
 MNIST_TRAIN_IMAGES = 60_000
 
 
@@ -51,9 +58,10 @@ class Mode:
     sweep_trials: int = 10
     sweep_epochs: int = 4
     sweep_max_train: int = 2000
-    memory_trials: int = 20
+    memory_trials: int = 50
     memory_epochs: int = 1
     memory_max_train: int = 1000
+    quality_epochs: int = 3  # the issue's check: 3 epochs on the full training set
 
 
 MODES = {
@@ -81,6 +89,7 @@ MODES = {
         sweep_max_train=64,
         memory_trials=3,
         memory_max_train=64,
+        quality_epochs=1,
         stage_overrides={
             "train.epochs": 1,
             "classifier.epochs": 1,
@@ -119,6 +128,7 @@ def run_benchmark(mode: Mode, *, scratch: Path, torch_python: str | None) -> dic
     throughput_section, matmul, torch_version = measure_throughput(mode, config, flops_section, torch_python, notes)
     machine = report.machine(torch_version)
     pipeline_section, stage_memory = measure_pipeline(mode, scratch, notes)
+    quality_section = measure_quality(mode, config, scratch, notes)
     sweeps_section, memory_section = measure_sweeps(mode, config, scratch, notes)
     memory_section.update(stage_memory)
     machine["load_average_end"] = list(os.getloadavg())
@@ -135,6 +145,7 @@ def run_benchmark(mode: Mode, *, scratch: Path, torch_python: str | None) -> dic
         "flops": flops_section,
         "throughput": throughput_section,
         "matmul_peak_gflops": matmul,
+        "quality": quality_section,
         "pipeline": pipeline_section,
         "memory": memory_section,
         "sweeps": sweeps_section,
@@ -186,6 +197,7 @@ def count_flops(config) -> dict:
 
 
 def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: str | None, notes: dict) -> tuple[dict, dict, str | None]:
+    from vaelab import precision
     from vaelab.data.preprocess import split_indices
     from vaelab.training import MAX_STEPS_PER_EXECUTION
 
@@ -194,55 +206,93 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
     images = np.random.default_rng(0).random((needed, 28, 28, 1), dtype=np.float32)
     # An MNIST epoch: its training images less the validation split, as the preprocess stage splits them.
     epoch_images = len(split_indices(MNIST_TRAIN_IMAGES, config.data.val_fraction, config.base.seed)[0])
+    policy = precision.resolve(config.train.precision)  # vaelab's fastest setting here: what auto picks
+    bf16 = policy == "mixed_bfloat16"
     vaelab = throughput.Vaelab(config, images, epoch_images)
-    implementations = [vaelab, throughput.KerasReference(config.base.seed, images)]
+    implementations: list = [vaelab, throughput.KerasReference(config.base.seed, images)]
     skipped: dict[str, str] = {}
+    if bf16:
+        implementations.append(throughput.KerasReference(config.base.seed, images, policy, name="keras_reference_bf16"))
+    else:
+        skipped["keras_reference_bf16"] = skipped["torch_eager_bf16"] = f"skipped: vaelab trains in {policy} here"
     torch_version = None
     python, reason = throughput.find_torch_python(torch_python)
-    torch_impl = None
-    if python:
+    torch_impls = []
+    for name, torch_precision in (("torch_eager", "float32"), ("torch_eager_bf16", "bfloat16")):
+        if name in skipped:
+            continue
+        if not python:
+            skipped[name] = reason
+            continue
         try:
-            torch_impl = throughput.TorchEager(python)
-            torch_version = torch_impl.info.get("torch")
-            implementations.append(torch_impl)
+            torch_impls.append(throughput.TorchEager(python, torch_precision, name=name))
+            torch_version = torch_impls[-1].info.get("torch")
         except Exception as err:  # noqa: BLE001 - the others are still worth measuring
-            skipped["torch_eager"] = f"failed: {err}"
-    else:
-        skipped["torch_eager"] = reason
+            skipped[name] = f"failed: {err}"
+    implementations += torch_impls
+    peaks = {"float32": partial(throughput.matmul_gflops, mode.matmul_size)}
+    if bf16:
+        peaks["bfloat16"] = partial(throughput.tf_matmul_gflops, "bfloat16", mode.matmul_size)
     try:
         raw = throughput.measure(
-            implementations,
-            list(BATCHES),
-            rounds=mode.repetitions,
-            warmup=mode.warmup_steps,
-            timed_images=mode.timed_images,
-            matmul_size=mode.matmul_size,
+            implementations, list(BATCHES), rounds=mode.repetitions, warmup=mode.warmup_steps, timed_images=mode.timed_images, peaks=peaks
         )
     finally:
-        if torch_impl:
-            torch_impl.close()
+        for impl in torch_impls:
+            impl.close()
     skipped.update(raw["failures"])
-    notes.update({f"throughput.{name}": status for name, status in skipped.items()})
-    peaks = raw["matmul_gflops"]
-    section = {}
+    notes.update({f"throughput.{name}": status for name, status in skipped.items() if not status.startswith("skipped: vaelab trains")})
+    vaelab_peaks = raw["peak_gflops"]["bfloat16" if bf16 else "float32"]
+    equal = EQUAL_PRECISION.get(policy, {})
+    section: dict = {"vaelab_precision": policy}
     for batch in BATCHES:
         rates = {name: raw["images_per_second"].get(name, {}).get(batch, []) for name in IMPLEMENTATIONS}
         figures = {
             name: missing(skipped[name], "images/s") if name in skipped else summarize(rates[name], "images/s") for name in IMPLEMENTATIONS
         }
         for reference in ("keras_reference", "torch_eager"):
-            key = f"vaelab_over_{reference}"
-            blocked = skipped.get("vaelab") or skipped.get(reference)
-            figures[key] = missing(blocked, "ratio") if blocked else summarize(ratios(rates["vaelab"], rates[reference]), "ratio")
+            figures[f"vaelab_over_{reference}"] = _ratio(rates, skipped, "vaelab", reference)
+            figures[f"vaelab_over_{reference}_equal_precision"] = (
+                _ratio(rates, skipped, "vaelab", equal[reference])
+                if equal
+                else missing(f"skipped: no reference trains in {policy}", "ratio")
+            )
         training_flops = flops_section["training_flops_per_image"]
         gflops = [rate * training_flops / 1e9 for rate in rates["vaelab"]] if training_flops else []
         blocked = skipped.get("vaelab") or (None if training_flops else flops_section["status"])
         figures["vaelab_gflops"] = missing(blocked, "GFLOP/s") if blocked else summarize(gflops, "GFLOP/s")
-        figures["vaelab_fraction_of_peak"] = missing(blocked, "fraction") if blocked else summarize(ratios(gflops, peaks), "fraction")
+        figures["vaelab_fraction_of_peak"] = (
+            missing(blocked, "fraction") if blocked else summarize(ratios(gflops, vaelab_peaks), "fraction")
+        )
         figures["vaelab_steps_per_execution"] = vaelab.steps_per_execution(batch)
         section[f"batch_{batch}"] = figures
-    matmul = {**summarize(peaks, "GFLOP/s"), "matrix_size": mode.matmul_size}
+    matmul = {**summarize(raw["peak_gflops"]["float32"], "GFLOP/s"), "matrix_size": mode.matmul_size}
+    bf16_peak = (
+        summarize(raw["peak_gflops"]["bfloat16"], "GFLOP/s") if bf16 else missing(f"skipped: vaelab trains in {policy} here", "GFLOP/s")
+    )
+    section["bfloat16_matmul_peak_gflops"] = {**bf16_peak, "matrix_size": mode.matmul_size}
     return section, matmul, torch_version
+
+
+def _ratio(rates: dict, skipped: dict, numerator: str, denominator: str) -> dict:
+    blocked = skipped.get(numerator) or skipped.get(denominator)
+    return missing(blocked, "ratio") if blocked else summarize(ratios(rates[numerator], rates[denominator]), "ratio")
+
+
+def measure_quality(mode: Mode, config, scratch: Path, notes: dict) -> dict:
+    """The quality check (bench/quality_check.py) on the workspace measure_pipeline leaves behind."""
+    from vaelab import precision
+
+    policy = precision.resolve(config.train.precision)
+    empty = {"epochs": mode.quality_epochs, "precision": policy, "test_neg_elbo_nats": {}, "seconds": {}, "gap": None}
+    if policy == quality_check.REFERENCE_PRECISION:
+        return {**empty, "status": f"skipped: vaelab trains in {policy} here, the precision of the comparison"}
+    try:
+        return quality_check.compare(scratch / "work", policy, mode.quality_epochs)
+    except Exception as err:
+        log.exception("the quality check failed")
+        notes["quality"] = f"failed: {type(err).__name__}: {_first_line(err)}"
+        return {**empty, "status": notes["quality"]}
 
 
 PIPELINE_UNITS = {

@@ -1,10 +1,10 @@
-"""Training throughput of vaelab, the plain Keras reference and PyTorch eager, and this CPU's matmul peak.
+"""Training throughput of vaelab, the plain Keras reference and PyTorch eager, and this CPU's matmul peaks.
 
 One *segment* trains ``warmup`` untimed steps and then ``steps`` timed ones, on random images in memory
 (the content does not change the arithmetic). Throughput is timed images / seconds from the end of the
 last warm-up step to the end of the last timed step. Rounds interleave the segments of every
-implementation and batch size (in a rotating order) with one matmul measurement, so a machine that slows
-down mid-run slows all of them alike; round 0 warms everything up and is discarded.
+implementation and batch size (in a rotating order) with one measurement of each matmul peak, so a machine
+that slows down mid-run slows all of them alike; round 0 warms everything up and is discarded.
 """
 
 from __future__ import annotations
@@ -116,31 +116,37 @@ class Vaelab:
 
 
 class KerasReference:
-    """One plain Keras model per batch size, kept between segments, trained with ``fit`` on a NumPy array."""
+    """One plain Keras model per batch size, kept between segments, trained with ``fit`` on a NumPy array.
 
-    name = "keras_reference"
+    ``policy`` is the Keras dtype policy of bench.keras_reference ("float32" or "mixed_bfloat16").
+    """
 
-    def __init__(self, seed: int, images: np.ndarray):
+    def __init__(self, seed: int, images: np.ndarray, policy: str = "float32", name: str = "keras_reference"):
         self.seed = seed
         self.images = images
+        self.policy = policy
+        self.name = name
         self.models = {}
 
     def segment(self, batch: int, warmup: int, steps: int) -> float:
         from bench.keras_reference import build_reference_vae
 
         if batch not in self.models:
-            self.models[batch] = build_reference_vae(self.seed)
+            self.models[batch] = build_reference_vae(self.seed, policy=self.policy)
         clock = _step_clock()
         self.models[batch].fit(self.images[: (warmup + steps) * batch], batch_size=batch, epochs=1, verbose=0, callbacks=[clock])
         return rate_from_step_ends(clock.ends, warmup, batch)
 
 
 class TorchEager:
-    """bench/torch_reference.py --serve in the interpreter that has torch; idle while the others run."""
+    """bench/torch_reference.py --serve in the interpreter that has torch; idle while the others run.
 
-    name = "torch_eager"
+    ``precision`` is "float32" or "bfloat16" (CPU autocast), as bench/torch_reference.py takes it.
+    """
 
-    def __init__(self, python: str):
+    def __init__(self, python: str, precision: str = "float32", name: str = "torch_eager"):
+        self.precision = precision
+        self.name = name
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the subprocess; closed in close()
         script = Path(__file__).with_name("torch_reference.py")
         self.process = subprocess.Popen(
@@ -149,7 +155,7 @@ class TorchEager:
         self.info = self._reply()
 
     def segment(self, batch: int, warmup: int, steps: int) -> float:
-        self.process.stdin.write(json.dumps({"batch": batch, "warmup": warmup, "steps": steps}) + "\n")
+        self.process.stdin.write(json.dumps({"batch": batch, "warmup": warmup, "steps": steps, "precision": self.precision}) + "\n")
         self.process.stdin.flush()
         return float(self._reply()["images_per_second"])
 
@@ -189,23 +195,45 @@ def find_torch_python(requested: str | None) -> tuple[str | None, str]:
 
 
 def matmul_gflops(size: int, calls: int = 3) -> float:
-    """The fastest of ``calls`` float32 products of two size x size matrices, in GFLOP/s (2 n^3 FLOPs each)."""
+    """The fastest of ``calls`` NumPy float32 products of two size x size matrices, in GFLOP/s (2 n^3 FLOPs each)."""
     rng = np.random.default_rng(0)
     a = rng.random((size, size), dtype=np.float32)
     b = rng.random((size, size), dtype=np.float32)
     a @ b  # the first call pays for thread start-up
+    return 2 * size**3 / _fastest(lambda: a @ b, calls) / 1e9
+
+
+def tf_matmul_gflops(dtype: str, size: int, calls: int = 3) -> float:
+    """The fastest of ``calls`` TensorFlow products of two size x size ``dtype`` matrices, in GFLOP/s.
+
+    NumPy has no bfloat16 product, so the bfloat16 peak is TensorFlow's (oneDNN's kernels, as in training).
+    """
+    import tensorflow as tf
+
+    a = tf.random.uniform((size, size), dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+    product = tf.function(lambda: tf.matmul(a, b))
+    product().numpy()  # traces and warms up
+    return 2 * size**3 / _fastest(lambda: product().numpy(), calls) / 1e9
+
+
+def _fastest(call, calls: int) -> float:
     best = math.inf
     for _ in range(calls):
         started = time.perf_counter()
-        a @ b
+        call()
         best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
+    return best
 
 
-def measure(implementations: list, batches: list[int], *, rounds: int, warmup: int, timed_images: int, matmul_size: int) -> dict:
-    """{"images_per_second": {impl: {batch: [per round]}}, "matmul_gflops": [per round], "failures": {impl: reason}}."""
+def measure(implementations: list, batches: list[int], *, rounds: int, warmup: int, timed_images: int, peaks: dict) -> dict:
+    """Interleaved rounds of every segment and every peak (``peaks``: name -> function returning GFLOP/s).
+
+    Returns {"images_per_second": {impl: {batch: [per round]}}, "peak_gflops": {peak: [per round]},
+    "failures": {impl: reason}}.
+    """
     rates = {impl.name: {batch: [] for batch in batches} for impl in implementations}
-    peaks: list[float] = []
+    peak_rates: dict[str, list[float]] = {name: [] for name in peaks}
     failures: dict[str, str] = {}
     for round_index in range(rounds + 1):
         label = "warm-up round" if round_index == 0 else f"round {round_index}/{rounds}"
@@ -224,8 +252,9 @@ def measure(implementations: list, batches: list[int], *, rounds: int, warmup: i
                 log.info("%s: batch %d %s %.1f images/s", label, batch, impl.name, rate)
                 if round_index:
                     rates[impl.name][batch].append(rate)
-        peak = matmul_gflops(matmul_size)
-        log.info("%s: float32 matmul %d x %d %.1f GFLOP/s", label, matmul_size, matmul_size, peak)
-        if round_index:
-            peaks.append(peak)
-    return {"images_per_second": rates, "matmul_gflops": peaks, "failures": failures}
+        for name, peak in peaks.items():
+            gflops = peak()
+            log.info("%s: %s matmul peak %.1f GFLOP/s", label, name, gflops)
+            if round_index:
+                peak_rates[name].append(gflops)
+    return {"images_per_second": rates, "peak_gflops": peak_rates, "failures": failures}

@@ -3,11 +3,16 @@
 It runs in whatever environment has torch (``make bench-torch`` makes one in .venv-torch), never imports
 vaelab, and talks JSON on stdout:
 
-- ``python bench/torch_reference.py --batch 32 --warmup 10 --steps 100`` trains that many steps and
-  prints one line, ``{"images_per_second": ..., ...}``;
+- ``python bench/torch_reference.py --batch 32 --warmup 10 --steps 100 [--precision bfloat16]`` trains
+  that many steps and prints one line, ``{"images_per_second": ..., ...}``;
 - ``python bench/torch_reference.py --serve`` prints ``{"ready": true, ...}``, then answers each stdin line
-  ``{"batch": 32, "warmup": 10, "steps": 100}`` with one such line, keeping one model per batch size
-  warm between requests so the harness can interleave it with the Keras runs. An empty line ends it.
+  ``{"batch": 32, "warmup": 10, "steps": 100, "precision": "float32"}`` with one such line, keeping one model
+  per batch size and precision warm between requests so the harness can interleave it with the Keras runs.
+  An empty line ends it.
+
+``bfloat16`` runs the forward pass under ``torch.autocast("cpu", dtype=torch.bfloat16)``, PyTorch's own
+mixed precision for CPUs: convolutions and linear layers in bfloat16, weights, gradients and Adam in
+float32. The means, log-variances, sampling, output and loss are taken back to float32, as in the Keras runs.
 
 The layers mirror Keras' ``padding="same"``: stride-2 convolutions pad 1 (28 -> 14 -> 7) and stride-2
 transposed convolutions pad 1 with output_padding 1 (7 -> 14 -> 28); LeakyReLU slope 0.3 as in Keras.
@@ -23,6 +28,7 @@ import time
 import torch
 from torch import nn
 
+PRECISIONS = ("float32", "bfloat16")
 LEAKY_SLOPE = 0.3  # Keras' LeakyReLU default; PyTorch's is 0.01
 R_LOSS_FACTOR = 1000.0
 LEARNING_RATE = 0.0005
@@ -84,11 +90,14 @@ def vae_loss(images, reconstruction, mu, log_var):
 
 
 class Trainer:
-    """One model, optimizer and in-memory data set for one batch size."""
+    """One model, optimizer and in-memory data set for one batch size and precision."""
 
-    def __init__(self, batch: int, seed: int = 0):
+    def __init__(self, batch: int, seed: int = 0, precision: str = "float32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; received {precision!r}")
         torch.manual_seed(seed)
         self.batch = batch
+        self.autocast = precision == "bfloat16"
         self.model = VAE()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
         self.images = torch.rand(0, 1, 28, 28)
@@ -104,8 +113,9 @@ class Trainer:
             if step == warmup:
                 started = time.perf_counter()
             images = shuffled[step * self.batch : (step + 1) * self.batch]
-            reconstruction, mu, log_var = self.model(images)
-            loss = vae_loss(images, reconstruction, mu, log_var)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                reconstruction, mu, log_var = self.model(images)
+            loss = vae_loss(images, reconstruction.float(), mu.float(), log_var.float())
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -124,14 +134,16 @@ def describe() -> dict:
 
 
 def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
-    trainers: dict[int, Trainer] = {}
+    trainers: dict[tuple[int, str], Trainer] = {}
     print(json.dumps({"ready": True, **describe()}), file=stdout, flush=True)
     for line in stdin:
         if not line.strip():
             break
         request = json.loads(line)
-        batch = int(request["batch"])
-        trainer = trainers.setdefault(batch, Trainer(batch, int(request.get("seed", 0))))
+        batch, precision = int(request["batch"]), request.get("precision", "float32")
+        if (batch, precision) not in trainers:
+            trainers[batch, precision] = Trainer(batch, int(request.get("seed", 0)), precision)
+        trainer = trainers[batch, precision]
         print(json.dumps(trainer.run(int(request["warmup"]), int(request["steps"]))), file=stdout, flush=True)
 
 
@@ -141,11 +153,12 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="bfloat16: CPU autocast (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.serve:
         serve()
         return
-    print(json.dumps({**Trainer(args.batch).run(args.warmup, args.steps), **describe()}))
+    print(json.dumps({**Trainer(args.batch, precision=args.precision).run(args.warmup, args.steps), **describe()}))
 
 
 if __name__ == "__main__":
