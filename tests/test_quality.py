@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from keras import ops
 from tiny import TINY
 
 from vaelab.config import ClassifierSection
@@ -122,9 +123,10 @@ class _BarDecoder:
         self.inputs = [SimpleNamespace(shape=(None, 2))]
 
     def __call__(self, z, training=False):
-        z = np.asarray(z)
-        which = np.zeros(len(z), int) if self.collapse else np.digitize(z[:, 0], [-0.43, 0.43])
-        return self.bars[which]
+        # keras.ops, not NumPy: sample_quality traces the decoder into a compiled graph.
+        first = z[:, 0]
+        which = ops.zeros_like(first, dtype="int32") if self.collapse else ops.digitize(first, [-0.43, 0.43])
+        return ops.take(ops.convert_to_tensor(self.bars), which, axis=0)
 
 
 @pytest.mark.slow  # trains a tiny classifier once per module

@@ -1,5 +1,6 @@
 """What the evaluate stage measures and draws, and the classifier that judges generated samples.
 
+- :mod:`.passes`: the compiled forward passes of the VAE and the classifier that the others share.
 - :mod:`.metrics`: test-set numbers (loss, negative ELBO, reconstruction error, latent-space classifiers)
   and the arrays behind the pictures (reconstructions, prior samples, the latent grid).
 - :mod:`.likelihood`: the importance-sampled test negative log-likelihood.

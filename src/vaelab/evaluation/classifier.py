@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
-from keras import ops
 
 from vaelab.config import ClassifierSection
 
@@ -85,16 +84,12 @@ def accuracy(model: keras.Model, x: ShardedImages | np.ndarray, y: np.ndarray, b
 
 def features_and_probabilities(model: keras.Model, x: ShardedImages | np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """The feature layer ``(N, feature_units)`` and class probabilities ``(N, classes)`` of images ``x``."""
-    both = keras.Model(model.input, [model.get_layer(FEATURE_LAYER).output, model.output])
-    features, probabilities = [], []
-    for start in range(0, len(x), batch_size):
-        f, p = both(np.asarray(x[start : start + batch_size], dtype="float32"), training=False)
-        features.append(ops.convert_to_numpy(f))
-        probabilities.append(ops.convert_to_numpy(p))
-    if not features:
+    from vaelab.evaluation import passes
+
+    if not len(x):
         n_classes = int(model.outputs[0].shape[-1])
         return np.zeros((0, model.get_layer(FEATURE_LAYER).units), "float32"), np.zeros((0, n_classes), "float32")
-    return np.concatenate(features), np.concatenate(probabilities)
+    return passes.in_batches(passes.judge(model), x, batch_size)
 
 
 def accepts(model: keras.Model, image_shape: tuple[int, int, int], n_classes: int) -> str | None:

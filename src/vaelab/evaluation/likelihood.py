@@ -97,12 +97,14 @@ def _weights_by_image(
     if k < 1 or max_decoded < 1:
         raise ValueError(f"k and max_decoded must be positive; received k={k}, max_decoded={max_decoded}")
     indices = np.arange(len(x)) if indices is None else np.asarray(indices)
-    compute = _compiled_weights(model)
+    from vaelab.evaluation import passes
+
+    compute, encode = _compiled_weights(model), passes.encode(model)
     images_per_pass = max(1, max_decoded // k)
     draws_per_pass = min(k, max_decoded)
     for first in range(0, len(x), images_per_pass):
         batch = np.asarray(x[first : first + images_per_pass], dtype=np.float32)
-        mu, log_var = (np.asarray(t) for t in model.encode(batch, training=False))
+        mu, log_var = (np.asarray(t) for t in encode(batch))
         z_dim = mu.shape[1]
         eps = np.stack([image_draws(seed, int(i), k, z_dim) for i in indices[first : first + len(batch)]])
         weights = np.empty((len(batch), k), dtype=np.float64)
@@ -114,12 +116,10 @@ def _weights_by_image(
 
 def _compiled_weights(model: VAE):
     """A compiled ``(x, mu, log_var, eps) -> (images, draws)`` of log importance weights, cached on the model."""
-    cached = getattr(model, "_vaelab_log_weights", None)
-    if cached is not None:
-        return cached
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    from vaelab.evaluation import passes
+
     def log_weights(x, mu, log_var, eps):
         images, draws, z_dim = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
         z = mu[:, None, :] + tf.exp(0.5 * log_var)[:, None, :] * eps  # (images, draws, z_dim)
@@ -130,6 +130,10 @@ def _compiled_weights(model: VAE):
         log_prior_over_posterior = -0.5 * tf.reduce_sum(tf.square(z), -1) + 0.5 * tf.reduce_sum(tf.square(eps) + log_var[:, None, :], -1)
         return log_likelihood + log_prior_over_posterior
 
-    # object.__setattr__: a Keras model would otherwise try to track the function as a layer attribute.
-    object.__setattr__(model, "_vaelab_log_weights", log_weights)
-    return log_weights
+    def build():
+        latent = passes.latent_spec(model)
+        # Images and draws per pass open: the last pass of an image's draws, or of the images, is shorter.
+        draws = tf.TensorSpec((None, None, latent.shape[-1]), tf.float32)
+        return passes.compiled(log_weights, passes.images_spec(model.encoder), latent, latent, draws)
+
+    return passes.cached_on(model, "log_weights", build)

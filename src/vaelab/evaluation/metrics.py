@@ -11,9 +11,9 @@ Which latent point each metric uses:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -21,6 +21,7 @@ from keras import ops
 
 from vaelab.config import Config
 from vaelab.errors import DataError
+from vaelab.evaluation import passes
 from vaelab.losses import bernoulli_negative_elbo, kl_divergence, reconstruction_error
 from vaelab.metric_names import evaluate_neg_elbo_metric
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 # Train images the latent classifiers are fitted on: plenty for 5-NN on a few dimensions, and quick.
 CLASSIFIER_TRAIN_IMAGES = 10_000
 KNN_NEIGHBOURS = 5
+LOSS_TERMS = ("mse_per_pixel", "kl_per_image", "loss", "neg_elbo_nats")  # what loss_terms averages, in this order
 
 
 def evaluate(model: VAE, splits: Splits, config: Config) -> dict[str, float]:
@@ -64,22 +66,15 @@ def loss_terms(model: VAE, x_all: ShardedImages | np.ndarray, batch_size: int, s
     """Per-image means of ``mse_per_pixel``, ``kl_per_image``, ``loss`` and ``neg_elbo_nats`` over ``x_all``,
     and the posterior means ``(N, z_dim)``."""
     noise = keras.random.SeedGenerator(seed)
-    totals = {"mse_per_pixel": 0.0, "kl_per_image": 0.0, "loss": 0.0, "neg_elbo_nats": 0.0}
+    compute = _per_image_terms(model)
+    totals = dict.fromkeys(LOSS_TERMS, 0.0)
     means = []
     for start in range(0, len(x_all), batch_size):
         x = np.asarray(x_all[start : start + batch_size], dtype="float32")
-        mu, log_var = model.encode(x, training=False)  # (batch, z_dim) each
-        z = mu + ops.exp(0.5 * log_var) * keras.random.normal(ops.shape(mu), seed=noise)
-        logits_mean = model.decode_logits(mu, training=False)
-        logits_sampled = model.decode_logits(z, training=False)
-        kl = kl_divergence(mu, log_var)
-        per_image = {
-            "mse_per_pixel": reconstruction_error(x, logits_mean, "mse"),
-            "kl_per_image": kl,
-            "loss": model.r_loss_factor * reconstruction_error(x, logits_sampled, model.reconstruction) + kl,
-            "neg_elbo_nats": bernoulli_negative_elbo(x, logits_sampled, mu, log_var),
-        }
-        for key, values in per_image.items():
+        # Drawn outside the compiled pass, batch by batch, so the draws are those of an eager loop with this seed.
+        eps = keras.random.normal((len(x), latent_dim(model)), seed=noise)
+        terms, mu = compute(x, eps)
+        for key, values in zip(LOSS_TERMS, terms, strict=True):
             # float64 sums: the mean over 10,000 images should not depend on the batch size.
             totals[key] += float(np.sum(ops.convert_to_numpy(values), dtype=np.float64))
         means.append(ops.convert_to_numpy(mu))
@@ -120,7 +115,8 @@ def encode_means(model: VAE, x: ShardedImages | np.ndarray, batch_size: int, lim
 
     ``x`` is read one batch at a time, so it may be a split on disk (``ShardedImages``).
     """
-    return _in_batches(lambda batch: model.encode(batch, training=False)[0], x, batch_size, limit)
+    encode = passes.encode(model)
+    return passes.in_batches(lambda batch: encode(batch)[0], x, batch_size, limit)
 
 
 def latent_arithmetic(
@@ -144,19 +140,20 @@ def latent_arithmetic(
     step = mu[labels == 1].mean(axis=0) - mu[labels == 0].mean(axis=0)  # (z_dim,)
     chosen = np.flatnonzero(labels == 0)[:rows]
     z = mu[chosen][:, np.newaxis, :] + np.asarray(strengths, dtype="float32")[np.newaxis, :, np.newaxis] * step
-    decoded = _in_batches(lambda batch: model.decoder(batch, training=False), z.reshape(-1, z.shape[-1]).astype("float32"), batch_size)
+    decoded = passes.in_batches(passes.decode(model), z.reshape(-1, z.shape[-1]).astype("float32"), batch_size)
     return np.asarray(x[chosen], dtype="float32"), decoded.reshape(len(chosen), len(strengths), *decoded.shape[1:])
 
 
 def reconstruct(model: VAE, x: ShardedImages | np.ndarray, batch_size: int) -> np.ndarray:
     """Deterministic reconstructions: the decoder applied to the posterior mean of each image."""
-    return _in_batches(lambda batch: model.decoder(model.encode(batch, training=False)[0], training=False), x, batch_size)
+    encode, decode = passes.encode(model), passes.decode(model)
+    return passes.in_batches(lambda batch: decode(encode(batch)[0]), x, batch_size)
 
 
 def sample_prior(model: VAE, n: int, seed: int, batch_size: int = 1000) -> np.ndarray:
     """``n`` images decoded from ``z ~ N(0, I)``; the same seed gives the same images."""
     z = np.random.default_rng(seed).standard_normal((n, latent_dim(model))).astype("float32")
-    return _in_batches(lambda batch: model.decoder(batch, training=False), z, batch_size)
+    return passes.in_batches(passes.decode(model), z, batch_size)
 
 
 def decode_grid(model: VAE, grid_size: int, span: float = 0.9) -> np.ndarray:
@@ -175,20 +172,30 @@ def decode_grid(model: VAE, grid_size: int, span: float = 0.9) -> np.ndarray:
     values = np.array([NormalDist().inv_cdf(q) for q in np.linspace(tail, 1.0 - tail, grid_size)], dtype="float32")
     z0, z1 = np.meshgrid(values, values[::-1])  # (rows, cols) each
     z = np.stack([z0.ravel(), z1.ravel()], axis=1)  # (rows * cols, 2)
-    images = _in_batches(lambda batch: model.decoder(batch, training=False), z, 1000)
+    images = passes.in_batches(passes.decode(model), z, 1000)
     return images.reshape(grid_size, grid_size, *images.shape[1:])
+
+
+def _per_image_terms(model: VAE):
+    """Compiled ``(x, eps) -> (LOSS_TERMS' per-image values, mu)``: one encode and two decodes per batch."""
+
+    def terms(x, eps):
+        mu, log_var = model.encode(x, training=False)  # (batch, z_dim) each
+        z = mu + ops.exp(0.5 * log_var) * eps
+        logits_mean = model.decode_logits(mu, training=False)
+        logits_sampled = model.decode_logits(z, training=False)
+        kl = kl_divergence(mu, log_var)
+        per_image = (
+            reconstruction_error(x, logits_mean, "mse"),
+            kl,
+            model.r_loss_factor * reconstruction_error(x, logits_sampled, model.reconstruction) + kl,
+            bernoulli_negative_elbo(x, logits_sampled, mu, log_var),
+        )
+        return per_image, mu
+
+    specs = passes.images_spec(model.encoder), passes.latent_spec(model)
+    return passes.cached_on(model, "loss_terms", lambda: passes.compiled(terms, *specs))
 
 
 def latent_dim(model: VAE) -> int:
     return int(model.decoder.inputs[0].shape[-1])
-
-
-def _in_batches(
-    function: Callable[[np.ndarray], Any], x: ShardedImages | np.ndarray, batch_size: int, limit: int | None = None
-) -> np.ndarray:
-    count = len(x) if limit is None else min(limit, len(x))
-    outputs = [
-        ops.convert_to_numpy(function(np.asarray(x[start : min(start + batch_size, count)], dtype="float32")))
-        for start in range(0, count, batch_size)
-    ]
-    return np.concatenate(outputs) if outputs else np.zeros((0,), dtype="float32")

@@ -88,19 +88,21 @@ def sample_quality(
     With ``binary`` (a model of binarized data, whose test images are bits), each sample is the model's own
     draw of bits from the decoded pixel probabilities, seeded, so that like is compared with like.
     """
+    from vaelab.evaluation import passes
     from vaelab.evaluation.classifier import features_and_probabilities
     from vaelab.evaluation.metrics import latent_dim
 
     z = np.random.default_rng(seed).standard_normal((n_samples, latent_dim(vae))).astype("float32")
     bits = np.random.default_rng([seed, 1])  # its own stream: the latent points stay those of sample_prior
+    decode = passes.decode(vae)
 
-    def samples(start: int) -> np.ndarray:
-        probabilities = np.asarray(vae.decoder(z[start : start + batch_size], training=False))
-        return (bits.random(probabilities.shape) < probabilities).astype(np.float32) if binary else probabilities
+    def scored(batch: np.ndarray):
+        probabilities = np.asarray(decode(batch))
+        if binary:
+            probabilities = (bits.random(probabilities.shape) < probabilities).astype(np.float32)
+        return features_and_probabilities(classifier, probabilities, batch_size)
 
-    scored = [features_and_probabilities(classifier, samples(start), batch_size) for start in range(0, n_samples, batch_size)]
-    sample_features = np.concatenate([features for features, _ in scored])
-    sample_probabilities = np.concatenate([probabilities for _, probabilities in scored])
+    sample_features, sample_probabilities = passes.in_batches(scored, z, batch_size)
     real_features, _ = features_and_probabilities(classifier, real_images, batch_size)
     return {
         "sample_fid_classifier": feature_frechet_distance(real_features, sample_features),
