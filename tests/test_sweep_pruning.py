@@ -6,6 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from vaelab.config import load_config
 from vaelab.errors import ConfigError
 from vaelab.sweep.replay import replay_pruner
 from vaelab.sweep.storage import make_pruner
@@ -83,6 +84,12 @@ def test_replay_of_an_unpruned_study_runs_every_epoch(sweep_config):
     assert replay.best_value == 5.0
 
 
+def test_min_epochs_beyond_the_epochs_is_fine_without_a_pruner(project_root):
+    # Studies of one-epoch trials (the memory benchmark, tests) need not lower pruner_min_epochs.
+    config = load_config(project_root / "params.yaml", {"sweep.pruner": "none", "sweep.epochs": 1, "sweep.pruner_min_epochs": 2})
+    assert config.sweep.epochs == 1
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -92,7 +99,8 @@ def test_replay_of_an_unpruned_study_runs_every_epoch(sweep_config):
         ),
         (
             {"sweep.pruner_min_epochs": 5},
-            "sweep: pruner_min_epochs must be at most epochs, or no trial could be pruned; received pruner_min_epochs=5, epochs=4",
+            "sweep: pruner_min_epochs must be at most epochs, or the median pruner could prune no trial; "
+            "received pruner_min_epochs=5, epochs=4 (or set pruner: none)",
         ),
         ({"sweep.pruner_min_epochs": 0}, "sweep.pruner_min_epochs: Input should be greater than or equal to 1; received 0"),
         ({"sweep.pruner_startup_trials": -1}, "sweep.pruner_startup_trials: Input should be greater than or equal to 0; received -1"),
@@ -103,8 +111,6 @@ def test_replay_of_an_unpruned_study_runs_every_epoch(sweep_config):
     ids=lambda value: next(iter(value)) if isinstance(value, dict) else None,
 )
 def test_bad_pruner_settings_are_one_line_errors(project_root, overrides, message):
-    from vaelab.config import load_config
-
     with pytest.raises(ConfigError) as caught:
         load_config(project_root / "params.yaml", overrides)
     assert str(caught.value) == f"override: {message}"

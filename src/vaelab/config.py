@@ -327,10 +327,10 @@ class SweepSection(_Section):
 
     @model_validator(mode="after")
     def _pruning_can_start(self) -> SweepSection:
-        if self.pruner_min_epochs > self.epochs:
+        if self.pruner != "none" and self.pruner_min_epochs > self.epochs:
             raise ValueError(
-                f"pruner_min_epochs must be at most epochs, or no trial could be pruned; "
-                f"received pruner_min_epochs={self.pruner_min_epochs}, epochs={self.epochs}"
+                f"pruner_min_epochs must be at most epochs, or the {self.pruner} pruner could prune no trial; "
+                f"received pruner_min_epochs={self.pruner_min_epochs}, epochs={self.epochs} (or set pruner: none)"
             )
         return self
 
