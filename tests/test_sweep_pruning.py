@@ -98,7 +98,7 @@ def test_min_epochs_beyond_the_epochs_is_fine_without_a_pruner(project_root):
             "sweep.pruner: Input should be 'median', 'percentile', 'successive_halving', 'hyperband' or 'none'; received 'wilcoxon'",
         ),
         (
-            {"sweep.pruner_min_epochs": 5},
+            {"sweep.pruner_min_epochs": 5, "sweep.pruner": "median"},
             "sweep: pruner_min_epochs must be at most epochs, or the median pruner could prune no trial; "
             "received pruner_min_epochs=5, epochs=4 (or set pruner: none)",
         ),
