@@ -48,7 +48,7 @@ def run_study(work: Path, logs: Path, name: str, *, trials: int, epochs: int, ma
         "sweep.timeout_minutes=null",
     ]
     run = run_measured(command, cwd=work, env=stage_env(work), log=logs / f"sweep-{name}.log", timeout=SWEEP_TIMEOUT, sample_rss=True)
-    finished = _read_trials(work, storage, name)
+    finished = read_trials(work, storage, name)
     if not finished:
         raise BenchError(f"study {name} has no trials (see {run.log})")
     complete = [t["value"] for t in finished if t["state"] == "COMPLETE" and t["value"] is not None]
@@ -101,7 +101,8 @@ def compare_pruning(pruned: dict, unpruned: dict) -> dict:
     return {"epochs_fraction": fraction, "best_value_gap": gap}
 
 
-def _read_trials(work: Path, storage: Path, name: str) -> list[dict]:
+def read_trials(work: Path, storage: Path, name: str) -> list[dict]:
+    """The finished trials of study ``name``, each with its parameters and its reported values by epoch."""
     from vaelab.config import load_config
     from vaelab.sweep.storage import open_storage, open_study
 
@@ -116,6 +117,8 @@ def _read_trials(work: Path, storage: Path, name: str) -> list[dict]:
                 "state": trial.state.name,
                 "value": trial.value,
                 "epochs": len(trial.intermediate_values),
+                "params": trial.params,
+                "curve": [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)],
                 # Optuna keeps naive local datetimes; .timestamp() reads them as local time, like time.time().
                 "start": trial.datetime_start.timestamp(),
                 "end": trial.datetime_complete.timestamp(),

@@ -354,7 +354,7 @@ def test_tiny_mode_writes_every_field(tmp_path: Path):
     assert isinstance(memory["sweep_memory_flat"], bool)
 
     sweep = results["sweeps"]
-    assert sweep["status"] == "measured" and sweep["pruner"] in ("median", "hyperband")
+    assert sweep["status"] == "measured" and sweep["pruner"] in ("median", "percentile", "successive_halving", "hyperband")
     assert sweep["pruned"]["trials"] == sweep["unpruned"]["trials"] == 3
     assert sweep["unpruned"]["epochs_spent"] == 3 * 2 and sweep["unpruned"]["states"] == {"COMPLETE": 3}
     assert 3 <= sweep["pruned"]["epochs_spent"] <= 6

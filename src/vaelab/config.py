@@ -305,7 +305,16 @@ class SweepSection(_Section):
     epochs: PositiveInt = 4
     max_train: PositiveInt | None = 10000
     sampler: Literal["tpe", "random"] = "tpe"
-    pruner: Literal["median", "hyperband", "none"] = "median"
+    # How trials are stopped early, judged by their validation value after each epoch (see vaelab.sweep.storage,
+    # and bench/pruning.json for the measurements behind these defaults). The pruner_* keys a pruner does not use
+    # are ignored: startup_trials and percentile by median and percentile, reduction_factor by successive_halving
+    # and hyperband; min_epochs by all.
+    pruner: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "percentile"
+    pruner_startup_trials: Annotated[StrictInt, Field(ge=0)] = 2  # trials finished before any is pruned
+    pruner_min_epochs: PositiveInt = 1  # the first epoch after which a trial may be pruned
+    # Pruned when its best value so far is worse than this percentile of the finished trials' (50 = median).
+    pruner_percentile: Annotated[float, Field(gt=0, lt=100)] = 10.0
+    pruner_reduction_factor: Annotated[StrictInt, Field(ge=2)] = 3  # 1 in this many trials goes on at each rung
     # Each worker process runs this many trials, then a fresh process takes its place: every Keras fit() leaves
     # graphs behind that TensorFlow never frees, so a long-lived process grows by each trial. null = no limit.
     trials_per_process: PositiveInt | None = 1
@@ -316,6 +325,15 @@ class SweepSection(_Section):
             "learning_rate": SearchRange(low=1e-4, high=3e-3, log=True),
         }
     )
+
+    @model_validator(mode="after")
+    def _pruning_can_start(self) -> SweepSection:
+        if self.pruner != "none" and self.pruner_min_epochs > self.epochs:
+            raise ValueError(
+                f"pruner_min_epochs must be at most epochs, or the {self.pruner} pruner could prune no trial; "
+                f"received pruner_min_epochs={self.pruner_min_epochs}, epochs={self.epochs} (or set pruner: none)"
+            )
+        return self
 
     @field_validator("space")
     @classmethod

@@ -81,13 +81,24 @@ def make_sampler(config: Config, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def make_pruner(config: Config) -> optuna.pruners.BasePruner:
-    import optuna
+    """``sweep.pruner`` with its ``sweep.pruner_*`` settings; steps are 1-based epochs (see the objective)."""
+    from optuna import pruners
 
-    if config.sweep.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    if config.sweep.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.sweep.epochs)
-    return optuna.pruners.NopPruner()
+    sweep = config.sweep
+    # Optuna skips steps below n_warmup_steps, so with 1-based epochs it equals the first epoch that may prune.
+    if sweep.pruner == "median":
+        return pruners.MedianPruner(n_startup_trials=sweep.pruner_startup_trials, n_warmup_steps=sweep.pruner_min_epochs)
+    if sweep.pruner == "percentile":
+        return pruners.PercentilePruner(
+            sweep.pruner_percentile, n_startup_trials=sweep.pruner_startup_trials, n_warmup_steps=sweep.pruner_min_epochs
+        )
+    if sweep.pruner == "successive_halving":
+        return pruners.SuccessiveHalvingPruner(min_resource=sweep.pruner_min_epochs, reduction_factor=sweep.pruner_reduction_factor)
+    if sweep.pruner == "hyperband":
+        return pruners.HyperbandPruner(
+            min_resource=sweep.pruner_min_epochs, max_resource=sweep.epochs, reduction_factor=sweep.pruner_reduction_factor
+        )
+    return pruners.NopPruner()
 
 
 def open_study(config: Config, storage, study_name: str, worker_index: int = 0) -> optuna.Study:
