@@ -310,10 +310,10 @@ class SweepSection(_Section):
     # are ignored: startup_trials and percentile by median and percentile, reduction_factor by successive_halving
     # and hyperband; min_epochs by all.
     pruner: Literal["median", "percentile", "successive_halving", "hyperband", "none"] = "percentile"
-    pruner_startup_trials: Annotated[StrictInt, Field(ge=0)] = 2  # trials finished before any is pruned
+    pruner_startup_trials: Annotated[StrictInt, Field(ge=0)] = 1  # trials finished before any is pruned
     pruner_min_epochs: PositiveInt = 1  # the first epoch after which a trial may be pruned
     # Pruned when its best value so far is worse than this percentile of the finished trials' (50 = median).
-    pruner_percentile: Annotated[float, Field(gt=0, lt=100)] = 10.0
+    pruner_percentile: Annotated[float, Field(gt=0, lt=100)] = 40.0
     pruner_reduction_factor: Annotated[StrictInt, Field(ge=2)] = 3  # 1 in this many trials goes on at each rung
     # Each worker process runs this many trials, then a fresh process takes its place: every Keras fit() leaves
     # graphs behind that TensorFlow never frees, so a long-lived process grows by each trial. null = no limit.
