@@ -12,11 +12,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-import yaml
-
 from vaelab import logs, stages  # stages imports its heavy libraries inside each stage function
-from vaelab.config import Config, ConfigError, load_config
-from vaelab.errors import VaelabError
+from vaelab.cli_common import add_config_arguments, config_from_args, run_guarded
+from vaelab.config import Config, load_config
+from vaelab.errors import ConfigError, VaelabError
 
 # stage name -> (its function, one-line help)
 STAGES: dict[str, tuple[Callable[[Config], object], str]] = {
@@ -26,46 +25,6 @@ STAGES: dict[str, tuple[Callable[[Config], object], str]] = {
     "classifier": (stages.run_classifier, "train the small CNN that judges generated samples (paths.classifier)"),
     "evaluate": (stages.run_evaluate, "test-set metrics and pictures, added to the training's MLflow run"),
 }
-
-
-def parse_override(text: str) -> tuple[str, object]:
-    """``train.z_dim=8`` -> ("train.z_dim", 8); the value is read as YAML, like `dvc exp run -S`."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. train.z_dim=8")
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a param for this run only, e.g. --set train.epochs=1 (repeatable)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(args.params, dict(parse_override(o) for o in args.overrides))
-
-
-def run_guarded(action: Callable[[], object]) -> int:
-    """Run ``action``; turn user errors into one line and an exit code."""
-    try:
-        action()
-    except VaelabError as err:
-        print(f"vaelab: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vaelab: interrupted", file=sys.stderr)
-        return 130
-    return 0
 
 
 def stage_main(stage: str, argv: Sequence[str] | None = None) -> None:

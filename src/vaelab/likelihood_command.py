@@ -28,19 +28,20 @@ from pathlib import Path
 import numpy as np
 
 from vaelab import logs
-from vaelab.cli import TOOLS, add_config_arguments, config_from_args, run_guarded
+from vaelab.cli_common import add_config_arguments, config_from_args, run_guarded
 from vaelab.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SAVE_EVERY_SECONDS = 30.0
+DESCRIPTION = "the paper-grade test NLL of the trained model (K = 5000 importance samples, all test images); resumable"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`vaelab likelihood [--samples K] [--images N|all] [--batch B] [--out FILE] [--no-mlflow]`."""
     parser = argparse.ArgumentParser(
         prog="vaelab likelihood",
-        description=TOOLS["likelihood"][0],
+        description=DESCRIPTION,
         epilog="Example: vaelab likelihood --samples 5000 --images all  (resume by running it again)",
     )
     add_config_arguments(parser)

@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vaelab import logs
-from vaelab.cli import TOOLS, run_guarded
+from vaelab.cli_common import run_guarded
+
+DESCRIPTION = "the MLflow UI on the tracking store; prints the address of the experiment's training runs"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`vaelab ui [--experiment NAME] [--host H] [--port N] [--print-only]`."""
-    parser = argparse.ArgumentParser(prog="vaelab ui", description=TOOLS["ui"][0])
+    parser = argparse.ArgumentParser(prog="vaelab ui", description=DESCRIPTION)
     parser.add_argument("--params", default="params.yaml", help="params file naming the experiment (default: %(default)s)")
     parser.add_argument("--experiment", help="MLflow experiment name (default: base.experiment in --params)")
     parser.add_argument("--host", default="127.0.0.1", help="address `mlflow ui` listens on (default: %(default)s)")

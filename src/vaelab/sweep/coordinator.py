@@ -59,6 +59,8 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from vaelab import logs
+from vaelab.cli_common import add_config_arguments, config_from_args, run_guarded
 from vaelab.config import Config
 from vaelab.errors import ConfigError, TrainingError, VaelabError
 from vaelab.sweep.objective import Objective
@@ -314,9 +316,6 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``vaelab sweep [--params F] [--set K=V ...] [--workers K] [--n-trials N] [--study NAME] [--storage URL]``."""
-    from vaelab import logs
-    from vaelab.cli import add_config_arguments, config_from_args, run_guarded
-
     parser = argparse.ArgumentParser(prog="vaelab sweep", description="An Optuna study over sweep.space, tracked in MLflow.")
     add_config_arguments(parser)
     parser.add_argument("--workers", type=_positive_int, default=1, help="worker processes on this machine (default: 1)")
