@@ -89,7 +89,7 @@ def features_and_probabilities(model: keras.Model, x: ShardedImages | np.ndarray
     if not len(x):
         n_classes = int(model.outputs[0].shape[-1])
         return np.zeros((0, model.get_layer(FEATURE_LAYER).units), "float32"), np.zeros((0, n_classes), "float32")
-    return passes.in_batches(passes.judge(model), x, batch_size)
+    return passes.in_batches(passes.judge(model, FEATURE_LAYER), x, batch_size)
 
 
 def accepts(model: keras.Model, image_shape: tuple[int, int, int], n_classes: int) -> str | None:

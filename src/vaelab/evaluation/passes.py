@@ -32,12 +32,12 @@ def decode(model: VAE):
     return cached_on(model, "decode", lambda: compiled(lambda z: model.decoder(z, training=False), latent_spec(model)))
 
 
-def judge(classifier: keras.Model):
-    """``x -> (features, probabilities)``: the classifier's feature layer and its class probabilities."""
-    from vaelab.evaluation.classifier import FEATURE_LAYER
+def judge(classifier: keras.Model, feature_layer: str):
+    """``x -> (features, probabilities)``: the output of the classifier's layer named ``feature_layer`` and its
+    class probabilities. The caller names the layer: the classifier module, which builds it, imports this one."""
 
     def build():
-        both = keras.Model(classifier.input, [classifier.get_layer(FEATURE_LAYER).output, classifier.output])
+        both = keras.Model(classifier.input, [classifier.get_layer(feature_layer).output, classifier.output])
         return compiled(lambda x: both(x, training=False), images_spec(classifier))
 
     return cached_on(classifier, "judge", build)
