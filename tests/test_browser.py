@@ -209,7 +209,7 @@ def _row_index(page, run_name: str) -> str:
 
 
 def test_the_stages_give_the_experiment_its_training_view(ui: SimpleNamespace) -> None:
-    from vaelab.tracking.ui import KIND_TAG, TRAINING_KIND, VIEW_TAG
+    from vaelab.tracking.view import KIND_TAG, TRAINING_KIND, VIEW_TAG
 
     assert ui.tags_from_stages.get(KIND_TAG) == TRAINING_KIND
     assert VIEW_TAG in ui.tags_from_stages

@@ -19,10 +19,11 @@ from vaelab.config import Config
 from vaelab.errors import DataError, VaelabError
 from vaelab.tracking import runs
 from vaelab.tracking.epochs import MlflowEpochLogger
+from vaelab.tracking.experiments import artifact_location, open_experiment
 from vaelab.tracking.export import log_keras_model
 from vaelab.tracking.redact import redact_url
 from vaelab.tracking.run_info import read_run_info, write_run_info
-from vaelab.tracking.store import _artifact_location, _experiment_id, tracking_uri
+from vaelab.tracking.store import tracking_uri
 
 SECRET = "s3cr3t-pw"
 
@@ -82,8 +83,8 @@ def test_default_store_is_mlflow_db_in_the_working_directory(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
 
     assert tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert _artifact_location(tracking_uri(), "vae mnist/2") == (tmp_path / "mlartifacts" / "vae_mnist_2").as_uri()
-    assert _artifact_location("http://127.0.0.1:5000", "vaelab-mnist") is None
+    assert artifact_location(tracking_uri(), "vae mnist/2") == (tmp_path / "mlartifacts" / "vae_mnist_2").as_uri()
+    assert artifact_location("http://127.0.0.1:5000", "vaelab-mnist") is None
 
 
 def test_default_store_is_the_dvc_repository_s_also_from_a_temporary_experiment_copy(tmp_path, monkeypatch):
@@ -95,7 +96,7 @@ def test_default_store_is_the_dvc_repository_s_also_from_a_temporary_experiment_
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
 
     assert tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert _artifact_location(tracking_uri(), "vaelab-mnist") == (tmp_path / "mlartifacts" / "vaelab-mnist").as_uri()
+    assert artifact_location(tracking_uri(), "vaelab-mnist") == (tmp_path / "mlartifacts" / "vaelab-mnist").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
     assert tracking_uri() == "http://127.0.0.1:5001"  # an explicit store still wins
 
@@ -327,7 +328,7 @@ def test_runs_left_running_by_ended_processes_of_this_host_are_failed_and_no_oth
 
     from vaelab.tracking import orphans
 
-    experiment_id = _experiment_id(config.base.experiment, store)
+    experiment_id = open_experiment(config.base.experiment, store)
     host = socket.gethostname()
     dead_pid, dead_started = _ended_process()
 

@@ -7,8 +7,8 @@ import json
 from mlflow.tracking import MlflowClient
 
 from vaelab.config import Config
-from vaelab.tracking.store import _experiment_id
-from vaelab.tracking.ui import VIEW_TAG
+from vaelab.tracking.experiments import open_experiment
+from vaelab.tracking.view import VIEW_TAG
 
 
 def _selected_columns(client: MlflowClient, experiment_id: str) -> list[str]:
@@ -19,7 +19,7 @@ def _selected_columns(client: MlflowClient, experiment_id: str) -> list[str]:
 def test_the_view_follows_the_metric_names_of_the_params(mlflow_uri: str) -> None:
     client = MlflowClient(mlflow_uri)
     binarized = Config().with_overrides({"data.binarize": "dynamic", "evaluate.nll_samples": 1000})
-    experiment_id = _experiment_id("view-test", mlflow_uri, binarized)
+    experiment_id = open_experiment("view-test", mlflow_uri, binarized)
     swept = ["params.`train.z_dim`", "params.`train.r_loss_factor`", "params.`train.learning_rate`"]
     assert _selected_columns(client, experiment_id) == [
         "metrics.`test_neg_elbo_k1_binarized_nats`",
@@ -27,7 +27,7 @@ def test_the_view_follows_the_metric_names_of_the_params(mlflow_uri: str) -> Non
         "metrics.`sample_fid_classifier`",
         *swept,
     ]
-    assert _experiment_id("view-test", mlflow_uri) == experiment_id  # no params: params.yaml's defaults
+    assert open_experiment("view-test", mlflow_uri) == experiment_id  # no params: params.yaml's defaults
     assert _selected_columns(client, experiment_id) == [
         "metrics.`test_neg_elbo_k1_grayscale_nats`",
         "metrics.`test_nll_k100_grayscale_nats`",

@@ -158,7 +158,7 @@ def _stop(processes: Sequence[subprocess.Popen]) -> None:
 
 def _fail_orphaned_runs(config: Config) -> None:
     """End FAILED the chief's MLflow run if it was killed before closing it (the next stage would do it too)."""
-    from vaelab.tracking.store import fail_orphaned_runs_of
+    from vaelab.tracking.experiments import fail_orphaned_runs_of
 
     fail_orphaned_runs_of(config.base.experiment)
 

@@ -20,6 +20,8 @@ from functools import partial
 import psutil
 from mlflow.tracking import MlflowClient
 
+from vaelab.tracking.store import with_retries
+
 log = logging.getLogger(__name__)
 
 HOST_TAG, PID_TAG, STARTED_TAG = "vaelab.host", "vaelab.pid", "vaelab.pid_started"
@@ -37,8 +39,6 @@ def owner_tags() -> dict[str, str]:
 
 def fail_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     """End FAILED every RUNNING run of the experiment held by a process of this host that no longer exists."""
-    from vaelab.tracking.store import with_retries  # store imports this module
-
     host = socket.gethostname()
     query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
     running = with_retries(lambda: client.search_runs([experiment_id], filter_string=query, max_results=1000))

@@ -24,11 +24,11 @@ from mlflow.tracking import MlflowClient
 from vaelab.config import Config
 from vaelab.errors import VaelabError, first_line
 from vaelab.retries import is_transient
+from vaelab.tracking.experiments import open_experiment
 from vaelab.tracking.orphans import owner_tags
 from vaelab.tracking.redact import redact_url
 from vaelab.tracking.store import (
     StoreError,
-    _experiment_id,
     check_server_answers,
     check_sqlite_writable,
     fluent_store,
@@ -102,7 +102,7 @@ def _open_run(config: Config, uri: str, run_id: str | None, name: str | None, ne
     if run_id is not None:
         run = _resume(run_id, uri, nested, system_metrics)
     else:
-        experiment_id = _experiment_id(config.base.experiment, uri, config)
+        experiment_id = open_experiment(config.base.experiment, uri, config)
         run = mlflow.start_run(
             experiment_id=experiment_id,
             run_name=name,

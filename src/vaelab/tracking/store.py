@@ -1,9 +1,10 @@
-"""The MLflow tracking store: where it is, whether it answers, and its experiments.
+"""The MLflow tracking store: where it is, whether it answers, and how a request to it is retried.
 
 The store is ``MLFLOW_TRACKING_URI`` when set (a server or a database), else ``mlflow.db`` in the project root
 with artifacts in ``mlartifacts/`` beside it. The project root is the DVC repository's, also for experiments
 that DVC runs in temporary copies of it (``dvc exp run --temp``, the queue), so every run of the project lands
-in one store. A store that cannot be reached or written ends in a :class:`StoreError` naming it.
+in one store. A store that cannot be reached or written ends in a :class:`StoreError` naming it. Experiments are
+opened in :mod:`.experiments`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,9 @@ from typing import TypeVar
 import mlflow
 import requests
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from vaelab.config import Config
 from vaelab.errors import VaelabError, first_line
 from vaelab.retries import doubling, is_transient, retry
-from vaelab.tracking.orphans import fail_orphaned_runs
 from vaelab.tracking.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -145,54 +143,3 @@ def with_retries(call: Callable[[], _T], attempts: int = 4, first_delay: float =
     7 by default with doubling back-off), which already ride out a server restart of a minute or so.
     """
     return retry(call, doubling(first_delay, attempts), "MLflow request", lambda err: redact_url(first_line(err, 300)))
-
-
-def _experiment_id(name: str, uri: str, config: Config | None = None) -> str:
-    """The experiment's id, created if missing, with the UI view that shows its training runs (see :mod:`.ui`);
-    the view's metric columns are ``config``'s headline metrics (params.yaml's defaults if None)."""
-    from vaelab.tracking.ui import configure_experiment_view, headline_metrics  # ui imports this module
-
-    client = MlflowClient(uri)
-    experiment_id = _find_or_create_experiment(client, name, uri)
-    configure_experiment_view(client, experiment_id, headline_metrics(config or Config()))
-    fail_orphaned_runs(client, experiment_id)
-    return experiment_id
-
-
-def fail_orphaned_runs_of(experiment: str) -> list[str]:
-    """End FAILED the experiment's runs whose process on this host died (see :mod:`.orphans`); return their ids.
-
-    For a caller that outlives the killed process (the workers' launcher); a store it cannot reach is a warning.
-    """
-    client = MlflowClient(tracking_uri())
-    try:
-        found = with_retries(lambda: client.get_experiment_by_name(experiment))
-        return fail_orphaned_runs(client, found.experiment_id) if found else []
-    except (MlflowException, OSError) as err:
-        log.warning("could not end the killed runs of experiment %r FAILED: %s", experiment, first_line(err))
-        return []
-
-
-def _find_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    experiment = with_retries(lambda: client.get_experiment_by_name(name))
-    if experiment is None:
-        try:
-            return with_retries(lambda: client.create_experiment(name, artifact_location=_artifact_location(uri, name)))
-        except MlflowException as err:
-            if err.error_code != "RESOURCE_ALREADY_EXISTS":  # another process (a parallel sweep) won the race
-                raise
-            experiment = client.get_experiment_by_name(name)
-            assert experiment is not None  # creating it failed because it exists
-    if experiment.lifecycle_stage == "deleted":
-        log.warning("MLflow experiment %r was deleted; restoring it", name)
-        client.restore_experiment(experiment.experiment_id)
-    return experiment.experiment_id
-
-
-def _artifact_location(uri: str, experiment: str) -> str | None:
-    """``mlartifacts/<experiment>/`` beside an SQLite database; a server or other store keeps its own default."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    database = Path(uri.removeprefix("sqlite:///"))
-    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment)
-    return (database.resolve().parent / ARTIFACTS_DIR / folder).as_uri()

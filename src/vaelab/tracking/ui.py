@@ -1,89 +1,31 @@
-"""The MLflow UI as a user of a training pipeline expects it: the experiment's runs, with the metrics and
-params that matter as columns, in MLflow's model-training view rather than its GenAI view.
+"""`vaelab ui` (see :mod:`vaelab.ui_command`): the address of the experiment's training view, and MLflow's UI.
 
-Everything here is MLflow 3.17's own state, kept in the tracking store so that any fresh browser gets it:
-
-- ``mlflow.experimentKind = custom_model_development``: the experiment's kind, as MLflow's kind selector
-  writes it (3.17's page follows its sidebar switch instead, but the tag still records what the experiment is);
-- ``mlflow.sharedViewState.<key>``: a saved view of the runs page (the "Views" menu) holding the selected
-  columns, in the envelope the page itself writes (``{name, createdAt, updatedAt, state}``, ``state`` a JSON
-  string of the page's search facets and UI state);
-- the address ``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=<key>`` opens that view
-  in the model-training side of the sidebar switch, whose default in a fresh browser is GenAI.
+The view itself (the experiment's kind and the saved columns) is written by :mod:`.view` whenever the
+experiment is opened (:func:`.experiments.open_experiment`); here it is only found and opened: the address
+``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=<key>`` opens that view in the
+model-training side of the sidebar switch, whose default in a fresh browser is GenAI.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
-from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
 from vaelab.config import Config
-from vaelab.errors import VaelabError, first_line
-from vaelab.metric_names import evaluate_neg_elbo_metric, evaluate_nll_metric
+from vaelab.errors import VaelabError
+from vaelab.tracking.experiments import open_experiment
 from vaelab.tracking.redact import redact_url
-from vaelab.tracking.store import _experiment_id, tracking_uri, with_retries
+from vaelab.tracking.store import tracking_uri
+from vaelab.tracking.view import VIEW_KEY
 
 log = logging.getLogger(__name__)
 
-KIND_TAG = "mlflow.experimentKind"
-# The other values MLflow knows: genai_development, finetuning, forecasting, classification, regression, automl.
-TRAINING_KIND = "custom_model_development"
-VIEW_KEY = "vaelab-training-runs"
-VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-VIEW_NAME = "Training runs (vaelab)"
 # The runs page reads its sidebar switch from this URL parameter before the browser's remembered choice.
 WORKFLOW_PARAM = ("workflowType", "machine_learning")
 VIEW_PARAM = "viewStateShareKey"
-
-# The train.* keys of params.yaml's `sweep.space`: what tells one run of the experiment from another.
-SWEPT_PARAMS = ("train.z_dim", "train.r_loss_factor", "train.learning_rate")
-
-
-def headline_metrics(config: Config) -> tuple[str, ...]:
-    """The metrics the view shows: negative ELBO and NLL under their names for ``config`` (K, data), sample FID."""
-    return (evaluate_neg_elbo_metric(config), evaluate_nll_metric(config), "sample_fid_classifier")
-
-
-def view_columns(metrics: Sequence[str]) -> list[str]:
-    """The runs table's column ids, as in the grid's ``col-id`` attributes (metrics.`name`, params.`name`).
-
-    The page's own Dataset column is left out: at its fixed width it pushes the swept params off a laptop's
-    screen (the view's column widths are not applied). The runs still carry their datasets: the Datasets filter
-    above the table and each run's Datasets panel show them, and Columns > Dataset brings the column back.
-    """
-    return [f"metrics.`{name}`" for name in metrics] + [f"params.`{name}`" for name in SWEPT_PARAMS]
-
-
-def view_state(metrics: Sequence[str]) -> dict[str, Any]:
-    """The part of the runs page's state the view sets; the page fills the rest with its defaults."""
-    return {"selectedColumns": view_columns(metrics)}
-
-
-def configure_experiment_view(client: MlflowClient, experiment_id: str, metrics: Sequence[str]) -> None:
-    """Tag the experiment as model training and give it the training-runs view showing ``metrics``; writes
-    only what differs (so the view follows the metric names of the latest run's settings).
-
-    A store that refuses the tags (a server without write access to experiments) gets a warning: the
-    view is a convenience, and the training that asked for the experiment goes on.
-    """
-    try:
-        tags = with_retries(lambda: client.get_experiment(experiment_id)).tags
-        for key, value in _missing_tags(tags, metrics).items():
-            with_retries(partial(client.set_experiment_tag, experiment_id, key, value))
-    except MlflowException as err:
-        reason = redact_url(first_line(err))
-        log.warning("could not set the MLflow UI view of experiment %s: %s", experiment_id, reason)
 
 
 def experiment_address(base_url: str, experiment_id: str) -> str:
@@ -92,48 +34,13 @@ def experiment_address(base_url: str, experiment_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
-def _missing_tags(tags: Mapping[str, str], metrics: Sequence[str]) -> dict[str, str]:
-    missing = {}
-    if tags.get(KIND_TAG) != TRAINING_KIND:
-        missing[KIND_TAG] = TRAINING_KIND
-    saved = _saved_view(tags.get(VIEW_TAG))
-    if saved is None or saved.get("name") != VIEW_NAME or _state_of(saved) != view_state(metrics):
-        created = saved.get("createdAt") if saved else None
-        missing[VIEW_TAG] = _view_envelope(created if isinstance(created, int) else None, metrics)
-    return missing
-
-
-def _view_envelope(created_ms: int | None, metrics: Sequence[str]) -> str:
-    now = int(time.time() * 1000)
-    # The page's own writer deflates `state`; its reader takes plain JSON as well, which stays readable in the tag.
-    return json.dumps({"name": VIEW_NAME, "createdAt": created_ms or now, "updatedAt": now, "state": json.dumps(view_state(metrics))})
-
-
-def _saved_view(value: str | None) -> dict[str, Any] | None:
-    try:
-        saved = json.loads(value) if value else None
-    except ValueError:
-        return None
-    return saved if isinstance(saved, dict) else None
-
-
-def _state_of(saved: Mapping[str, Any]) -> Any:
-    try:
-        return json.loads(saved.get("state") or "null")
-    except (TypeError, ValueError):
-        return None  # deflated or broken: rewritten with ours
-
-
-# --- `vaelab ui` (see vaelab.ui_command) ---
-
-
 def training_view_address(experiment: str, host: str, port: int, config: Config | None = None) -> str:
     """The address of ``experiment``'s training view in the current store, created with its view if missing.
 
     ``host`` and ``port`` are where ``mlflow ui`` serves a database; a tracking server's address is its own.
     """
     uri = tracking_uri()
-    experiment_id = _experiment_id(experiment, uri, config)  # with its view
+    experiment_id = open_experiment(experiment, uri, config)  # with its view
     base_url = redact_url(uri) if _is_server(uri) else f"http://{_url_host(host)}:{port}"
     return experiment_address(base_url, experiment_id)
 
