@@ -45,7 +45,7 @@ def measure_phases(params: str) -> dict[str, tuple[float, float]]:
     import mlflow  # noqa: F401
 
     import vaelab.model  # noqa: F401 - registers the layers load_model looks up
-    from vaelab.config import load_config
+    from vaelab.config.load import load_config
     from vaelab.data.processed import load_splits
     from vaelab.evaluation import likelihood, metrics, quality, report
 

@@ -38,7 +38,8 @@ def make_workspace(project: Path, work: Path, overrides: dict, fake_raw: tuple[i
 
     ``overrides`` for keys params.yaml does not have are dropped, so renamed settings cannot stop the benchmark.
     """
-    from vaelab.config import Config, load_config
+    from vaelab.config.load import load_config
+    from vaelab.config.schema import Config
     from vaelab.files import write_text
 
     if work.exists():

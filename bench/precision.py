@@ -29,7 +29,7 @@ POLICIES = ("float32", "mixed_bfloat16")
 
 def main(argv: list[str] | None = None) -> None:
     from vaelab import precision
-    from vaelab.config import load_config
+    from vaelab.config.load import load_config, with_overrides
 
     parser = argparse.ArgumentParser(prog="python -m bench.precision", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds after a warm-up round (default: %(default)s)")
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     images = np.random.default_rng(0).random((8192, *IMAGE_SHAPE), dtype=np.float32)
     implementations = []
     for policy in POLICIES:
-        implementation = Vaelab(config.with_overrides({"train.precision": policy}), images, epoch_images=54_000)
+        implementation = Vaelab(with_overrides(config, {"train.precision": policy}), images, epoch_images=54_000)
         implementation.name = f"vaelab_{policy}"
         implementations.append(implementation)
     peaks = {dtype: partial(tf_matmul_gflops, dtype, 1024) for dtype in ("float32", "bfloat16")}

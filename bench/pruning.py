@@ -87,12 +87,12 @@ def score(config, curves: list[list[float]], study_name: str) -> dict:
 
 def table(curves_by_seed: dict[str, list[dict]]) -> dict[str, dict]:
     """Candidate -> seed -> trials (10, 16) -> score, each seed's curves replayed in trial order."""
-    from vaelab.config import load_config
+    from vaelab.config.load import load_config, with_overrides
 
     base = load_config(PROJECT / "params.yaml", {"sweep.epochs": EPOCHS})
     rows: dict[str, dict] = {}
     for name, settings in candidates().items():
-        config = base.with_overrides({f"sweep.{key}": value for key, value in settings.items()})
+        config = with_overrides(base, {f"sweep.{key}": value for key, value in settings.items()})
         rows[name] = {
             seed: {
                 str(n): score(config, [t["curve"] for t in sorted(trials, key=lambda t: t["number"])[:n]], "bench-pruned")

@@ -24,7 +24,7 @@ def compare(work: Path, precision: str, epochs: int) -> dict:
 
     ``gap`` is (precision - float32) / float32 of the test negative ELBO: + means the precision trained worse.
     """
-    from vaelab.config import load_config
+    from vaelab.config.load import load_config, with_overrides
     from vaelab.data.processed import load_splits
 
     config = load_config(work / "params.yaml", {"train.epochs": epochs})
@@ -32,7 +32,7 @@ def compare(work: Path, precision: str, epochs: int) -> dict:
     scores, seconds = {}, {}
     for policy in (REFERENCE_PRECISION, precision):
         started = time.perf_counter()
-        scores[policy] = _test_negative_elbo(config.with_overrides({"train.precision": policy}), splits)
+        scores[policy] = _test_negative_elbo(with_overrides(config, {"train.precision": policy}), splits)
         seconds[policy] = time.perf_counter() - started
         log.info("quality check: %d epochs in %s, test negative ELBO %.2f nats (%.0f s)", epochs, policy, scores[policy], seconds[policy])
     reference = scores[REFERENCE_PRECISION]

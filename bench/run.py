@@ -105,7 +105,7 @@ MODES = {
 
 
 def run_benchmark(mode: Mode, *, scratch: Path, torch_python: str | None) -> dict:
-    from vaelab.config import load_config
+    from vaelab.config.load import load_config
 
     started = time.perf_counter()
     config = load_config(PROJECT / "params.yaml")

@@ -103,7 +103,7 @@ def compare_pruning(pruned: dict, unpruned: dict) -> dict:
 
 def read_trials(work: Path, storage: Path, name: str) -> list[dict]:
     """The finished trials of study ``name``, each with its parameters and its reported values by epoch."""
-    from vaelab.config import load_config
+    from vaelab.config.load import load_config
     from vaelab.sweep.storage import open_storage, open_study
 
     study = open_study(load_config(work / "params.yaml"), open_storage(str(storage)), name)

@@ -92,10 +92,11 @@ class Vaelab:
         return default_steps_per_execution(math.ceil(self.epoch_images / batch))
 
     def segment(self, batch: int, warmup: int, steps: int) -> float:
+        from vaelab.config.load import with_overrides
         from vaelab.data.processed import Splits
         from vaelab.training import train
 
-        config = self.config.with_overrides({"train.batch_size": batch, "train.epochs": 1})
+        config = with_overrides(self.config, {"train.batch_size": batch, "train.epochs": 1})
         count = self.steps_per_execution(batch)
         n = math.ceil((warmup + steps) / count) * count * batch
         if n > len(self.images):

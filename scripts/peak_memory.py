@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 STAGE = """
 import json, logging, resource, sys, time
-from vaelab.config import load_config
+from vaelab.config.load import load_config
 from vaelab import stages
 logging.basicConfig(level=logging.WARNING)
 config = load_config(sys.argv[1], json.loads(sys.argv[2]))

@@ -114,7 +114,8 @@ def sweep_config(project_root: Path, sweep_processed: Path):
     the given overrides (``__`` for ``.``) laid over it."""
     from sweep_helpers import TINY_SWEEP
 
-    from vaelab.config import Config, load_config
+    from vaelab.config.load import load_config
+    from vaelab.config.schema import Config
 
     def make(**overrides) -> Config:
         dotted = {key.replace("__", "."): value for key, value in overrides.items()}
@@ -147,7 +148,7 @@ def tiny_train_config(project_root: Path):
     """``tiny_train_config(**overrides)``: the real params.yaml with TINY_TRAIN and the dotted overrides over it."""
     from training_helpers import TINY_TRAIN
 
-    from vaelab.config import load_config
+    from vaelab.config.load import load_config
 
     def make(**overrides):
         return load_config(project_root / "params.yaml", {**TINY_TRAIN, **overrides})

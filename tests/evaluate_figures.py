@@ -20,7 +20,8 @@ import numpy as np
 from data_helpers import bar_images
 from tiny import tiny_network
 
-from vaelab.config import ClassifierSection, Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import ClassifierSection, Config
 from vaelab.data.processed import Splits
 
 FIGURES_FILE = Path(__file__).with_name("evaluate_figures.json")
@@ -64,8 +65,8 @@ def figures(folder: Path, precision: str) -> dict[str, float]:
     from vaelab.model import build_vae
 
     folder.mkdir(parents=True, exist_ok=True)
-    config = Config().with_overrides(
-        {**SETTINGS, "paths.classifier": str(folder / "classifier"), "paths.classifier_metrics": str(folder / "classifier.json")}
+    config = with_overrides(
+        Config(), {**SETTINGS, "paths.classifier": str(folder / "classifier"), "paths.classifier_metrics": str(folder / "classifier.json")}
     )
     judge = build_classifier((28, 28, 1), len(CLASSES), CLASSIFIER)
     seeded_weights(judge, seed=2)

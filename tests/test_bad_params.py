@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 from vaelab.data.processed import check_made_from, write_splits
 from vaelab.errors import InputMismatchError
 
@@ -123,7 +124,7 @@ def test_stage_refuses_processed_data_that_other_params_made(stage: str, project
 def test_every_recorded_setting_that_differs_is_named(tmp_path: Path) -> None:
     folder = tmp_path / "processed"
     _tiny_processed(folder, **{**FASHION_META, "dataset": "mnist", "seed": 7, "max_train": 16})
-    config = Config().with_overrides({"data.max_test": 8})
+    config = with_overrides(Config(), {"data.max_test": 8})
 
     with pytest.raises(InputMismatchError) as caught:
         check_made_from(folder, config.split_settings())
@@ -135,7 +136,7 @@ def test_every_recorded_setting_that_differs_is_named(tmp_path: Path) -> None:
 
 
 def test_settings_that_meta_json_does_not_record_are_not_compared(tmp_path: Path) -> None:
-    settings = Config().with_overrides({"base.seed": 7, "data.max_train": 100}).split_settings()
+    settings = with_overrides(Config(), {"base.seed": 7, "data.max_train": 100}).split_settings()
     _tiny_processed(tmp_path / "unrecorded", dataset="mnist")  # as hand-made test data: no seed, no split settings
     check_made_from(tmp_path / "unrecorded", settings)  # nothing recorded differs: accepted
     # The same settings against data that records its seed: refused, so the call above was a real comparison.

@@ -76,7 +76,7 @@ def test_a_kernel_layer_without_a_rule_is_an_error_not_zero():
 
 def test_the_chapters_model_costs_about_15_m_multiply_adds():
     from bench.keras_reference import build_reference_vae
-    from vaelab.config import TrainSection
+    from vaelab.config.schema import TrainSection
     from vaelab.model import build_vae
 
     vae = build_vae((28, 28, 1), TrainSection(), seed=0)

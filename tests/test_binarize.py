@@ -13,7 +13,8 @@ import pytest
 from data_helpers import CLASS_NAMES, tiny_arrays
 from training_helpers import InterruptAfterEpoch, weights_of
 
-from vaelab.config import Config, DataSection
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config, DataSection
 from vaelab.data.binarize import SEED, binarize_raw, stored_splits
 from vaelab.data.preprocess import preprocess, split_indices
 from vaelab.data.processed import check_made_from, load_splits
@@ -156,7 +157,7 @@ def test_grey_data_records_binarize_none_and_no_bits_seed(raw_dir: Path, tmp_pat
 
 def test_a_stage_refuses_data_binarized_otherwise_than_params_say(raw_dir: Path, tmp_path: Path) -> None:
     grey = _processed(raw_dir, tmp_path / "none", "none")
-    wanted = Config().with_overrides({"base.seed": 3, "data.val_fraction": 0.2, "data.binarize": "dynamic"})
+    wanted = with_overrides(Config(), {"base.seed": 3, "data.val_fraction": 0.2, "data.binarize": "dynamic"})
     check_made_from(_processed(raw_dir, tmp_path / "dynamic", "dynamic"), wanted.split_settings())  # accepted
     with pytest.raises(InputMismatchError) as caught:
         check_made_from(grey, wanted.split_settings())
@@ -170,8 +171,8 @@ def test_data_made_before_binarization_counts_as_grey(raw_dir: Path, tmp_path: P
     meta = json.loads((old / "meta.json").read_text())
     del meta["binarize"]  # what preprocess wrote before data.binarize existed
     (old / "meta.json").write_text(json.dumps(meta))
-    check_made_from(old, Config().with_overrides({"base.seed": 3, "data.val_fraction": 0.2}).split_settings())  # grey: accepted
-    wanted = Config().with_overrides({"base.seed": 3, "data.val_fraction": 0.2, "data.binarize": "fixed"})
+    check_made_from(old, with_overrides(Config(), {"base.seed": 3, "data.val_fraction": 0.2}).split_settings())  # grey: accepted
+    wanted = with_overrides(Config(), {"base.seed": 3, "data.val_fraction": 0.2, "data.binarize": "fixed"})
     with pytest.raises(InputMismatchError, match="holds data made with binarize='none' but params.yaml says data.binarize='fixed'"):
         check_made_from(old, wanted.split_settings())
 

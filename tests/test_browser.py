@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import pytest
 from tiny import write_bar_splits, write_params
 
-from vaelab.config import load_config
+from vaelab.config.load import load_config
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tiny import TINY
 
-from vaelab.config import ClassifierSection, load_config
+from vaelab.config.load import load_config
+from vaelab.config.schema import ClassifierSection
 from vaelab.data.processed import write_splits
 from vaelab.evaluation.classifier import FEATURE_LAYER, accepts, build_classifier, features_and_probabilities
 

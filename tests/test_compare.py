@@ -10,7 +10,8 @@ import pytest
 
 from vaelab.cli import main
 from vaelab.compare import compare, runs_table
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 from vaelab.tracking.queries import experiment_runs
 from vaelab.tracking.runs import log_metrics, start_run
 
@@ -27,13 +28,13 @@ def store(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> l
     monkeypatch.chdir(tmp_path)
     ids = []
     for z_dim, r_loss_factor, metrics in RUNS:
-        config = Config().with_overrides({"train.z_dim": z_dim, "train.r_loss_factor": r_loss_factor})
+        config = with_overrides(Config(), {"train.z_dim": z_dim, "train.r_loss_factor": r_loss_factor})
         with start_run(config) as run:
             log_metrics(metrics)
             ids.append(run.info.run_id)
     with start_run(Config()):  # a run still training: no test metrics yet
         log_metrics({"loss": 1.0}, step=1)
-    with start_run(Config().with_overrides({"base.experiment": "other"})):
+    with start_run(with_overrides(Config(), {"base.experiment": "other"})):
         log_metrics({"test_nll_k100_grayscale_nats": 1.0})
     return ids
 

@@ -9,14 +9,20 @@ from pathlib import Path
 import pytest
 
 from vaelab import sizes as sizes_module
-from vaelab.config import Config, load_config
+from vaelab.config.load import load_config, with_overrides
+from vaelab.config.params_file import read_params
+from vaelab.config.schema import Config
 from vaelab.errors import ConfigError
 from vaelab.sizes import image_shape, vae_size
 
 
-def test_shipped_params_match_the_defaults(project_root: Path) -> None:
-    # params.yaml is the documentation of the defaults; the dataclass defaults must not drift from it.
-    assert load_config(project_root / "params.yaml") == Config()
+def test_params_yaml_writes_out_every_default_of_the_schema_and_nothing_else(project_root: Path) -> None:
+    # The schema's defaults are the only ones; params.yaml spells each out for DVC and the reader, so a key
+    # left out or a value changed in one place only is a mistake.
+    written = read_params(project_root / "params.yaml")
+    defaults = Config().model_dump(mode="json")
+    assert {section: sorted(keys) for section, keys in written.items()} == {section: sorted(keys) for section, keys in defaults.items()}
+    assert Config.model_validate(written) == Config()
 
 
 def test_flat_keys_use_dvc_dotted_form(project_root: Path) -> None:
@@ -29,23 +35,23 @@ def test_flat_keys_use_dvc_dotted_form(project_root: Path) -> None:
 def test_overrides_apply_and_validate(project_root: Path) -> None:
     config = load_config(project_root / "params.yaml", {"train.z_dim": 8, "train.learning_rate": "1e-4"})
     assert (config.train.z_dim, config.train.learning_rate) == (8, 1e-4)
-    assert config.with_overrides({"train.epochs": 3}).train.epochs == 3
+    assert with_overrides(config, {"train.epochs": 3}).train.epochs == 3
 
 
 def test_binarize_and_kl_warm_up_take_their_values(project_root: Path) -> None:
     config = load_config(project_root / "params.yaml")
     assert (config.data.binarize, config.train.kl_warmup_epochs) == ("none", 0)
     for kind in ("none", "dynamic", "fixed"):
-        assert config.with_overrides({"data.binarize": kind}).data.binarize == kind
-    assert config.with_overrides({"train.kl_warmup_epochs": 10}).train.kl_warmup_epochs == 10
+        assert with_overrides(config, {"data.binarize": kind}).data.binarize == kind
+    assert with_overrides(config, {"train.kl_warmup_epochs": 10}).train.kl_warmup_epochs == 10
     # An image folder keeps its grey levels; the refusal above is only for binarizing it.
-    assert config.with_overrides({"data.dataset": "image_folder"}).data.binarize == "none"
+    assert with_overrides(config, {"data.dataset": "image_folder"}).data.binarize == "none"
 
 
 def test_an_experiment_name_of_the_longest_length_gives_a_registered_model_name_of_at_most_256() -> None:
     from vaelab.tracking.registry import registered_model_name
 
-    config = Config().with_overrides({"base.experiment": "x" * 232, "data.dataset": "fashion_mnist", "data.binarize": "dynamic"})
+    config = with_overrides(Config(), {"base.experiment": "x" * 232, "data.dataset": "fashion_mnist", "data.binarize": "dynamic"})
     assert len(registered_model_name(config.base.experiment, config.data.dataset, config.data.binarize)) == 256
 
 
@@ -177,6 +183,37 @@ def test_malformed_files(tmp_path: Path, case: str) -> None:
     assert "\n" not in str(caught.value)
 
 
+DUPLICATES = {
+    "section": (
+        "base:\n  seed: 1\ntrain:\n  z_dim: 3\nbase:\n  experiment: other\n",
+        "line 5: duplicate key base (first at line 1); YAML allows a key once per mapping: merge the two into one",
+    ),
+    "key": ("train:\n  z_dim: 3\n  epochs: 2\n  z_dim: 4\n", "line 4: duplicate key z_dim (first at line 2)"),
+    "in_a_flow_mapping": (
+        "sweep:\n  space:\n    z_dim: {low: 2, high: 8, low: 3}\n",
+        "line 3: duplicate key low (first at line 3)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DUPLICATES))
+def test_a_key_written_twice_names_the_key_and_both_lines(tmp_path: Path, case: str) -> None:
+    content, expected = DUPLICATES[case]
+    path = tmp_path / "params.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: {expected}")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_merged_mapping_may_be_overridden_key_by_key(tmp_path: Path) -> None:
+    # `<<:` brings keys that the mapping's own replace, by YAML's merge rule: that is not a key written twice.
+    path = tmp_path / "params.yaml"
+    path.write_text("sweep:\n  space:\n    z_dim: &range {low: 2, high: 8}\n    batch_size: {<<: *range, high: 16}\n")
+    assert load_config(path).sweep.space["batch_size"].high == 16
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "nope.yaml")
@@ -285,8 +322,16 @@ MEMORY = 10**8
 
 
 def test_vae_size_counted_by_hand() -> None:
-    config = Config().with_overrides({**TINY_VAE, "train.z_dim": 5})
-    size = vae_size(config.train, image_shape(config.data))
+    shape = image_shape("image_folder", 4)
+    assert shape == (4, 4, 3)
+    size = vae_size(
+        shape,
+        z_dim=5,
+        encoder=[(2, 3, 2)],
+        decoder=[(3, 3, 2)],
+        batch_norm=False,
+        dropout=False,
+    )
     assert (size.weights, size.trainable, sum(size.outputs)) == (121 + 26 * 5, 121 + 26 * 5, 120 + 3 * 5)
     assert size.training_bytes(10) == 1936 + 416 * 5 + 480 * 10 + 12 * 5 * 10
 
@@ -311,7 +356,7 @@ def test_vae_size_counted_by_hand() -> None:
 def test_sizes_are_bounded_by_memory(monkeypatch: pytest.MonkeyPatch, overrides: dict, message: str) -> None:
     monkeypatch.setattr(sizes_module, "physical_memory_bytes", lambda: MEMORY)
     with pytest.raises(ConfigError) as caught:
-        Config().with_overrides({**TINY_VAE, **overrides})
+        with_overrides(Config(), {**TINY_VAE, **overrides})
     assert str(caught.value).startswith(f"override: {message}")
     assert "\n" not in str(caught.value)
 
@@ -320,9 +365,9 @@ def test_the_largest_fitting_size_is_accepted(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(sizes_module, "physical_memory_bytes", lambda: MEMORY)
     # Evaluation's batch and prior samples scale with z_dim too; kept at one so only training's bound is met.
     largest = {"train.batch_size": 10, "train.z_dim": 186554, "evaluate.batch_size": 1, "evaluate.quality_samples": 1}
-    assert Config().with_overrides({**TINY_VAE, **largest}).train.z_dim == 186554
+    assert with_overrides(Config(), {**TINY_VAE, **largest}).train.z_dim == 186554
 
 
 def test_no_memory_figure_refuses_no_size(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sizes_module, "physical_memory_bytes", lambda: None)
-    assert Config().with_overrides({"train.z_dim": 10**30}).train.z_dim == 10**30
+    assert with_overrides(Config(), {"train.z_dim": 10**30}).train.z_dim == 10**30

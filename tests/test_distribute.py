@@ -29,7 +29,8 @@ TRAINING = textwrap.dedent(
     if devices > 1:
         split_cpu(devices)
     from types import SimpleNamespace
-    from vaelab.config import Config
+    from vaelab.config.load import with_overrides
+    from vaelab.config.schema import Config
     from vaelab.training import train
 
     rng = np.random.default_rng(0)
@@ -39,7 +40,7 @@ TRAINING = textwrap.dedent(
             x[i, 6 + 7 * label : 10 + 7 * label, 4:24, 0] = 0.9
         return x
     splits = SimpleNamespace(x_train=strokes(256), x_val=strokes(64), image_shape=(28, 28, 1))
-    config = Config().with_overrides(overrides)
+    config = with_overrides(Config(), overrides)
     result = train(config, splits, verbose=0)
 
     # One plain-SGD step on one global batch from fresh weights: Adam hides a wrongly scaled gradient

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from tiny import tiny_network
 
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 from vaelab.data.processed import Splits
 from vaelab.errors import DataError
 from vaelab.evaluation import metrics as evaluation
@@ -47,7 +48,7 @@ def _splits(seed: int = 0, n_train: int = 60, n_test: int = 30, channels: int = 
 
 @pytest.fixture(scope="module")
 def config() -> Config:
-    return Config().with_overrides(TINY)
+    return with_overrides(Config(), TINY)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_metrics_match_a_numpy_computation_with_the_same_noise(model, splits, co
 
 def test_deterministic_metrics_do_not_depend_on_the_batch_size(model, splits, config):
     whole = evaluation.evaluate(model, splits, config)
-    batched = evaluation.evaluate(model, splits, config.with_overrides({"evaluate.batch_size": 7}))
+    batched = evaluation.evaluate(model, splits, with_overrides(config, {"evaluate.batch_size": 7}))
 
     for key in ("test_mse_per_pixel", "test_kl_per_image", "latent_knn_accuracy", "latent_logreg_accuracy"):
         assert batched[key] == pytest.approx(whole[key], rel=1e-5), key
@@ -184,7 +185,7 @@ def test_mean_negative_elbo_is_the_test_metric_on_the_same_images(model, splits,
 
 
 def test_the_negative_elbo_of_binarized_data_is_named_so(model, splits, config) -> None:
-    binarized = config.with_overrides({"data.binarize": "dynamic"})
+    binarized = with_overrides(config, {"data.binarize": "dynamic"})
     metrics = evaluation.evaluate(model, splits, binarized)
     assert set(metrics) == METRIC_KEYS - {"test_neg_elbo_k1_grayscale_nats"} | {"test_neg_elbo_k1_binarized_nats"}
     grey = evaluation.evaluate(model, splits, config)["test_neg_elbo_k1_grayscale_nats"]

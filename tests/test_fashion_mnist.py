@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from data_helpers import FileServer, gz, md5, tiny_arrays
 
-from vaelab.config import DataSection
+from vaelab.config.schema import DataSection
 from vaelab.data import fetch as fetch_module
 from vaelab.data.download import download
 from vaelab.data.idx import write_idx

@@ -20,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tiny import write_params
 
-from vaelab.config import load_config
+from vaelab.config.load import load_config
 from vaelab.data.processed import load_splits
 from vaelab.errors import TrainingError
 from vaelab.training import train

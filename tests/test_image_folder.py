@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaelab.config import DataSection
+from vaelab.config.schema import DataSection
 from vaelab.data.folder import FILE_LIST, class_names_of, list_images, read_folder, record_folder
 from vaelab.data.images import UnreadableImage, crop_box, load_image
 from vaelab.data.preprocess import folder_quotas, preprocess

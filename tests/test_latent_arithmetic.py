@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from tiny import tiny_network
 
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 from vaelab.data.processed import load_splits, write_splits
 from vaelab.evaluation import metrics as evaluation
 from vaelab.evaluation import plots
@@ -26,7 +27,7 @@ SHAPE = (16, 16, 3)
 
 @pytest.fixture(scope="module")
 def config() -> Config:
-    return Config().with_overrides(TINY)
+    return with_overrides(Config(), TINY)
 
 
 @pytest.fixture(scope="module")

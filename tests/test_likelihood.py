@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from vaelab.config import BaseSection, Config, TrainSection
+from vaelab.config.schema import BaseSection, Config, TrainSection
 from vaelab.evaluation.likelihood import (
     estimate_nll,
     image_draws,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vaelab import likelihood_command
-from vaelab.config import load_config
+from vaelab.config.load import load_config
 from vaelab.data.processed import load_splits
 from vaelab.evaluation.likelihood import importance_sampled_nll, subset_indices
 from vaelab.stages import run_train

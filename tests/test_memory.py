@@ -21,7 +21,7 @@ PEAK_BOUND_MB = 200
 
 MEASURE = """
 import json, re, sys
-from vaelab.config import DataSection
+from vaelab.config.schema import DataSection
 from vaelab.data.folder import record_folder
 from vaelab.data.preprocess import preprocess
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 from vaelab.metric_names import HEADLINE_PATTERN, evaluate_neg_elbo_metric, evaluate_nll_metric, neg_elbo_metric, nll_metric
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +23,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
     ],
 )
 def test_names_follow_the_data_and_k(binarize: str, nll: str, elbo: str) -> None:
-    config = Config().with_overrides({"data.binarize": binarize})
+    config = with_overrides(Config(), {"data.binarize": binarize})
     assert (evaluate_nll_metric(config), evaluate_neg_elbo_metric(config)) == (nll, elbo)
-    assert evaluate_nll_metric(config.with_overrides({"evaluate.nll_samples": 5000})) == nll.replace("k100", "k5000")
+    assert evaluate_nll_metric(with_overrides(config, {"evaluate.nll_samples": 5000})) == nll.replace("k100", "k5000")
     assert nll_metric("val", 7, binarize) == nll.replace("test_", "val_").replace("k100", "k7")
     assert neg_elbo_metric("val", binarize) == elbo.replace("test_", "val_")
 

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from vaelab.config import TrainSection
+from vaelab.config.schema import TrainSection
 from vaelab.errors import ConfigError
 from vaelab.model import DECODER_OUTPUT, VAE, Sampling, build_vae
 

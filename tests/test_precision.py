@@ -11,7 +11,8 @@ import yaml
 from training_helpers import IMAGE_SHAPE, InterruptAfterEpoch, weights_of
 
 from vaelab import precision
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 
 AVX2_ONLY = {"fpu", "sse2", "avx", "avx2", "fma"}  # an AMD EPYC of this project's CI, for one
 SAPPHIRE_RAPIDS = AVX2_ONLY | {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
@@ -105,7 +106,7 @@ def test_each_precision_trains_checkpoints_resumes_exactly_and_evaluates(policy:
     if policy == "mixed_float16":
         assert isinstance(resumed.model.optimizer, keras.optimizers.LossScaleOptimizer)
 
-    evaluation = config.with_overrides({"evaluate.batch_size": 32})
+    evaluation = with_overrides(config, {"evaluate.batch_size": 32})
     scores = metrics.evaluate(model, square_splits, evaluation)
     nll = likelihood.estimate_nll(model, square_splits.x_val, 8, 16, 0, 32)
     assert all(np.isfinite(value) for value in scores.values()) and np.isfinite(nll)

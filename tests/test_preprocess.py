@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from data_helpers import CLASS_NAMES, tiny_arrays
 
-from vaelab.config import DataSection
+from vaelab.config.schema import DataSection
 from vaelab.data.preprocess import preprocess, split_indices
 from vaelab.data.processed import LABEL_FILES, Splits, load_splits
 from vaelab.data.raw import write_raw

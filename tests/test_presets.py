@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vaelab.config import ConfigError, load_config
+from vaelab.config.load import load_config
+from vaelab.errors import ConfigError
 from vaelab.presets import available, dvc_set_flags, preset_overrides
 
 CELEBA_FLAGS = [
@@ -78,6 +79,17 @@ def test_unknown_preset_and_invalid_keys_are_one_line_errors(tmp_path, presets) 
     (tmp_path / "worse.yaml").write_text("data:\n  crop: circle\n")
     with pytest.raises(ConfigError, match=r"worse\.yaml: data\.crop: .*'square' or 'celeba'; received 'circle'"):
         preset_overrides("worse", tmp_path, presets["params"])
+
+
+def test_a_preset_with_a_key_written_twice_is_refused(tmp_path, presets) -> None:
+    # Without the check the second train: section would replace the first, and z_dim: 200 vanish unseen.
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train:\n  z_dim: 200\ndata:\n  dataset: image_folder\ntrain:\n  epochs: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        preset_overrides("twice", tmp_path, presets["params"])
+    assert str(caught.value) == (
+        f"{twice}: line 5: duplicate key train (first at line 1); YAML allows a key once per mapping: merge the two into one"
+    )
 
 
 def test_cli_prints_the_flags_and_runs_dvc_with_extra_arguments(tmp_path, presets) -> None:

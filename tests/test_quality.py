@@ -11,7 +11,7 @@ import pytest
 from keras import ops
 from tiny import TINY
 
-from vaelab.config import ClassifierSection
+from vaelab.config.schema import ClassifierSection
 from vaelab.evaluation.quality import (
     feature_frechet_distance,
     feature_statistics,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vaelab.config import load_config
+from vaelab.config.load import load_config
 from vaelab.data.processed import load_splits
 from vaelab.errors import VaelabError
 from vaelab.stages import run_evaluate, run_train

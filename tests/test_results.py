@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vaelab.config import load_config
+from vaelab.config.load import load_config
 
 PROJECT = Path(__file__).resolve().parents[1]
 RESULTS = PROJECT / "results" / "likelihood"

@@ -1,4 +1,4 @@
-"""The memory bounds in vaelab.config count the networks without building them; here the count meets Keras.
+"""vaelab.sizes counts the networks without building them (fed by vaelab.config.memory); here the count meets Keras.
 
 Each count must equal what Keras builds from the same settings: every weight (count_params), the trainable
 ones, and the numbers each layer outputs for one image (Flatten and Reshape only relabel their input, and a
@@ -13,10 +13,10 @@ import math
 import keras
 import pytest
 
-from vaelab.config import ClassifierSection, TrainSection
+from vaelab.config.memory import classifier_size_of, vae_size_of
+from vaelab.config.schema import ClassifierSection, TrainSection
 from vaelab.evaluation.classifier import build_classifier
 from vaelab.model import DECODER_OUTPUT, build_vae
-from vaelab.sizes import classifier_size, vae_size
 
 VAES = {
     "shipped_mnist": (TrainSection(), (28, 28, 1)),
@@ -64,7 +64,7 @@ def _trainable(model: keras.Model) -> int:
 def test_vae_size_counts_what_keras_builds(name: str) -> None:
     train, shape = VAES[name]
     model = build_vae(shape, train, seed=0)
-    size = vae_size(train, shape)
+    size = vae_size_of(train, shape)
     assert size.weights == model.count_params()
     assert size.trainable == _trainable(model)
     assert sum(size.outputs) == _layer_outputs(model.encoder) + _layer_outputs(model.decoder)
@@ -74,6 +74,6 @@ def test_vae_size_counts_what_keras_builds(name: str) -> None:
 def test_classifier_size_counts_what_keras_builds(name: str) -> None:
     settings, shape, n_classes = CLASSIFIERS[name]
     model = build_classifier(shape, n_classes, settings)
-    size = classifier_size(settings, shape, n_classes)
+    size = classifier_size_of(settings, shape, n_classes)
     assert size.weights == model.count_params() == _trainable(model)
     assert sum(size.outputs) == _layer_outputs(model)

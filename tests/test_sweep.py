@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from sweep_helpers import IMAGE_SHAPE, mlflow_runs, square_images, study_in
 
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 from vaelab.data.processed import Splits, load_splits
 from vaelab.data.shards import ShardedImages
 from vaelab.errors import ConfigError, VaelabError
@@ -377,14 +378,14 @@ def test_diverging_trials_fail_with_their_reason_and_the_study_goes_on(sweep_con
 
 def test_a_study_scored_by_another_objective_is_not_resumed(tmp_path: Path) -> None:
     storage = optuna.storages.InMemoryStorage()
-    first = Config().with_overrides({"evaluate.nll_samples": 20})
+    first = with_overrides(Config(), {"evaluate.nll_samples": 20})
     study = open_study(first, storage, "s")
     assert study.user_attrs[OBJECTIVE_ATTR] == "val_nll_k20_grayscale_nats"
     study.add_trial(optuna.trial.create_trial(value=90.0, params={}, distributions={}))
 
     assert open_study(first, storage, "s").user_attrs[OBJECTIVE_ATTR] == "val_nll_k20_grayscale_nats"
     with pytest.raises(ConfigError) as refused:
-        open_study(first.with_overrides({"data.binarize": "dynamic"}), storage, "s")
+        open_study(with_overrides(first, {"data.binarize": "dynamic"}), storage, "s")
     assert str(refused.value) == (
         "sweep.study_name 's': its trials were scored by val_nll_k20_grayscale_nats, but these params score by "
         "val_nll_k20_binarized_nats; choose another sweep.study_name, or the evaluate.nll_samples and data.binarize it used"

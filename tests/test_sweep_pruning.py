@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from vaelab.config import load_config
+from vaelab.config.load import load_config
 from vaelab.errors import ConfigError
 from vaelab.sweep.replay import replay_pruner
 from vaelab.sweep.storage import make_pruner

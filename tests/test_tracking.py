@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 from vaelab.errors import DataError, VaelabError
 from vaelab.tracking import runs
 from vaelab.tracking.epochs import MlflowEpochLogger
@@ -46,7 +47,7 @@ def client(store) -> MlflowClient:
 
 @pytest.fixture
 def config() -> Config:
-    return Config().with_overrides({"base.experiment": "tracking-tests", "sweep.storage": f"postgresql://optuna:{SECRET}@db:5432/optuna"})
+    return with_overrides(Config(), {"base.experiment": "tracking-tests", "sweep.storage": f"postgresql://optuna:{SECRET}@db:5432/optuna"})
 
 
 def _fit_three_epochs(run_id: str | None = None, initial_epoch: int = 0, epochs: int = 3) -> None:
@@ -75,7 +76,7 @@ def test_redact_url_hides_only_the_password():
 
 def test_run_name_is_readable():
     assert runs.run_name(Config(), "a1b2c3") == "mnist-z2-r1000-a1b2c3"
-    assert runs.run_name(Config().with_overrides({"train.z_dim": 16, "train.r_loss_factor": 0.5}), "x") == "mnist-z16-r0.5-x"
+    assert runs.run_name(with_overrides(Config(), {"train.z_dim": 16, "train.r_loss_factor": 0.5}), "x") == "mnist-z16-r0.5-x"
 
 
 def test_default_store_is_mlflow_db_in_the_working_directory(tmp_path, monkeypatch):
@@ -175,7 +176,7 @@ def test_resuming_by_run_id_continues_the_same_run(store, client, config):
     run_id = run.info.run_id
 
     # A changed config must not be re-logged: MLflow would refuse a different value for a param.
-    changed = config.with_overrides({"train.z_dim": 8})
+    changed = with_overrides(config, {"train.z_dim": 8})
     with runs.start_run(changed, run_id=run_id, tags={"resumed": "yes"}) as resumed:
         _fit_three_epochs(initial_epoch=2, epochs=3)
 
@@ -197,7 +198,7 @@ def test_resuming_an_unknown_run_names_the_store(store, config):
 
 def test_nested_runs_hang_under_their_parent(store, client, config):
     with runs.start_run(config, name="sweep") as parent:
-        with runs.start_run(config.with_overrides({"train.z_dim": 4}), nested=True, name="trial-0") as child:
+        with runs.start_run(with_overrides(config, {"train.z_dim": 4}), nested=True, name="trial-0") as child:
             pass
         assert mlflow.active_run().info.run_id == parent.info.run_id
 
@@ -281,7 +282,8 @@ def test_read_run_info_explains_a_missing_or_broken_file(tmp_path):
 def test_logged_model_serves_reconstructions_without_vaelab(store, config, tmp_path):
     from vaelab.model import build_vae
 
-    tiny = config.with_overrides(
+    tiny = with_overrides(
+        config,
         {
             "train.encoder_filters": [4, 4],
             "train.encoder_kernels": [3, 3],
@@ -289,7 +291,7 @@ def test_logged_model_serves_reconstructions_without_vaelab(store, config, tmp_p
             "train.decoder_filters": [4, 1],
             "train.decoder_kernels": [3, 3],
             "train.decoder_strides": [2, 2],
-        }
+        },
     )
     model = build_vae((28, 28, 1), tiny.train, seed=0)
     images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)

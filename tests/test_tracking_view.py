@@ -6,7 +6,8 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 from vaelab.tracking.experiments import open_experiment
 from vaelab.tracking.view import VIEW_TAG
 
@@ -18,7 +19,7 @@ def _selected_columns(client: MlflowClient, experiment_id: str) -> list[str]:
 
 def test_the_view_follows_the_metric_names_of_the_params(mlflow_uri: str) -> None:
     client = MlflowClient(mlflow_uri)
-    binarized = Config().with_overrides({"data.binarize": "dynamic", "evaluate.nll_samples": 1000})
+    binarized = with_overrides(Config(), {"data.binarize": "dynamic", "evaluate.nll_samples": 1000})
     experiment_id = open_experiment("view-test", mlflow_uri, binarized)
     swept = ["params.`train.z_dim`", "params.`train.r_loss_factor`", "params.`train.learning_rate`"]
     assert _selected_columns(client, experiment_id) == [

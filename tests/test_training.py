@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from training_helpers import IMAGE_SHAPE, InterruptAfterEpoch, weights_of
 
+from vaelab.config.load import with_overrides
 from vaelab.errors import TrainingError
 from vaelab.training import (
     HISTORY_KEYS,
@@ -151,8 +152,8 @@ def test_a_checkpoint_of_other_data_does_not_match(tiny_train_config, tmp_path):
     (checkpoints / STATE_FILE).write_text(json.dumps(state))
     assert read_checkpoint(checkpoints, config, IMAGE_SHAPE) == state
     assert read_checkpoint(checkpoints, config, (32, 32, 1)) is None
-    assert read_checkpoint(checkpoints, config.with_overrides({"data.max_train": 100}), IMAGE_SHAPE) is None
-    assert read_checkpoint(checkpoints, config.with_overrides({"base.seed": 7}), IMAGE_SHAPE) is None
+    assert read_checkpoint(checkpoints, with_overrides(config, {"data.max_train": 100}), IMAGE_SHAPE) is None
+    assert read_checkpoint(checkpoints, with_overrides(config, {"base.seed": 7}), IMAGE_SHAPE) is None
 
 
 def test_without_a_terminal_progress_is_one_line_per_epoch(tiny_train_config, square_splits, capsys):

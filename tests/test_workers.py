@@ -245,7 +245,7 @@ class _StopAfterOneEpoch(keras.callbacks.Callback):
 @pytest.mark.slow
 def test_workers_that_would_resume_from_different_epochs_refuse_to_train(tiny_project) -> None:
     """Across machines without a shared checkpoint folder, worker 1 would start afresh beside a resumed chief."""
-    from vaelab.config import load_config
+    from vaelab.config.load import load_config
     from vaelab.data.processed import load_splits
     from vaelab.training import train
 

@@ -54,7 +54,7 @@ def tiny_settings(*changes: dict[str, dict]) -> dict[str, dict]:
 
 
 def dotted(settings: dict[str, dict]) -> dict[str, object]:
-    """``{"train": {"epochs": 3}}`` as ``{"train.epochs": 3}``: the override form of load_config and Config.with_overrides."""
+    """``{"train": {"epochs": 3}}`` as ``{"train.epochs": 3}``: the override form of load_config and with_overrides."""
     return {f"{section}.{key}": value for section, values in settings.items() for key, value in values.items()}
 
 

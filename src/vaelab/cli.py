@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 
 from vaelab import logs, stages  # stages imports its heavy libraries inside each stage function
 from vaelab.cli_common import add_config_arguments, config_from_args, run_guarded
-from vaelab.config import Config, load_config
+from vaelab.config.load import load_config
+from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, VaelabError
 
 # stage name -> (its function, one-line help)

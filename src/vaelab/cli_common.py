@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import yaml
 
-from vaelab.config import Config, load_config
+from vaelab.config.load import load_config
+from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, VaelabError
 
 

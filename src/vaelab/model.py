@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from vaelab.config import TrainSection
+from vaelab.config.schema import TrainSection
 from vaelab.errors import ConfigError
 from vaelab.losses import vae_loss
 

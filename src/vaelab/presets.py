@@ -20,7 +20,9 @@ from typing import Any
 
 import yaml
 
-from vaelab.config import ConfigError, load_config, read_params
+from vaelab.config.load import load_config
+from vaelab.config.params_file import read_params
+from vaelab.errors import ConfigError
 
 PRESETS_DIR = Path("presets")
 

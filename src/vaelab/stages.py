@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.files import write_json
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from vaelab import precision
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.distribute import is_chief, spans_workers, training_strategy, worker_label
 from vaelab.errors import DataError, TrainingError, first_line
 from vaelab.files import atomic_path, read_json, write_json

@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _open(args: argparse.Namespace) -> None:
-    from vaelab.config import load_config
+    from vaelab.config.load import load_config
 
     # --experiment works without a params file; the file, when there, names the metrics the view shows.
     experiment: str | None = args.experiment

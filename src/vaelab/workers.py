@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import IO
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 
 log = logging.getLogger(__name__)
 

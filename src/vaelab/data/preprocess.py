@@ -41,7 +41,7 @@ from vaelab.data.sources import IMAGE_FOLDER
 from vaelab.errors import DataError
 
 if TYPE_CHECKING:
-    from vaelab.config import DataSection
+    from vaelab.config.schema import DataSection
 
 log = logging.getLogger(__name__)
 

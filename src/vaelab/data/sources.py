@@ -4,7 +4,7 @@ A :class:`DatasetSpec` lists its sources in order of preference; `download` trie
 gives arrays whose sha256 equal ``expected_arrays``, so every source must yield the same canonical
 data. A source is any object with ``fetch(workdir) -> {"x_train", "y_train", "x_test", "y_test"}``
 (uint8 arrays) and ``describe() -> str``. Network access lives in :mod:`vaelab.data.fetch`,
-which sources import only when they fetch: config.py imports this module to validate
+which sources import only when they fetch: vaelab.config imports this module to validate
 ``data.dataset``, and that must stay cheap.
 
 Besides the registered datasets (MNIST, Fashion-MNIST), ``data.dataset`` may be ``image_folder``:

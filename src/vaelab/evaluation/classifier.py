@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-from vaelab.config import ClassifierSection
+from vaelab.config.schema import ClassifierSection
 
 if TYPE_CHECKING:
     from vaelab.data.processed import Splits

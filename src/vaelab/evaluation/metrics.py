@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.errors import DataError
 from vaelab.evaluation import passes
 from vaelab.losses import bernoulli_negative_elbo, kl_divergence, reconstruction_error

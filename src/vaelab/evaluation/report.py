@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.files import ensure_dir, read_json
 
 if TYPE_CHECKING:

@@ -61,7 +61,8 @@ from optuna.trial import TrialState
 
 from vaelab import logs
 from vaelab.cli_common import add_config_arguments, config_from_args, run_guarded
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, TrainingError, VaelabError
 from vaelab.sweep.objective import Objective
 from vaelab.sweep.report import FAIL_REASON_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metric
@@ -273,7 +274,7 @@ def _run_worker_processes(config: Config, spec: str, workers: int, **options: Un
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="vaelab-sweep-") as folder:
         params = Path(folder) / "params.yaml"
-        params.write_text(yaml.safe_dump(config.with_overrides({"sweep.storage": None}).model_dump(mode="json")))
+        params.write_text(yaml.safe_dump(with_overrides(config, {"sweep.storage": None}).model_dump(mode="json")))
         command = [sys.executable, "-m", "vaelab.sweep", "--worker", "--params", str(params)]
         command += ["--study", options["study_name"], "--n-trials", str(options["n_trials"])]
         command += ["--heartbeat-interval", str(options["heartbeat_interval"])]

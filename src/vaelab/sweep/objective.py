@@ -27,7 +27,8 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from vaelab.config import Config
+from vaelab.config.load import with_overrides
+from vaelab.config.schema import Config
 from vaelab.data.shards import ShardedImages
 from vaelab.errors import ConfigError, DataError, TrainingError
 from vaelab.sweep.report import FAIL_REASON_ATTR, objective_metric
@@ -71,7 +72,7 @@ class Objective:
 
     def trial_config(self, values: dict[str, int | float]) -> Config:
         overrides = {f"train.{key}": value for key, value in values.items()}
-        return self.config.with_overrides({**overrides, "train.epochs": self.config.sweep.epochs})
+        return with_overrides(self.config, {**overrides, "train.epochs": self.config.sweep.epochs})
 
     def __call__(self, trial: optuna.Trial) -> float:
         import keras
@@ -132,7 +133,7 @@ class Objective:
             ends = _integer_bounds(key, bounds) if _is_integer_setting(self.config, key) else (bounds.low, bounds.high)
             for end in ends:
                 try:
-                    self.config.with_overrides({f"train.{key}": end})
+                    with_overrides(self.config, {f"train.{key}": end})
                 except ConfigError as err:
                     message = f"sweep.space.{key}: the range end {end:g} is not a valid train.{key} ({err})"
                     raise ConfigError(message) from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.sweep.storage import make_pruner
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.files import atomic_path, ensure_dir, write_json
 from vaelab.metric_names import data_label, nll_metric
 

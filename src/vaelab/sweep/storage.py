@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, VaelabError, first_line
 from vaelab.files import ensure_dir
 from vaelab.sweep.report import objective_metric

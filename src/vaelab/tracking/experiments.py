@@ -14,7 +14,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.errors import first_line
 from vaelab.tracking.orphans import fail_orphaned_runs
 from vaelab.tracking.store import ARTIFACTS_DIR, tracking_uri, with_retries

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.metric_names import data_label, evaluate_neg_elbo_metric, evaluate_nll_metric
 
 

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.errors import VaelabError, first_line
 from vaelab.metric_names import data_label, evaluate_nll_metric
 from vaelab.tracking.export import MODEL_NAME

@@ -21,7 +21,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.errors import VaelabError, first_line
 from vaelab.retries import is_transient
 from vaelab.tracking.experiments import open_experiment

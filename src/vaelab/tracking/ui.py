@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlencode
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.errors import VaelabError
 from vaelab.tracking.experiments import open_experiment
 from vaelab.tracking.redact import redact_url

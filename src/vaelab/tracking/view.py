@@ -24,7 +24,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from vaelab.config import Config
+from vaelab.config.schema import Config
 from vaelab.errors import first_line
 from vaelab.metric_names import evaluate_neg_elbo_metric, evaluate_nll_metric
 from vaelab.tracking.redact import redact_url
