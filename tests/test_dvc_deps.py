@@ -1,8 +1,8 @@
 """dvc.yaml lists, for every stage, each source file the stage imports: a change to one re-runs the stage.
 
-The import closure of a stage is computed statically with `ast` (nothing is imported, so no TensorFlow):
-from the stage's `python pipeline/<stage>.py` through every `vaelab` import, lazy imports inside
-functions included, to files under src/vaelab. A dep that is a directory covers every file under it.
+The import closure of a stage is computed statically with `ast` by tests/import_graph.py (nothing is imported,
+so no TensorFlow): from the stage's `python pipeline/<stage>.py` through every `vaelab` import, lazy imports
+inside functions included, to files under src/vaelab. A dep that is a directory covers every file under it.
 
 Two modules dispatch by stage name, and only the part a stage runs counts, so that a change to one
 stage's code does not re-run the others:
@@ -22,15 +22,22 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import pytest
 import yaml
+from import_graph import (
+    FUNCTION_TYPES,
+    PACKAGE,
+    ROOT,
+    SRC,
+    module_file,
+    module_level_nodes,
+    modules_imported_in,
+    parse,
+    walk_running,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
-PACKAGE = "vaelab"
 CLI = SRC / PACKAGE / "cli.py"
 STAGES_MODULE = SRC / PACKAGE / "stages.py"
 STAGE_ENTRY = "stage_main"  # the function of cli.py that pipeline/<stage>.py calls with the stage's name
@@ -40,120 +47,6 @@ CMD = re.compile(r"^python\s+(pipeline/\w+\.py)\b")
 
 def dvc_stages() -> dict[str, dict]:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-
-
-@cache
-def parse(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-
-
-# --- from an import statement to files --------------------------------------------------------------
-
-
-def module_file(name: str) -> Path | None:
-    """``vaelab.a.b`` -> src/vaelab/a/b.py, or src/vaelab/a/b/__init__.py for a package; None if neither."""
-    base = SRC.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def with_parents(name: str) -> list[str]:
-    """Importing ``vaelab.a.b`` runs ``vaelab``, ``vaelab.a`` and ``vaelab.a.b``."""
-    parts = name.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def absolute_from(node: ast.ImportFrom, importer: Path) -> str:
-    """The module a `from ... import` names, relative imports (``from .x import y``) made absolute."""
-    if not node.level:
-        return node.module or ""
-    package = module_name(importer).split(".")
-    if importer.name != "__init__.py":
-        package = package[:-1]  # a module's own package
-    package = package[: len(package) - (node.level - 1)]
-    return ".".join(package + ([node.module] if node.module else []))
-
-
-def imported_modules(node: ast.Import | ast.ImportFrom, importer: Path) -> list[str]:
-    """Project modules an import statement runs; ``from vaelab import tracking`` names a package."""
-    if isinstance(node, ast.Import):
-        names = [alias.name for alias in node.names]
-    else:
-        base = absolute_from(node, importer)
-        # `from P import x`: x is a submodule when such a file exists, else an attribute of P.
-        names = [base] + [f"{base}.{alias.name}" for alias in node.names if module_file(f"{base}.{alias.name}")]
-    project = [name for name in names if name == PACKAGE or name.startswith(PACKAGE + ".")]
-    return [module for name in project for module in with_parents(name)]
-
-
-def dynamic_imports(node: ast.Call) -> list[str]:
-    """``importlib.import_module("vaelab.x")``: the module in the string; a computed name cannot be followed."""
-    func = node.func
-    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-    if called != "import_module":
-        return []
-    argument = node.args[0] if node.args else None
-    if not (isinstance(argument, ast.Constant) and isinstance(argument.value, str)):
-        raise AssertionError(f"import_module with a computed name at line {node.lineno}: the closure cannot follow it")
-    return with_parents(argument.value) if argument.value.startswith(PACKAGE) else []
-
-
-def modules_imported_in(nodes: list[ast.AST], importer: Path) -> set[str]:
-    found: set[str] = set()
-    for node in nodes:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.update(imported_modules(node, importer))
-        elif isinstance(node, ast.Call):
-            found.update(dynamic_imports(node))
-    return found
-
-
-# --- which part of a module runs ---------------------------------------------------------------------
-
-FUNCTION_TYPES = (ast.FunctionDef, ast.AsyncFunctionDef)
-
-
-def is_type_checking_block(node: ast.AST) -> bool:
-    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): imports for the type checker, never run."""
-    if not isinstance(node, ast.If):
-        return False
-    test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
-def children_that_run(node: ast.AST) -> list[ast.AST]:
-    if is_type_checking_block(node):
-        return list(node.orelse)  # type: ignore[attr-defined]
-    return list(ast.iter_child_nodes(node))
-
-
-def walk_running(node: ast.AST) -> list[ast.AST]:
-    """``ast.walk`` without the bodies of ``if TYPE_CHECKING:`` blocks."""
-    nodes, pending = [], [node]
-    while pending:
-        current = pending.pop()
-        nodes.append(current)
-        pending.extend(children_that_run(current))
-    return nodes
-
-
-def module_level_nodes(tree: ast.Module) -> list[ast.AST]:
-    """Every node that runs on import: all but the insides of function bodies and ``if TYPE_CHECKING:`` blocks."""
-    nodes: list[ast.AST] = []
-    pending: list[ast.AST] = [tree]
-    while pending:
-        node = pending.pop()
-        nodes.append(node)
-        if not isinstance(node, FUNCTION_TYPES):
-            pending.extend(children_that_run(node))
-    return nodes
 
 
 def functions_reached(path: Path, entries: set[str]) -> list[ast.AST]:
