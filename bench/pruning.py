@@ -3,7 +3,7 @@
 An unpruned study's values after each epoch do not depend on the pruner, so each seed's learning curves are
 recorded once, by an unpruned study of the benchmark's size (``bench.run`` full mode: 2,000 training images,
 4 epochs) but with params.yaml's 16 trials, in a scratch workspace of its own (base.seed changes the split).
-Every candidate pruner is then replayed against those curves (:mod:`vaelab.sweep.replay`) on the first 10
+Every candidate pruner is then replayed against those curves (:mod:`bench.replay`) on the first 10
 trials, the benchmark's study, and on all 16, the size of ``make sweep``. With 10 trials, TPE's 10 random
 start-up trials make a pruned study sample the very parameters of the unpruned one, so the replay is exact;
 trials 11 to 16 would be sampled from a different history, so the 16-trial figures are an approximation.
@@ -71,7 +71,7 @@ def candidates() -> dict[str, dict]:
 
 def score(config, curves: list[list[float]], study_name: str) -> dict:
     """A candidate against the unpruned study of ``curves``: its epochs fraction and best value's relative gap."""
-    from vaelab.sweep.replay import replay_pruner
+    from bench.replay import replay_pruner
 
     pruned = replay_pruner(config, curves, study_name)
     unpruned_best = min(curve[-1] for curve in curves)

@@ -25,9 +25,11 @@ TRAINING = textwrap.dedent(
     import json, sys
     import numpy as np
     devices, overrides = int(sys.argv[1]), json.loads(sys.argv[2])
-    from vaelab.distribute import split_cpu, training_strategy
-    if devices > 1:
-        split_cpu(devices)
+    from vaelab.distribute import training_strategy
+    if devices > 1:  # the CPU as several logical devices; TensorFlow allows it only before its first op
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
     from types import SimpleNamespace
     from vaelab.config.load import with_overrides
     from vaelab.config.schema import Config

@@ -16,7 +16,6 @@ from vaelab.evaluation.likelihood import (
     estimate_nll,
     image_draws,
     importance_sampled_nll,
-    log_importance_weights,
     log_mean_exp,
     subset_indices,
 )
@@ -80,13 +79,13 @@ def test_many_importance_samples_reach_the_exact_likelihood(one_d_vae) -> None:
 
 def test_same_seed_same_numbers_for_any_batch_size(one_d_vae) -> None:
     x = _binary_images(5, seed=2)
-    big = log_importance_weights(one_d_vae, x, k=6, seed=3, max_decoded=1000)  # all 30 draws in one pass
-    images_split = log_importance_weights(one_d_vae, x, k=6, seed=3, max_decoded=13)  # 2 images per pass
-    draws_split = log_importance_weights(one_d_vae, x, k=6, seed=3, max_decoded=4)  # 1 image, 4 + 2 draws
-    assert big.shape == (5, 6) and big.dtype == np.float64
+    big = importance_sampled_nll(one_d_vae, x, k=6, seed=3, max_decoded=1000)  # all 30 draws in one pass
+    images_split = importance_sampled_nll(one_d_vae, x, k=6, seed=3, max_decoded=13)  # 2 images per pass
+    draws_split = importance_sampled_nll(one_d_vae, x, k=6, seed=3, max_decoded=4)  # 1 image, 4 + 2 draws
+    assert big.shape == (5,) and big.dtype == np.float64
     np.testing.assert_allclose(images_split, big, rtol=1e-6)
     np.testing.assert_allclose(draws_split, big, rtol=1e-6)
-    assert not np.allclose(log_importance_weights(one_d_vae, x, k=6, seed=4), big)
+    assert not np.allclose(importance_sampled_nll(one_d_vae, x, k=6, seed=4), big)
 
 
 def test_an_images_draws_come_from_its_own_seeded_generator() -> None:
@@ -130,7 +129,7 @@ def test_progress_counts_the_images_finished_after_each_pass(one_d_vae) -> None:
 
 def test_bad_k_is_rejected(one_d_vae) -> None:
     with pytest.raises(ValueError, match="received k=0, max_decoded=1000"):
-        log_importance_weights(one_d_vae, _binary_images(1, 0), k=0, seed=0)
+        importance_sampled_nll(one_d_vae, _binary_images(1, 0), k=0, seed=0)
 
 
 def _bars(n: int, seed: int) -> np.ndarray:
@@ -169,9 +168,9 @@ def trained_vae():
 @pytest.mark.slow
 def test_k1_equals_the_negative_elbo_in_expectation_and_more_samples_tighten_it(trained_vae) -> None:
     x = _bars(200, seed=1)
-    # Each column of the (N, K) weights is an independent K=1 estimate; their mean estimates E_q[-log w],
-    # the negative ELBO, which the evaluate stage computes with the KL in closed form.
-    k1_mean = float(np.mean(-log_importance_weights(trained_vae, x, k=20, seed=0)))
+    # A K=1 estimate is -log w of one draw; the mean over images and seeds estimates E_q[-log w], the negative
+    # ELBO, which the evaluate stage computes with the KL in closed form.
+    k1_mean = float(np.mean([importance_sampled_nll(trained_vae, x, k=1, seed=s) for s in range(20)]))
     neg_elbo = float(np.mean([mean_negative_elbo(trained_vae, x, batch_size=200, seed=s) for s in range(20)]))
     assert k1_mean == pytest.approx(neg_elbo, abs=0.3)  # both are means of 4000 draws: standard error ~0.05
 

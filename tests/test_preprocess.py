@@ -11,7 +11,7 @@ from data_helpers import CLASS_NAMES, tiny_arrays
 
 from vaelab.config.schema import DataSection
 from vaelab.data.preprocess import preprocess, split_indices
-from vaelab.data.processed import LABEL_FILES, Splits, load_splits
+from vaelab.data.processed import SPLITS, Splits, load_splits
 from vaelab.data.raw import write_raw
 from vaelab.data.shards import ShardedImages
 from vaelab.errors import DataError
@@ -75,7 +75,7 @@ def test_same_params_give_byte_identical_files(raw_dir, tmp_path) -> None:
     preprocess(raw_dir, tmp_path / "b", data, seed=7)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     shards = [f"x_{split}-00000.npy" for split in ("train", "val", "test")]
-    assert names == sorted([*shards, *LABEL_FILES, "meta.json", "stats.json"])
+    assert names == sorted([*shards, *(f"y_{split}.npy" for split in SPLITS), "meta.json", "stats.json"])
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from bench.replay import replay_pruner
 from vaelab.config.load import load_config
 from vaelab.errors import ConfigError
-from vaelab.sweep.replay import replay_pruner
 from vaelab.sweep.storage import make_pruner
 
 # Values after epochs 1-4 (lower is better), one trial after another.

@@ -221,7 +221,9 @@ def test_metrics_artifacts_and_dataset_manifest(store, client, config, tmp_path)
     with runs.start_run(config) as run:
         runs.log_dataset_manifest(manifest)
         runs.log_metrics({"test_loss": np.float32(12.5), "latent_knn_accuracy": 0.75})
-        runs.log_artifacts(plots, "plots")
+        for name in ("a.png", "b.png"):
+            runs.log_artifact(plots / name, "plots")
+        runs.log_artifact(plots / "sub" / "c.txt", "plots/sub")
         runs.log_artifact(manifest, "extra")
 
     run_id = run.info.run_id

@@ -42,23 +42,6 @@ def spans_workers(strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and _cluster_workers() > 1
 
 
-def split_cpu(count: int) -> None:
-    """Present the CPU to TensorFlow as ``count`` logical devices (for trying MirroredStrategy without GPUs).
-
-    Must run before TensorFlow touches a device (any op or tensor); afterwards TensorFlow refuses, and
-    this raises RuntimeError saying so.
-    """
-    import tensorflow as tf
-
-    if count < 1:
-        raise ValueError(f"count must be a positive integer; received count={count}")
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    try:
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
-    except RuntimeError as err:
-        raise RuntimeError(f"cannot split the CPU into {count} devices once TensorFlow is initialised ({err})") from None
-
-
 def _training_devices() -> list[str]:
     import tensorflow as tf
 

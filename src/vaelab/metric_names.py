@@ -11,7 +11,6 @@ data it was computed on (``binarized`` or ``grayscale``) and its number of impor
 
 from __future__ import annotations
 
-DATA_LABELS = ("binarized", "grayscale")
 # The headline metrics as a regular expression (dvc exp show --keep, the Makefile, the MLflow view).
 HEADLINE_PATTERN = r"test_neg_elbo_k1_(binarized|grayscale)_nats|test_nll_k\d+_(binarized|grayscale)_nats|sample_fid_classifier"
 

@@ -25,7 +25,6 @@ AUTO = "auto"
 FLOAT32 = "float32"
 MIXED_BFLOAT16 = "mixed_bfloat16"
 MIXED_FLOAT16 = "mixed_float16"
-SETTINGS = (AUTO, FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16)
 RUN_TAG = "vaelab.precision"  # the MLflow tag that records the policy a training used
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo's names for native bfloat16 arithmetic

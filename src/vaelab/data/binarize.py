@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-KINDS = ("none", "dynamic", "fixed")
 SEED = 20160101  # the stored bits' seed; a constant so that no setting changes the test set
 STREAMS = {"train": 0, "test": 1}  # one stream per raw set, read in the raw images' order
 _CHUNK = 4096  # images per draw, so a large raw set never needs its float64 uniforms at once

@@ -27,7 +27,6 @@ from vaelab.errors import DataError, InputMismatchError
 from vaelab.files import atomic_path, ensure_dir, read_json, write_json
 
 SPLITS = ("train", "val", "test")
-LABEL_FILES = tuple(f"y_{split}.npy" for split in SPLITS)
 META = "meta.json"
 STATS = "stats.json"
 _RERUN = "run `dvc repro preprocess` (or `vaelab preprocess`)"

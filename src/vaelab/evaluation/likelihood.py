@@ -35,16 +35,6 @@ def image_draws(seed: int, index: int, k: int, z_dim: int) -> np.ndarray:
     return np.random.default_rng([seed, index]).standard_normal((k, z_dim)).astype(np.float32)
 
 
-def log_importance_weights(
-    model: VAE, x: ShardedImages | np.ndarray, k: int, seed: int, max_decoded: int = 1000, indices=None
-) -> np.ndarray:
-    """``log p(x|z) + log p(z) - log q(z|x)`` for K draws per image: ``(N, K)`` float64 (keep N * K small)."""
-    out = np.empty((len(x), k), dtype=np.float64)
-    for first, weights in _weights_by_image(model, x, k, seed, max_decoded, indices):
-        out[first : first + len(weights)] = weights
-    return out
-
-
 def importance_sampled_nll(
     model: VAE,
     x: ShardedImages | np.ndarray,

@@ -7,7 +7,6 @@
 - :mod:`vaelab.sweep.storage`: where the study lives: the storage spec, opening storages and studies, abandoned
   trials.
 - :mod:`vaelab.sweep.report`: what a sweep leaves in ``sweeps/<study>/`` and on its MLflow parent run.
-- :mod:`vaelab.sweep.replay`: what a pruner would have stopped, replayed on an unpruned study's learning curves.
 
 Import names from the module that defines them; this package re-exports nothing.
 """

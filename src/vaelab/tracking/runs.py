@@ -217,14 +217,6 @@ def log_artifact(path: Path | str, artifact_path: str | None = None) -> None:
         with_retries(lambda: mlflow.log_artifact(str(redacted), artifact_path))
 
 
-def log_artifacts(directory: Path | str, artifact_path: str | None = None) -> None:
-    """Upload a folder's files, keeping its layout, each redacted as by :func:`log_artifact`."""
-    directory = Path(directory)
-    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
-        parts = [artifact_path, *file.relative_to(directory).parent.parts]
-        log_artifact(file, "/".join(part for part in parts if part) or None)
-
-
 def _text_or_none(path: Path) -> str | None:
     # Config-like files (params.yaml may hold a database URL) are checked; images and models are not.
     if path.suffix.lower() not in _TEXT_SUFFIXES or path.stat().st_size > 10_000_000:

@@ -6,7 +6,8 @@ in seconds instead of a training run per candidate. The replay is exact as long 
 have sampled the same parameters, which holds for the trials the sampler draws before it learns from
 results (TPE's random start-up trials; every trial of the random sampler).
 
-Part of vaelab.sweep; Optuna is imported inside the functions so that importing this module stays cheap.
+The measurement behind the default pruner (bench/pruning.py), so it lives with the benchmarks rather than in the
+installed package; Optuna is imported inside the functions so that importing this module stays cheap.
 """
 
 from __future__ import annotations
