@@ -34,7 +34,7 @@ test-fast: setup  ## the tests not marked slow
 	$(RUN) python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 LINTED := src tests bench scripts pipeline
-lint: setup  ## ruff (lint and format check) and mypy, as configured in pyproject.toml; CI runs it
+lint: setup  ## ruff (lint and format check) and mypy on src, tests, bench, scripts, pipeline, as pyproject.toml configures; CI runs it
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy

@@ -86,13 +86,13 @@ def _kernel_layer_macs(layer) -> int:
     if isinstance(layer, keras.layers.Conv2DTranspose):
         _require_channels_last(layer)
         # Keras stores a transposed kernel as (k_h, k_w, out_channels, in_channels).
-        return conv2d_transpose_macs(in_shape[:2], kernel[3], kernel[2], kernel[:2])
+        return conv2d_transpose_macs((in_shape[0], in_shape[1]), kernel[3], kernel[2], (kernel[0], kernel[1]))
     if isinstance(layer, keras.layers.Conv2D):
         _require_channels_last(layer)
         groups = getattr(layer, "groups", 1)
         if groups != 1:
             raise ValueError(f"layer {layer.name!r}: grouped convolutions (groups={groups}) are not counted")
-        return conv2d_macs(out_shape[:2], kernel[2], kernel[3], kernel[:2])
+        return conv2d_macs((out_shape[0], out_shape[1]), kernel[2], kernel[3], (kernel[0], kernel[1]))
     if isinstance(layer, keras.layers.Dense):
         return dense_macs(kernel[0], kernel[1], math.prod(in_shape[:-1]))
     raise ValueError(f"layer {layer.name!r} of type {type(layer).__name__} has a kernel but no FLOP rule; add one")

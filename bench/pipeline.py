@@ -113,9 +113,10 @@ def measure_rounds(work: Path, rounds: int, logs: Path) -> dict[str, list[float]
         epoch_seconds = events["epochs"][0]["steady_seconds"]
 
         _run([*dvc_command(), "commit", "-f"], work, env)
-        noop = run_measured([*dvc_command(), "repro"], cwd=work, env=env, log=logs / f"dvc-repro-{index}.log", timeout=STAGE_TIMEOUT)
-        if UP_TO_DATE not in noop.log.read_text(encoding="utf-8", errors="replace"):
-            raise BenchError(f"`dvc repro` after `dvc commit` was not a no-op (see {noop.log})")
+        noop_log = logs / f"dvc-repro-{index}.log"
+        noop = run_measured([*dvc_command(), "repro"], cwd=work, env=env, log=noop_log, timeout=STAGE_TIMEOUT)
+        if UP_TO_DATE not in noop_log.read_text(encoding="utf-8", errors="replace"):
+            raise BenchError(f"`dvc repro` after `dvc commit` was not a no-op (see {noop_log})")
 
         started = runs["train"].started
         figures["preprocess_peak_rss_mb"].append(runs["preprocess"].peak_rss_mb)

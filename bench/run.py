@@ -247,7 +247,7 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
     section: dict = {"vaelab_precision": policy}
     for batch in BATCHES:
         rates = {name: raw["images_per_second"].get(name, {}).get(batch, []) for name in IMPLEMENTATIONS}
-        figures = {
+        figures: dict[str, object] = {
             name: missing(skipped[name], "images/s") if name in skipped else summarize(rates[name], "images/s") for name in IMPLEMENTATIONS
         }
         for reference in ("keras_reference", "torch_eager"):
@@ -335,7 +335,7 @@ def measure_sweeps(mode: Mode, config, scratch: Path, notes: dict) -> tuple[dict
     except Exception as err:
         log.exception("the pruning comparison failed")
         sweeps_section["status"] = notes["sweeps"] = f"not measured: {type(err).__name__}: {_first_line(err)}"
-        empty = {
+        empty: dict[str, object] = {
             "trials": None,
             "states": {},
             "epochs_spent": None,
@@ -346,7 +346,7 @@ def measure_sweeps(mode: Mode, config, scratch: Path, notes: dict) -> tuple[dict
         }
         sweeps_section.update(pruned=empty, unpruned=dict(empty), epochs_fraction=None, best_value_gap=None)
 
-    memory = {
+    memory: dict[str, object] = {
         "sweep_trials": mode.memory_trials,
         "sweep_peak_rss_mb": None,
         "sweep_trial_peak_rss_mb": [],

@@ -18,10 +18,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from bench.processes import BenchError
+
+if TYPE_CHECKING:  # Keras loads only when a benchmark builds a model
+    import keras
 
 log = logging.getLogger("bench")
 
@@ -127,7 +131,7 @@ class KerasReference:
         self.images = images
         self.policy = policy
         self.name = name
-        self.models = {}
+        self.models: dict[int, keras.Model] = {}  # batch size -> its compiled model
 
     def segment(self, batch: int, warmup: int, steps: int) -> float:
         from bench.keras_reference import build_reference_vae
@@ -153,17 +157,20 @@ class TorchEager:
         self.process = subprocess.Popen(
             [python, str(script), "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True
         )
+        assert self.process.stdin is not None and self.process.stdout is not None  # both asked for as PIPE above
+        self._requests: IO[str] = self.process.stdin
+        self._replies: IO[str] = self.process.stdout
         self.info = self._reply()
 
     def segment(self, batch: int, warmup: int, steps: int) -> float:
-        self.process.stdin.write(json.dumps({"batch": batch, "warmup": warmup, "steps": steps, "precision": self.precision}) + "\n")
-        self.process.stdin.flush()
+        self._requests.write(json.dumps({"batch": batch, "warmup": warmup, "steps": steps, "precision": self.precision}) + "\n")
+        self._requests.flush()
         return float(self._reply()["images_per_second"])
 
     def close(self) -> None:
         if self.process.poll() is None:
-            self.process.stdin.write("\n")
-            self.process.stdin.flush()
+            self._requests.write("\n")
+            self._requests.flush()
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -172,7 +179,7 @@ class TorchEager:
         self._stderr.close()
 
     def _reply(self) -> dict:
-        line = self.process.stdout.readline()
+        line = self._replies.readline()
         if not line:
             self.process.wait()
             self._stderr.seek(0)
@@ -233,7 +240,7 @@ def measure(implementations: list, batches: list[int], *, rounds: int, warmup: i
     Returns {"images_per_second": {impl: {batch: [per round]}}, "peak_gflops": {peak: [per round]},
     "failures": {impl: reason}}.
     """
-    rates = {impl.name: {batch: [] for batch in batches} for impl in implementations}
+    rates: dict[str, dict[int, list[float]]] = {impl.name: {batch: [] for batch in batches} for impl in implementations}
     peak_rates: dict[str, list[float]] = {name: [] for name in peaks}
     failures: dict[str, str] = {}
     for round_index in range(rounds + 1):

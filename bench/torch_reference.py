@@ -119,7 +119,7 @@ class Trainer:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-        seconds = time.perf_counter() - started if steps else 0.0
+        seconds = time.perf_counter() - started if started is not None else 0.0
         return {
             "batch": self.batch,
             "steps": steps,

@@ -63,6 +63,10 @@ def tiny_spec(sources, arrays: dict[str, np.ndarray] | None = None, size: tuple[
     )
 
 
+# ("ok", body), ("truncate", body) or ("status", code): a status alone is a number.
+Answer = tuple[str, bytes] | tuple[str, int]
+
+
 class FileServer:
     """A ThreadingHTTPServer on 127.0.0.1 (random port) serving byte strings at fixed paths.
 
@@ -72,7 +76,7 @@ class FileServer:
     """
 
     def __init__(self) -> None:
-        self.scripts: dict[str, list[tuple[str, object]]] = {}
+        self.scripts: dict[str, list[Answer]] = {}
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -82,13 +86,13 @@ class FileServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/"
 
     @property
     def total_requests(self) -> int:
         return sum(self.requests.values())
 
-    def serve(self, path: str, *answers: tuple[str, object]) -> None:
+    def serve(self, path: str, *answers: Answer) -> None:
         self.scripts["/" + path.lstrip("/")] = list(answers)
 
     def serve_files(self, files: dict[str, bytes], prefix: str = "") -> None:
@@ -104,7 +108,7 @@ class FileServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def _next_answer(self, path: str) -> tuple[str, object]:
+    def _next_answer(self, path: str) -> Answer:
         with self._lock:
             self.requests[path] += 1
             script = self.scripts.get(path)
@@ -118,10 +122,10 @@ class FileServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # the name http.server dispatches to
                 kind, value = files._next_answer(self.path)
-                if kind == "status":
+                if isinstance(value, int):  # ("status", code)
                     self.send_error(value)
                     return
-                body = bytes(value)
+                body = value
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
                 if kind == "truncate":

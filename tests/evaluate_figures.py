@@ -36,7 +36,7 @@ SETTINGS = {
     "evaluate.nll_images": 24,
     "evaluate.quality_samples": 130,
 }
-CLASSIFIER = ClassifierSection(filters=[4, 8], feature_units=16, dropout_rate=0.0)
+CLASSIFIER = ClassifierSection(filters=(4, 8), feature_units=16, dropout_rate=0.0)
 
 
 def tiny_splits() -> Splits:

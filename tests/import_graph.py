@@ -162,10 +162,10 @@ def imports_in(tree: ast.Module, path: Path) -> list[Import]:
         elif isinstance(node, ast.Call):
             found.extend(Import(importer, name, node.lineno, where) for name in dynamic_imports(node) if name != importer)
         if isinstance(node, ast.If) and is_type_checking_block(node):
-            for child in node.body:
-                visit(child, "type")
-            for child in node.orelse:
-                visit(child, where)
+            for statement in node.body:
+                visit(statement, "type")
+            for statement in node.orelse:
+                visit(statement, where)
             visit(node.test, where)
             return
         inner: Where = "function" if isinstance(node, (*FUNCTION_TYPES, ast.Lambda)) and where == "module" else where

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import optuna
 from mlflow.tracking import MlflowClient
+from mlflow_helpers import experiment_runs
 from tiny import tiny_network
 
 from vaelab.sweep.storage import DEFAULT_STORAGE, open_storage
@@ -49,8 +50,7 @@ def square_images(n: int, rng: np.random.Generator) -> np.ndarray:
 def mlflow_runs(uri: str) -> tuple:
     """(parent runs, child runs) of the test experiment; a child is a run with a parent tag."""
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    runs = experiment_runs(client, EXPERIMENT)
     children = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     return parents, children

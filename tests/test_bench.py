@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -191,7 +192,7 @@ def test_peak_rss_is_the_commands_own_not_the_harness(tmp_path: Path):
     from bench.processes import BenchError, run_measured
 
     ballast = np.ones(400 * 2**20 // 8)  # 400 MB resident in this process, which a plain fork would pass on
-    common = dict(cwd=tmp_path, env=dict(os.environ), timeout=120)
+    common: dict[str, Any] = {"cwd": tmp_path, "env": dict(os.environ), "timeout": 120}
     small = run_measured([sys.executable, "-c", "pass"], log=tmp_path / "small.log", **common)
     assert small.peak_rss_mb < 100, small.peak_rss_mb
     grows = "import numpy, time; a = numpy.ones(300 * 2**20 // 8); time.sleep(1)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -97,7 +98,7 @@ def _shard(folder: Path, split: str) -> np.ndarray:
     return np.load(folder / f"x_{split}-00000.npy")
 
 
-def _processed(raw_dir: Path, out: Path, binarize: str, seed: int = 3, **data) -> Path:
+def _processed(raw_dir: Path, out: Path, binarize: Literal["none", "dynamic", "fixed"], seed: int = 3, **data) -> Path:
     preprocess(raw_dir, out, DataSection(val_fraction=0.2, binarize=binarize, **data), seed=seed)
     return out
 
@@ -246,7 +247,7 @@ def test_a_resumed_dynamic_training_repeats_the_uninterrupted_one(tiny_train_con
     checkpoints = tmp_path / "ckpt"
     with pytest.raises(KeyboardInterrupt):
         train(config, square_splits, checkpoint_dir=checkpoints, callbacks=[InterruptAfterEpoch(1)], verbose=0)
-    assert read_checkpoint(checkpoints, config, tuple(square_splits.image_shape))["epoch"] == 1
+    assert (read_checkpoint(checkpoints, config, tuple(square_splits.image_shape)) or {}).get("epoch") == 1
     resumed = train(config, square_splits, checkpoint_dir=checkpoints, verbose=0)
 
     assert resumed.initial_epoch == 1
@@ -254,5 +255,5 @@ def test_a_resumed_dynamic_training_repeats_the_uninterrupted_one(tiny_train_con
     # drawn anew instead of continued would move the weights by several 1e-3.
     for a, b in zip(weights_of(uninterrupted.model), weights_of(resumed.model), strict=True):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
-    for a, b in zip(uninterrupted.history, resumed.history, strict=True):
-        assert b == pytest.approx(a, rel=1e-4)
+    for row, resumed_row in zip(uninterrupted.history, resumed.history, strict=True):
+        assert resumed_row == pytest.approx(row, rel=1e-4)

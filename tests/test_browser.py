@@ -150,7 +150,9 @@ def _make_runs(root: Path, uri: str) -> list[SimpleNamespace]:
             config = load_config("params.yaml", {"train.z_dim": z_dim})
             run_id = run_train(config)
             metrics = run_evaluate(config)
+            assert run_id is not None  # one process is its own chief
             run = MlflowClient(uri).get_run(run_id)
+            assert run.inputs is not None
             datasets = [(item.dataset.name, item.dataset.digest) for item in run.inputs.dataset_inputs]
             runs.append(
                 SimpleNamespace(
@@ -176,7 +178,9 @@ def _printed_address(root: Path, uri: str, url: str) -> str:
         with pytest.raises(SystemExit) as exit_info:
             main(["ui", "--print-only", "--port", url.rsplit(":", 1)[1]])
     assert exit_info.value.code == 0, printed.getvalue()
-    return re.search(r"^open (\S+)$", printed.getvalue(), re.MULTILINE).group(1)
+    opened = re.search(r"^open (\S+)$", printed.getvalue(), re.MULTILINE)
+    assert opened, printed.getvalue()
+    return opened.group(1)
 
 
 @pytest.fixture(scope="module")

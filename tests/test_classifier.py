@@ -84,6 +84,7 @@ def test_classifier_stage_then_evaluate_reports_sample_quality_and_nll(project: 
     # Both estimate -log p(x) from above; the importance-sampled one (K=8) is at most the negative ELBO in expectation.
     assert 0 < metrics["test_nll_k8_grayscale_nats"] < metrics["test_neg_elbo_k1_grayscale_nats"] + 1.0
     assert json.loads(Path("reports/metrics.json").read_text()) == metrics
+    assert run_id is not None  # one process is its own chief
     logged = MlflowClient(mlflow_uri).get_run(run_id).data.metrics
     for key in QUALITY | {"test_nll_k8_grayscale_nats"}:
         assert logged[key] == pytest.approx(metrics[key]), key

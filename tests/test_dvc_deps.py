@@ -92,9 +92,11 @@ def stage_function(stage: str) -> str:
             if any(isinstance(t, ast.Name) and t.id == "STAGES" for t in targets):
                 assert isinstance(node.value, ast.Dict), "cli.STAGES is not a dict display"
                 for key, value in zip(node.value.keys, node.value.values, strict=True):
-                    if ast.literal_eval(key) == stage:
+                    if key is not None and ast.literal_eval(key) == stage:  # None: a **spread, which names no stage
+                        assert isinstance(value, ast.Tuple), ast.dump(value)
                         function = value.elts[0]
-                        assert isinstance(function, ast.Attribute) and function.value.id == "stages", ast.dump(function)
+                        assert isinstance(function, ast.Attribute), ast.dump(function)
+                        assert isinstance(function.value, ast.Name) and function.value.id == "stages", ast.dump(function)
                         return function.attr
                 raise AssertionError(f"cli.STAGES has no stage {stage!r}")
     raise AssertionError("cli.py defines no STAGES table")
@@ -168,12 +170,11 @@ def test_every_stage_script_dispatches_through_its_cli_entry() -> None:
     check it rather than trust it."""
     for stage in STAGES:
         entry = OWN_ENTRIES.get(stage.name, STAGE_ENTRY)
-        calls = [
-            node
+        arguments = [
+            (node.func.id, [ast.literal_eval(arg) for arg in node.args])
             for node in ast.walk(parse(stage.script))
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (STAGE_ENTRY, *OWN_ENTRIES.values())
         ]
-        arguments = [(call.func.id, [ast.literal_eval(arg) for arg in call.args]) for call in calls]
         expected = [(entry, [] if stage.name in OWN_ENTRIES else [stage.name])]
         assert arguments == expected, (
             f"{stage.script.relative_to(ROOT)} should call {entry}({'' if stage.name in OWN_ENTRIES else repr(stage.name)})"

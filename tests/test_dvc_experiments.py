@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.entities import Run
+from mlflow_helpers import experiment_runs
 from repo_copy import PROJECT_ROOT, make_repo_copy, run_ok
 from tiny import tiny_settings
 
@@ -58,12 +60,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return root, env
 
 
-def _runs_by_experiment_name(root: Path) -> dict[str | None, object]:
+def _runs_by_experiment_name(root: Path) -> dict[str | None, Run]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("vaelab-mnist")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = experiment_runs(client, "vaelab-mnist")
     by_name = {run.data.tags.get("dvc.exp_name"): run for run in runs}
     assert len(by_name) == len(runs), [run.data.tags.get("dvc.exp_name") for run in runs]
     return by_name
@@ -149,7 +150,7 @@ def test_make_exps_prints_one_row_per_experiment_with_changed_params_and_headlin
     table = run_ok(command, root, env).stdout.strip().splitlines()
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     assert header == ["Experiment", "Created", "State", *HEADLINE, "train.z_dim", "train.r_loss_factor", "train.learning_rate"]
-    names = [re.search(r"\[(.+?)\]", line).group(1) for line in table[2:] if "[" in line]
+    names = [match.group(1) for line in table[2:] if (match := re.search(r"\[(.+?)\]", line))]
     assert sorted(names) == sorted([*QUEUED, *FAILING, *TEMP])
 
 

@@ -23,6 +23,7 @@ from vaelab.data.sources import (
     FASHION_MNIST,
     FASHION_MNIST_DEBIAN_DIR,
     FASHION_MNIST_URL,
+    DatasetSpec,
     IdxDirectorySource,
     IdxFile,
     IdxHttpSource,
@@ -58,24 +59,34 @@ def served_files(arrays) -> dict[str, bytes]:
     return {FILE_NAMES[name]: gz(write_idx(array)) for name, array in arrays.items()}
 
 
+def registry_sources() -> tuple[IdxHttpSource, IdxHttpSource, IdxDirectorySource]:
+    """Fashion-MNIST's sources in the registry's order, each checked to be of the kind the tests move elsewhere."""
+    canonical, github, debian = FASHION_MNIST.sources
+    assert isinstance(canonical, IdxHttpSource) and isinstance(github, IdxHttpSource), FASHION_MNIST.sources
+    assert isinstance(debian, IdxDirectorySource), debian
+    return canonical, github, debian
+
+
 def http_copy(url: str, files: dict[str, bytes]) -> IdxHttpSource:
     """The registry's canonical source, moved to ``url`` and pinned (md5 of the .gz, as served) to ``files``."""
-    pins = {name: IdxFile(entry.filename, f"md5:{md5(files[entry.filename])}") for name, entry in FASHION_MNIST.sources[0].files.items()}
-    return dataclasses.replace(FASHION_MNIST.sources[0], base_url=url, files=pins)
+    canonical = registry_sources()[0]
+    pins = {name: IdxFile(entry.filename, f"md5:{md5(files[entry.filename])}") for name, entry in canonical.files.items()}
+    return dataclasses.replace(canonical, base_url=url, files=pins)
 
 
 def debian_copy(folder, arrays) -> IdxDirectorySource:
     """The registry's Debian source, moved to ``folder``: files recompressed, pinned by their uncompressed sha256."""
     folder.mkdir(parents=True, exist_ok=True)
+    debian = registry_sources()[-1]
     pins = {}
-    for name, entry in FASHION_MNIST.sources[-1].files.items():
+    for name, entry in debian.files.items():
         raw = write_idx(arrays[name])
         (folder / entry.filename).write_bytes(gzip.compress(raw, compresslevel=1, mtime=12345))
         pins[name] = IdxFile(entry.filename, f"sha256:{hashlib.sha256(raw).hexdigest()}")
-    return dataclasses.replace(FASHION_MNIST.sources[-1], directory=folder, files=pins)
+    return dataclasses.replace(debian, directory=folder, files=pins)
 
 
-def spec_with(sources, arrays) -> object:
+def spec_with(sources, arrays) -> DatasetSpec:
     return dataclasses.replace(FASHION_MNIST, sources=tuple(sources), expected_arrays={n: array_sha256(a) for n, a in arrays.items()})
 
 
@@ -83,7 +94,7 @@ def test_registry_has_the_canonical_mirrors_then_debians_folder_each_with_its_ow
     assert DATASETS["fashion_mnist"] is FASHION_MNIST
     assert FASHION_MNIST.class_names == CLASS_NAMES
     assert FASHION_MNIST.image_shape == (28, 28, 1)
-    canonical, github, debian = FASHION_MNIST.sources
+    canonical, github, debian = registry_sources()
     assert canonical.base_url == FASHION_MNIST_URL == "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
     assert github.base_url == "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
     assert {n: (f.filename, f.known_hash) for n, f in canonical.files.items()} == {

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -130,7 +131,7 @@ def test_an_epoch_checkpointed_but_not_logged_before_a_kill_is_logged_once_on_re
     client = MlflowClient(mlflow_uri)
     run_id = client.create_run(client.create_experiment("resume")).info.run_id
     client.log_metric(run_id, "loss", 5.0, step=1)  # epoch 1 logged; the kill came after epoch 2's checkpoint
-    history = [{"epoch": 1, "loss": 5.0, "val_loss": None}, {"epoch": 2, "loss": 4.0, "val_loss": 4.5}]
+    history: list[dict[str, Any]] = [{"epoch": 1, "loss": 5.0, "val_loss": None}, {"epoch": 2, "loss": 4.0, "val_loss": 4.5}]
 
     log_missing_epochs(run_id, history)
     log_missing_epochs(run_id, history)  # a second resume adds nothing

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from vaelab.stages import run_download, run_evaluate, run_preprocess, run_train
 pytestmark = pytest.mark.slow
 
 # The tiny network on 64x64 RGB images: three output channels, and a latent space too big for the manifold plot.
-FACES = {
+FACES: dict[str, dict[str, Any]] = {
     "data": {"image_size": 64},
     "train": {"decoder_filters": [8, 8, 8, 3], "z_dim": 16, "batch_size": 16, "epochs": 2},
     "evaluate": {"batch_size": 32},
@@ -46,7 +47,9 @@ def project(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, pr
 def run_all(config) -> tuple[str, dict]:
     run_download(config)
     run_preprocess(config)
-    return run_train(config), run_evaluate(config)
+    run_id = run_train(config)
+    assert run_id is not None  # one process is its own chief
+    return run_id, run_evaluate(config)
 
 
 def is_colour(png: Path) -> bool:

@@ -70,7 +70,9 @@ def test_latent_arithmetic_adds_multiples_of_the_class_step(model, on_disk) -> N
     labels = on_disk.y_test
     strengths = (0.0, 1.0, 2.0)
 
-    originals, shifted = evaluation.latent_arithmetic(model, on_disk.x_test, mu, labels, strengths, batch_size=5, rows=3)
+    moved = evaluation.latent_arithmetic(model, on_disk.x_test, mu, labels, strengths, batch_size=5, rows=3)
+    assert moved is not None  # both classes are in the test split
+    originals, shifted = moved
 
     chosen = np.flatnonzero(labels == 0)[:3]  # images 0, 2, 4
     np.testing.assert_array_equal(originals, np.asarray(on_disk.x_test)[chosen])

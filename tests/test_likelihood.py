@@ -5,13 +5,13 @@ negative ELBO at K = 1, and tighter as K grows on a trained model."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 
 from vaelab.config.schema import BaseSection, Config, TrainSection
+from vaelab.data.processed import Splits
 from vaelab.evaluation.likelihood import (
     estimate_nll,
     image_draws,
@@ -122,7 +122,7 @@ def test_estimate_on_a_seeded_subset_of_test_images(one_d_vae) -> None:
 
 
 def test_progress_counts_the_images_finished_after_each_pass(one_d_vae) -> None:
-    seen = []
+    seen: list[int] = []
     importance_sampled_nll(one_d_vae, _binary_images(5, seed=2), k=4, seed=0, max_decoded=8, progress=seen.append)
     assert seen == [2, 4, 5]  # 8 decoded points hold 2 images of 4 draws
 
@@ -160,7 +160,8 @@ def trained_vae():
         epochs=4,
     )
     x = _bars(512, seed=0)
-    splits = SimpleNamespace(x_train=x, x_val=x[:64], image_shape=(16, 16, 1))
+    labels = np.zeros(len(x), "uint8")
+    splits = Splits(x, labels, x[:64], labels[:64], x[:0], labels[:0], (16, 16, 1), ())
     config = Config(train=settings, base=BaseSection(seed=0))
     return train(config, splits, verbose=0).model
 

@@ -30,7 +30,9 @@ def trained(tiny_project) -> Path:
 def _run(*argv: str) -> int:
     with pytest.raises(SystemExit) as ended:
         likelihood_command.main(list(argv))
-    return ended.value.code
+    code = ended.value.code
+    assert isinstance(code, int), code  # main always exits with a number
+    return code
 
 
 def _expected(config) -> float:

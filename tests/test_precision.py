@@ -80,15 +80,15 @@ def test_each_precision_trains_checkpoints_resumes_exactly_and_evaluates(policy:
     checkpoints = tmp_path / "ckpt"
     with pytest.raises(KeyboardInterrupt):
         train(config, square_splits, checkpoint_dir=checkpoints, callbacks=[InterruptAfterEpoch(1)], verbose=0)
-    assert read_checkpoint(checkpoints, config, IMAGE_SHAPE)["epoch"] == 1
+    assert (read_checkpoint(checkpoints, config, IMAGE_SHAPE) or {}).get("epoch") == 1
     resumed = train(config, square_splits, checkpoint_dir=checkpoints, verbose=0)
 
     assert uninterrupted.precision == resumed.precision == policy
     assert resumed.initial_epoch == 1
     for a, b in zip(weights_of(uninterrupted.model), weights_of(resumed.model), strict=True):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
-    for a, b in zip(uninterrupted.history, resumed.history, strict=True):
-        assert b == pytest.approx(a, rel=1e-4)
+    for row, resumed_row in zip(uninterrupted.history, resumed.history, strict=True):
+        assert resumed_row == pytest.approx(row, rel=1e-4)
     assert uninterrupted.history[-1]["val_loss"] < uninterrupted.history[0]["val_loss"]
 
     # The policy is in the saved model; weights, heads, logits and losses stay float32.

@@ -32,7 +32,7 @@ def raw_dir(tmp_path: Path, raw_arrays) -> Path:
     return make_raw(tmp_path / "raw" / "mnist", raw_arrays)
 
 
-def train_positions(x: np.ndarray) -> np.ndarray:
+def train_positions(x: ShardedImages | np.ndarray) -> np.ndarray:
     """Which raw training image each processed image is: tiny_arrays stores i in pixel (0, 0)."""
     return np.rint(x[:, 0, 0, 0] * 255).astype(int)
 

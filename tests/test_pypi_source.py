@@ -128,6 +128,7 @@ def test_pip_failure_is_one_line_naming_the_requirement(local_index, tmp_path) -
 def test_restricted_loads_rebuilds_numpy_arrays() -> None:
     parts = ((np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], dtype=np.int64)), [3, "text"])
     loaded = restricted_loads(pickle.dumps(parts, protocol=4), "ok.pkl")
+    assert isinstance(loaded, tuple) and isinstance(loaded[0], tuple), type(loaded)
     assert np.array_equal(loaded[0][0], parts[0][0]) and loaded[0][0].dtype == np.float32
     assert np.array_equal(loaded[0][1], parts[0][1])
 

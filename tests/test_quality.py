@@ -12,6 +12,7 @@ from keras import ops
 from tiny import TINY
 
 from vaelab.config.schema import ClassifierSection
+from vaelab.data.processed import Splits
 from vaelab.evaluation.quality import (
     feature_frechet_distance,
     feature_statistics,
@@ -96,7 +97,7 @@ def judge():
 
     rng = np.random.default_rng(1)
     x, y = _bars(600, rng)
-    splits = SimpleNamespace(x_train=x, y_train=y, x_val=x[:0], y_val=y[:0], image_shape=(12, 12, 1), class_names=("a", "b", "c"))
+    splits = Splits(x, y, x[:0], y[:0], x[:0], y[:0], (12, 12, 1), ("a", "b", "c"))
     settings = ClassifierSection(**{**TINY["classifier"], "epochs": 3})
     return train_classifier(splits, settings, seed=0, verbose=0)
 

@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -35,13 +36,14 @@ METRIC = "test_nll_k100_grayscale_nats"  # the NLL the shipped params.yaml repor
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
+def store(tmp_path_factory) -> Iterator[str]:
     """One SQLite store for the fast tests (creating one takes seconds); each test uses its own model name."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         yield uri
-        mlflow.set_tracking_uri(None)
+        # MLflow takes None (forget the URI, unset the variable) though its annotation leaves None out.
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -193,6 +195,7 @@ def test_each_evaluation_adds_a_version_and_best_follows_the_lowest_nll(
     for overrides in trainings:
         config = load_config("params.yaml", overrides)
         run_id = run_train(config)
+        assert run_id is not None  # one process is its own chief
         caplog.clear()
         with caplog.at_level(logging.INFO, logger=registry.__name__):
             nll = run_evaluate(config)["test_nll_k4_grayscale_nats"]  # tiny.TINY: evaluate.nll_samples 4
@@ -203,12 +206,13 @@ def test_each_evaluation_adds_a_version_and_best_follows_the_lowest_nll(
         assert new.run_id == run_id
         assert new.tags[NLL_TAG] == repr(nll) and new.tags[METRIC_TAG] == "test_nll_k4_grayscale_nats"
         assert new.tags["run_name"] == client.get_run(run_id).info.run_name
+        assert new.source is not None
         logged = client.get_logged_model(new.source.removeprefix("models:/"))
         assert logged.source_run_id == run_id
         nll_of_version[int(new.version)] = nll
         run_of_version[int(new.version)] = run_id
 
-        expected_best = min(nll_of_version, key=nll_of_version.get)
+        expected_best = min(nll_of_version, key=lambda version: nll_of_version[version])
         best = int(client.get_model_version_by_alias(NAME, BEST_ALIAS).version)
         assert best == expected_best, nll_of_version
         best_after.append(best)

@@ -59,21 +59,21 @@ def test_what_counts_as_transient(error: Exception, transient: bool) -> None:
     assert is_transient(error) is transient
 
 
-def failing(times: int, error: Exception):
+class Failing:
     """A call that raises ``error`` the first ``times`` calls, then returns "ok"; ``.calls`` counts them."""
 
-    def call() -> str:
-        call.calls += 1
-        if call.calls <= times:
-            raise error
-        return "ok"
+    def __init__(self, times: int, error: Exception) -> None:
+        self.times, self.error, self.calls = times, error, 0
 
-    call.calls = 0
-    return call
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise self.error
+        return "ok"
 
 
 def test_a_transient_failure_is_tried_again_after_each_delay_and_said(caplog: pytest.LogCaptureFixture) -> None:
-    call = failing(2, ConnectionRefusedError("refused"))
+    call = Failing(2, ConnectionRefusedError("refused"))
 
     with caplog.at_level(logging.WARNING):
         assert retry(call, [0, 0, 0], "the store") == "ok"
@@ -86,7 +86,7 @@ def test_a_transient_failure_is_tried_again_after_each_delay_and_said(caplog: py
 
 
 def test_the_last_failure_is_raised_after_every_try() -> None:
-    call = failing(10, http_error(502))
+    call = Failing(10, http_error(502))
 
     with pytest.raises(requests.HTTPError):
         retry(call, [0, 0], "a download")
@@ -94,7 +94,7 @@ def test_the_last_failure_is_raised_after_every_try() -> None:
 
 
 def test_other_errors_are_raised_at_once() -> None:
-    call = failing(10, MlflowException("Invalid parameter value"))
+    call = Failing(10, MlflowException("Invalid parameter value"))
 
     with pytest.raises(MlflowException):
         with_retries(call, attempts=3, first_delay=0)
@@ -102,7 +102,7 @@ def test_other_errors_are_raised_at_once() -> None:
 
 
 def test_mlflow_requests_retry_a_refused_connection_wrapped_by_mlflow() -> None:
-    call = failing(2, raised_while_handling(MlflowException("API request failed"), requests.ConnectionError("refused")))
+    call = Failing(2, raised_while_handling(MlflowException("API request failed"), requests.ConnectionError("refused")))
 
     assert with_retries(call, attempts=4, first_delay=0) == "ok"
     assert call.calls == 3

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
+from mlflow_helpers import experiment_runs
 from tiny import write_bar_splits, write_params
 
 from vaelab.tracking.store import with_retries
@@ -176,7 +177,7 @@ def test_training_survives_a_server_restart_with_all_8_epochs_logged(server: Ser
 
     assert training.returncode == 0, output[-4000:]
     assert logged_before_crash < EPOCHS  # the crash really fell inside the training
-    (run,) = client.search_runs([client.get_experiment_by_name("vaelab-mnist").experiment_id])
+    (run,) = experiment_runs(client, "vaelab-mnist")
     assert run.info.status == "FINISHED"
     for key in ("loss", "val_loss", "kl_loss", "learning_rate"):
         steps = sorted(metric.step for metric in client.get_metric_history(run.info.run_id, key))
@@ -187,7 +188,7 @@ def test_training_survives_a_server_restart_with_all_8_epochs_logged(server: Ser
 def _wait_for_first_epoch(client: MlflowClient, training: subprocess.Popen, timeout: float = 240) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert training.poll() is None, training.stdout.read()[-4000:]
+        assert training.poll() is None, training.communicate()[0][-4000:]
         experiment = client.get_experiment_by_name("vaelab-mnist")
         runs = client.search_runs([experiment.experiment_id]) if experiment else []
         if runs:

@@ -132,7 +132,9 @@ def test_rewriting_a_smaller_split_removes_the_old_shards(tmp_path, monkeypatch)
     small = {name: a[:2] for name, a in arrays.items()}
     write_splits(tmp_path, small, {"dataset": "mnist", "class_names": ["a"]})
     assert sorted(p.name for p in tmp_path.glob("x_*.npy")) == [f"x_{s}-0000{i}.npy" for s in ("test", "train", "val") for i in (0, 1)]
-    assert np.array_equal(load_splits(tmp_path).x_train.read_uint8(slice(None)), numbered(2))
+    on_disk = load_splits(tmp_path).x_train
+    assert isinstance(on_disk, ShardedImages)
+    assert np.array_equal(on_disk.read_uint8(slice(None)), numbered(2))
 
 
 def _collect(dataset) -> list[np.ndarray]:

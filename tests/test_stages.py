@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow_helpers import experiment_runs
 
 from vaelab.config.load import load_config
 from vaelab.data.processed import load_splits
@@ -35,6 +36,7 @@ def test_train_then_evaluate_make_one_finished_run(project: Path, mlflow_uri: st
     config = load_config("params.yaml")
     run_id = run_train(config)
     metrics = run_evaluate(config)
+    assert run_id is not None  # one process is its own chief
 
     assert Path("models/vae.keras").stat().st_size > 0
     history = Path("reports/history.csv").read_text().splitlines()
@@ -61,13 +63,15 @@ def test_train_then_evaluate_make_one_finished_run(project: Path, mlflow_uri: st
 
     # The data, as MLflow datasets: one input per split, named after the dataset, sized, told apart by digest.
     meta = Path("data/processed/meta.json").read_bytes()
+    assert run.inputs is not None
     inputs = {tag.value: entry.dataset for entry in run.inputs.dataset_inputs for tag in entry.tags if tag.key == "mlflow.data.context"}
     assert sorted(inputs) == ["test", "training", "validation"]
     for context, split, size in (("training", "train", 320), ("validation", "val", 64), ("test", "test", 96)):
         dataset = inputs[context]
         assert dataset.name == "mnist"
         assert dataset.digest == hashlib.sha256(b"\0".join([b"", meta, split.encode()])).hexdigest()[:12]  # no raw manifest here
-        assert json.loads(dataset.profile)["num_images"] == size and json.loads(dataset.profile)["image_shape"] == [28, 28, 1]
+        profile = json.loads(dataset.profile or "null")
+        assert profile["num_images"] == size and profile["image_shape"] == [28, 28, 1]
     # What it was, on what, and how it scored, at the top of the run's page.
     note = run.data.tags["mlflow.note.content"]
     assert note.startswith(
@@ -86,7 +90,7 @@ def test_nan_loss_fails_the_run_and_writes_no_model(project: Path, mlflow_uri: s
         run_train(config)
     assert not Path("models/vae.keras").exists()
     assert not Path("models/mlflow_run.json").exists()
-    runs = MlflowClient(mlflow_uri).search_runs([MlflowClient(mlflow_uri).get_experiment_by_name("vaelab-mnist").experiment_id])
+    runs = experiment_runs(MlflowClient(mlflow_uri), "vaelab-mnist")
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
@@ -98,7 +102,7 @@ def test_killed_training_resumes_into_the_same_run(project: Path, mlflow_uri: st
     first = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
-        assert first.poll() is None, first.stdout.read().decode()[-2000:]
+        assert first.poll() is None, first.communicate()[0].decode()[-2000:]
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
@@ -116,7 +120,7 @@ def test_killed_training_resumes_into_the_same_run(project: Path, mlflow_uri: st
     assert f"Epoch {killed_at + 1}/3" in second.stdout and "Epoch 1/3" not in second.stdout
 
     client = MlflowClient(mlflow_uri)
-    runs = client.search_runs([client.get_experiment_by_name("vaelab-mnist").experiment_id])
+    runs = experiment_runs(client, "vaelab-mnist")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")] == [1, 2, 3]
     assert len(Path("reports/history.csv").read_text().splitlines()) == 4

@@ -13,6 +13,7 @@ import optuna
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from mlflow_helpers import experiment_runs
 from optuna.trial import TrialState
 from sweep_helpers import EXPERIMENT, PASSWORD, mlflow_runs, study_in
 
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 def all_mlflow_strings(uri: str) -> list[str]:
     """Every param and tag value of every run in the test experiment."""
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], max_results=1000)
+    runs = experiment_runs(client, EXPERIMENT)
     return [value for run in runs for value in (*run.data.params.values(), *run.data.tags.values())]
 
 

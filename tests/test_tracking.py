@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -30,14 +31,15 @@ SECRET = "s3cr3t-pw"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
+def store(tmp_path_factory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.delenv("DVC_EXP_NAME", raising=False)
         yield uri
-        mlflow.set_tracking_uri(None)  # forget the store before the environment is restored
+        # MLflow takes None (forget the URI, unset the variable) though its annotation leaves None out.
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -200,7 +202,8 @@ def test_nested_runs_hang_under_their_parent(store, client, config):
     with runs.start_run(config, name="sweep") as parent:
         with runs.start_run(with_overrides(config, {"train.z_dim": 4}), nested=True, name="trial-0") as child:
             pass
-        assert mlflow.active_run().info.run_id == parent.info.run_id
+        active = mlflow.active_run()
+        assert active is not None and active.info.run_id == parent.info.run_id
 
     tags = client.get_run(child.info.run_id).data.tags
     assert tags["mlflow.parentRunId"] == parent.info.run_id

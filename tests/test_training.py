@@ -85,8 +85,8 @@ def test_an_interrupted_training_resumes_where_it_stopped(tiny_train_config, squ
     # (absolute) allowing for thread-order round-off.
     for a, b in zip(weights_of(uninterrupted.model), weights_of(resumed.model), strict=True):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
-    for a, b in zip(uninterrupted.history, resumed.history, strict=True):
-        assert b == pytest.approx(a, rel=1e-4)
+    for row, resumed_row in zip(uninterrupted.history, resumed.history, strict=True):
+        assert resumed_row == pytest.approx(row, rel=1e-4)
 
 
 @pytest.mark.slow
@@ -104,8 +104,8 @@ def test_a_resumed_training_continues_the_kl_warm_up(tiny_train_config, square_s
     assert resumed.initial_epoch == 1 and resumed.model.kl_warmup_steps == 24  # set again on the loaded model
     for a, b in zip(weights_of(uninterrupted.model), weights_of(resumed.model), strict=True):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
-    for a, b in zip(uninterrupted.history, resumed.history, strict=True):
-        assert b == pytest.approx(a, rel=1e-4)
+    for row, resumed_row in zip(uninterrupted.history, resumed.history, strict=True):
+        assert resumed_row == pytest.approx(row, rel=1e-4)
 
 
 def test_a_checkpoint_of_other_settings_is_ignored_and_replaced(tiny_train_config, square_splits, tmp_path, caplog):
@@ -124,7 +124,7 @@ def test_a_checkpoint_of_other_settings_is_ignored_and_replaced(tiny_train_confi
 
     result = train(config, square_splits, checkpoint_dir=checkpoints, verbose=0)
     assert result.initial_epoch == 0
-    assert read_checkpoint(checkpoints, config, IMAGE_SHAPE)["epoch"] == 1
+    assert (read_checkpoint(checkpoints, config, IMAGE_SHAPE) or {}).get("epoch") == 1
     assert sorted(p.name for p in checkpoints.iterdir()) == ["model-epoch-0001.keras", STATE_FILE]
 
     # A finished checkpoint (the caller crashed before clearing it) gives the model back untouched.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -53,7 +54,7 @@ def tiny_settings(*changes: dict[str, dict]) -> dict[str, dict]:
     return settings
 
 
-def dotted(settings: dict[str, dict]) -> dict[str, object]:
+def dotted(settings: dict[str, dict]) -> dict[str, Any]:
     """``{"train": {"epochs": 3}}`` as ``{"train.epochs": 3}``: the override form of load_config and with_overrides."""
     return {f"{section}.{key}": value for section, values in settings.items() for key, value in values.items()}
 

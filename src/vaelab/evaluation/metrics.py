@@ -197,5 +197,5 @@ def _per_image_terms(model: VAE):
     return passes.cached_on(model, "loss_terms", lambda: passes.compiled(terms, *specs))
 
 
-def latent_dim(model: VAE) -> int:
+def latent_dim(model: passes.Decodes) -> int:
     return int(model.decoder.inputs[0].shape[-1])

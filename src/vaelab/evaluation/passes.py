@@ -10,7 +10,7 @@ out of them that a loss or likelihood reads is float32 (see :mod:`vaelab.model`)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import keras
 import numpy as np
@@ -27,7 +27,15 @@ def encode(model: VAE):
     return cached_on(model, "encode", lambda: compiled(lambda x: model.encode(x, training=False), images_spec(model.encoder)))
 
 
-def decode(model: VAE):
+class Decodes(Protocol):
+    """What decoding asks of a model: ``decoder``, a Keras model from latent points ``(batch, z_dim)`` to images.
+    The VAE has it; so does a test's stand-in that decodes to chosen pictures."""
+
+    @property
+    def decoder(self) -> keras.Model: ...
+
+
+def decode(model: Decodes):
     """``z (batch, z_dim) -> pixel probabilities (batch, H, W, C)``."""
     return cached_on(model, "decode", lambda: compiled(lambda z: model.decoder(z, training=False), latent_spec(model)))
 
@@ -68,7 +76,7 @@ def images_spec(model: keras.Model) -> tf.TensorSpec:
     return tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
 
 
-def latent_spec(model: VAE) -> tf.TensorSpec:
+def latent_spec(model: Decodes) -> tf.TensorSpec:
     """Float32 latent points ``(batch, z_dim)`` of any batch size."""
     return tf.TensorSpec((None, int(model.decoder.inputs[0].shape[-1])), tf.float32)
 

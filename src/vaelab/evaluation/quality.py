@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import keras
 
     from vaelab.data.shards import ShardedImages
-    from vaelab.model import VAE
+    from vaelab.evaluation.passes import Decodes
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +73,7 @@ def label_entropy_bits(probabilities: np.ndarray) -> float:
 
 def sample_quality(
     classifier: keras.Model,
-    vae: VAE,
+    vae: Decodes,
     real_images: ShardedImages | np.ndarray,
     n_samples: int,
     seed: int,

@@ -42,8 +42,11 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             values["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         timestamp = int(time.time() * 1000)
         metrics = [Metric(key, value, timestamp, epoch + 1) for key, value in sorted(values.items())]
+        run_id = self.run_id
+        if run_id is None:  # Keras calls on_train_begin, which sets it, before any epoch
+            raise VaelabError("MlflowEpochLogger: an epoch ended before training began; pass run_id or call on_train_begin")
         client = MlflowClient()
-        with_retries(lambda: client.log_batch(self.run_id, metrics=metrics))
+        with_retries(lambda: client.log_batch(run_id, metrics=metrics))
 
 
 def log_missing_epochs(run_id: str, history: list[dict[str, Any]]) -> None:

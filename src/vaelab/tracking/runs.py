@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsFloat
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -199,7 +199,8 @@ def log_params(params: Mapping[str, Any]) -> None:
     with_retries(lambda: mlflow.log_params(values))
 
 
-def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+def log_metrics(metrics: Mapping[str, SupportsFloat], step: int | None = None) -> None:
+    """Log each value as a float (NumPy scalars included) at ``step``."""
     values = {key: float(value) for key, value in metrics.items()}
     with_retries(lambda: mlflow.log_metrics(values, step=step))
 
