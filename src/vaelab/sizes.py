@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from vaelab.data.sources import DATASETS
+
 FLOAT32 = 4
 IMPORTANCE_WEIGHT_BYTES = 8  # the test NLL's log-weights are float64 (vaelab.evaluation.likelihood)
 # Training holds, per trainable weight, the weight, its gradient and Adam's two moment estimates.
@@ -59,16 +61,12 @@ ConvLayer = tuple[int, int, int]
 
 def image_shape(dataset: str, image_size: int) -> tuple[int, int, int]:
     """(height, width, channels) of the images preprocess makes of ``dataset`` (``image_size`` for a folder)."""
-    from vaelab.data.sources import DATASETS  # light import: no network or TensorFlow
-
     spec = DATASETS.get(dataset)
     return spec.image_shape if spec else (image_size, image_size, 3)  # a folder's images become RGB
 
 
 def class_count(dataset: str) -> int:
     """A registered dataset's number of classes; a folder's are known only after download, and are at least 2."""
-    from vaelab.data.sources import DATASETS
-
     spec = DATASETS.get(dataset)
     return len(spec.class_names) if spec else 2
 

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.config.schema import Config, PathsSection
+from vaelab.data.sources import IMAGE_FOLDER
 
 
 def path_on_disk_error(config: Config) -> dict[str, Any] | None:
     """The first path param that what exists on disk contradicts, as a pydantic-style error; else None."""
-    from vaelab.data.sources import IMAGE_FOLDER  # light import: no network or TensorFlow
-
     wanted = [(("paths", key), path, key in PathsSection.FOLDERS) for key, path in config.paths]
     if config.data.dataset == IMAGE_FOLDER:
         wanted.append((("data", "image_dir"), config.data.image_dir, True))

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator
 
+from vaelab.data.sources import DATASET_NAMES
+
 # MLflow's registry keeps a model's name in a String(256) column, and vaelab names the model
 # "<experiment>-<dataset>" (vaelab.tracking.registry): the experiment gets what the longest dataset name leaves.
 REGISTERED_MODEL_NAME_MAX = 256
@@ -71,8 +73,6 @@ def _name(value: str) -> str:
 
 
 def _experiment_name(value: str) -> str:
-    from vaelab.data.sources import DATASET_NAMES  # light import: no network or TensorFlow
-
     # "-binarized": the suffix of models of binarized data (vaelab.tracking.registry).
     longest = REGISTERED_MODEL_NAME_MAX - len("-") - max(len(name) for name in DATASET_NAMES) - len("-binarized")
     if len(value) > longest:

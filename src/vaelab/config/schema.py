@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from vaelab.config.rules import ExperimentName, FilePath, FolderPath, KerasFilePath, PrintableText, StudyName, overlap
+from vaelab.data.sources import DATASET_NAMES, IMAGE_FOLDER
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -82,16 +83,12 @@ class DataSection(_Section):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        from vaelab.data.sources import DATASET_NAMES  # light import: no network or TensorFlow
-
         if name not in DATASET_NAMES:
             raise ValueError(f"unknown dataset; allowed: {', '.join(sorted(DATASET_NAMES))}")
         return name
 
     @model_validator(mode="after")
     def _binarize_needs_a_registered_dataset(self) -> DataSection:
-        from vaelab.data.sources import IMAGE_FOLDER
-
         if self.binarize != "none" and self.dataset == IMAGE_FOLDER:
             raise ValueError(
                 f"binarize {self.binarize!r} needs a registered dataset such as mnist or fashion_mnist; "
