@@ -57,6 +57,7 @@ KINDS = (
     "nul_byte",
     "huge",
     "name",
+    "duplicate",
 )
 
 
@@ -64,7 +65,7 @@ def test_the_corpus_covers_every_kind_of_mistake() -> None:
     names = {path.stem for path in BAD_PARAMS.glob("*.yaml")}
     for kind in KINDS:
         assert any(kind in name for name in names), kind
-    assert len(names) == 75
+    assert len(names) == 77
 
 
 @pytest.mark.parametrize("params_file", _cases())
