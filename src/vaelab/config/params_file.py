@@ -22,7 +22,7 @@ DEFAULT_PARAMS = Path("params.yaml")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class DuplicateKey(Exception):
+class _DuplicateKey(Exception):
     """A key written twice in one mapping; lines count from 1."""
 
     def __init__(self, key: object, first_line: int, second_line: int) -> None:
@@ -42,7 +42,7 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node)  # a scalar: str, number, bool, null or date, all hashable
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise DuplicateKey(key, seen[key], line)
+                raise _DuplicateKey(key, seen[key], line)
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -65,7 +65,7 @@ def read_params(path: Path | str = DEFAULT_PARAMS) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid UTF-8 (byte 0x{err.object[err.start]:02x} at offset {err.start})") from None
     try:
         raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except DuplicateKey as err:
+    except _DuplicateKey as err:
         raise ConfigError(
             f"{path}: line {err.second_line}: duplicate key {err.key} (first at line {err.first_line}); "
             "YAML allows a key once per mapping: merge the two into one"
