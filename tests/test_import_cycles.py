@@ -30,6 +30,12 @@ def test_no_module_imports_itself_back_for_the_type_checker() -> None:
         pytest.fail(f"{len(found)} import cycle(s) counting TYPE_CHECKING imports:\n{report(found)}", pytrace=False)
 
 
+def test_no_module_imports_the_command_line_entry() -> None:
+    """cli.py is the top: what a command shares with it lives in cli_common.py, below both."""
+    importers = sorted(str(step) for step in package_imports() if step.imported == "vaelab.cli")
+    assert not importers, "import from vaelab.cli_common instead:\n" + "\n".join(importers)
+
+
 def test_a_cycle_put_back_is_found() -> None:
     """Guards the analysis: cli.py is the top, so an import of it from a module it uses closes a loop."""
     put_back = Import("vaelab.stages", "vaelab.cli", 1, "function")
