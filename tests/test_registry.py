@@ -226,6 +226,9 @@ def test_each_evaluation_adds_a_version_and_best_follows_the_lowest_nll(
     result = _predict_in_new_process(project, mlflow_uri)
     assert result["shape"] == [3, 28, 28, 1]
     assert result["run_id"] == run_of_version[3]
+    # The registered model generates: 16 images from the prior, the same for the same seed.
+    assert result["sample_shape"] == [16, 28, 28, 1]
+    assert result["same_twice"] is True
 
 
 def _fake_version(client: MlflowClient, name: str, nll: float | str, metric: str = METRIC) -> None:
@@ -244,7 +247,9 @@ def _predict_in_new_process(project: Path, uri: str) -> dict:
         "import json, sys, mlflow, numpy as np\n"
         f"model = mlflow.pyfunc.load_model('models:/{NAME}@{BEST_ALIAS}')\n"
         "out = np.asarray(model.predict(np.load(sys.argv[1])))\n"
-        "print(json.dumps({'shape': list(out.shape), 'run_id': model.metadata.run_id}))\n"
+        "sample = [model.predict(None, params={'mode': 'sample', 'n': 16, 'seed': 0}) for _ in range(2)]\n"
+        "print(json.dumps({'shape': list(out.shape), 'run_id': model.metadata.run_id,\n"
+        "                  'sample_shape': list(sample[0].shape), 'same_twice': bool(np.array_equal(*sample))}))\n"
     )
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run([sys.executable, "-c", code, str(images)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)

@@ -141,6 +141,12 @@ def ui_main(argv: Sequence[str]) -> None:
     run(argv)
 
 
+def generate_main(argv: Sequence[str]) -> None:
+    from vaelab.generate_command import main as run
+
+    run(argv)
+
+
 def likelihood_main(argv: Sequence[str]) -> None:
     from vaelab.likelihood_command import main as run
 
@@ -156,6 +162,10 @@ TOOLS: dict[str, tuple[str, Callable[[Sequence[str]], None]]] = {
     "likelihood": (
         "the paper-grade test NLL of the trained model (K = 5000 importance samples, all test images); resumable",
         likelihood_main,
+    ),
+    "generate": (
+        "sample, reconstruct, interpolate or do latent arithmetic with any trained model (run id, models:/ URI or file)",
+        generate_main,
     ),
 }
 

@@ -57,7 +57,7 @@ def run_train(config: Config) -> str | None:
     from vaelab.history import write_history
     from vaelab.tracking import runs
     from vaelab.tracking.epochs import MlflowEpochLogger, log_missing_epochs
-    from vaelab.tracking.export import log_keras_model
+    from vaelab.tracking.export import log_generative_model, model_settings
     from vaelab.tracking.notes import describe_run
     from vaelab.tracking.run_info import write_run_info
     from vaelab.training import clear_checkpoint, read_checkpoint, train
@@ -94,7 +94,7 @@ def run_train(config: Config) -> str | None:
         runs.log_artifact(config.paths.history)
         if Path("params.yaml").exists():
             runs.log_artifact(Path("params.yaml"))
-        log_keras_model(result.model, splits.x_val[:4])
+        log_generative_model(result.model, model_settings(result.model, config.data.dataset, config.data.binarize))
         write_run_info(config.paths.run_info, run_id)
     clear_checkpoint(checkpoint_dir)
     return run_id

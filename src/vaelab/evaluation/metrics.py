@@ -134,14 +134,28 @@ def latent_arithmetic(
     with ``labels``). Returns the first ``rows`` class-0 images ``(rows, H, W, C)`` and the decoded
     ``mu_i + s * step`` for each strength ``s``: ``(rows, len(strengths), H, W, C)``.
     """
+    shift = attribute_shift(mu, labels, strengths, rows)
+    if shift is None:
+        return None
+    chosen, z = shift
+    decoded = passes.in_batches(passes.decode(model), z.reshape(-1, z.shape[-1]), batch_size)
+    return np.asarray(x[chosen], dtype="float32"), decoded.reshape(len(chosen), len(strengths), *decoded.shape[1:])
+
+
+def attribute_shift(mu: np.ndarray, labels: np.ndarray, strengths: Sequence[float], rows: int = 5) -> tuple[np.ndarray, np.ndarray] | None:
+    """The chapter's attribute vector at work: which class-0 images, and their codes moved towards class 1.
+
+    The step is ``mean(mu | class 1) - mean(mu | class 0)``. Returns the indices of the first ``rows`` class-0
+    images and ``mu_i + s * step`` for each strength ``s``, float32 ``(rows, len(strengths), z_dim)``; None if a
+    class has no image.
+    """
     labels = np.asarray(labels)
     if not (np.any(labels == 0) and np.any(labels == 1)):
         return None
     step = mu[labels == 1].mean(axis=0) - mu[labels == 0].mean(axis=0)  # (z_dim,)
     chosen = np.flatnonzero(labels == 0)[:rows]
     z = mu[chosen][:, np.newaxis, :] + np.asarray(strengths, dtype="float32")[np.newaxis, :, np.newaxis] * step
-    decoded = passes.in_batches(passes.decode(model), z.reshape(-1, z.shape[-1]).astype("float32"), batch_size)
-    return np.asarray(x[chosen], dtype="float32"), decoded.reshape(len(chosen), len(strengths), *decoded.shape[1:])
+    return chosen, z.astype("float32")
 
 
 def reconstruct(model: VAE, x: ShardedImages | np.ndarray, batch_size: int) -> np.ndarray:
@@ -166,14 +180,18 @@ def decode_grid(model: VAE, grid_size: int, span: float = 0.9) -> np.ndarray:
     z_dim = latent_dim(model)
     if z_dim != 2:
         raise ValueError(f"a latent grid needs z_dim 2; this model has z_dim {z_dim}")
+    images = passes.in_batches(passes.decode(model), latent_grid_points(grid_size, span), 1000)
+    return images.reshape(grid_size, grid_size, *images.shape[1:])
+
+
+def latent_grid_points(grid_size: int, span: float = 0.9) -> np.ndarray:
+    """The ``(grid_size * grid_size, 2)`` latent points of :func:`decode_grid`, row by row, float32."""
     if not 0 < span < 1:
         raise ValueError(f"span must lie strictly between 0 and 1; received span={span}")
     tail = (1.0 - span) / 2
     values = np.array([NormalDist().inv_cdf(q) for q in np.linspace(tail, 1.0 - tail, grid_size)], dtype="float32")
     z0, z1 = np.meshgrid(values, values[::-1])  # (rows, cols) each
-    z = np.stack([z0.ravel(), z1.ravel()], axis=1)  # (rows * cols, 2)
-    images = passes.in_batches(passes.decode(model), z, 1000)
-    return images.reshape(grid_size, grid_size, *images.shape[1:])
+    return np.stack([z0.ravel(), z1.ravel()], axis=1)  # (rows * cols, 2)
 
 
 def _per_image_terms(model: VAE):

@@ -28,6 +28,7 @@ LATENT_SIZE = (8.0, 7.0)
 GRID_SIZE = (7.0, 7.5)  # manifold and samples: square image plus a title line
 LOSS_SIZE = (13.0, 4.0)
 ARITHMETIC_TILE = 1.2  # inches per column of the latent-arithmetic picture
+INTERPOLATION_TILE = 1.0  # inches per image of an interpolation
 # Multiples of the latent step from one class to the other added to each image (0 = its plain reconstruction).
 ARITHMETIC_STRENGTHS = (0.0, 0.5, 1.0, 1.5, 2.0)
 
@@ -97,11 +98,22 @@ def plot_manifold(images_grid: np.ndarray, path: Path | str) -> None:
     _grid_figure(image_grid(flat, rows, cols, gap=1), "Decoder output over the latent plane (z[0] across, z[1] up)", path)
 
 
-def plot_samples(images: np.ndarray, path: Path | str) -> None:
-    """Images decoded from z ~ N(0, I), in the smallest square grid that holds them."""
+def plot_samples(images: np.ndarray, path: Path | str, temperature: float = 1.0) -> None:
+    """Images decoded from z ~ N(0, temperature^2 I), in the smallest square grid that holds them."""
     images = np.asarray(images)
     side = int(np.ceil(np.sqrt(len(images))))
-    _grid_figure(image_grid(images, side, side, gap=2), f"{len(images)} images decoded from z ~ N(0, I)", path)
+    prior = "N(0, I)" if temperature == 1.0 else f"N(0, {temperature:g}^2 I)"
+    _grid_figure(image_grid(images, side, side, gap=2), f"{len(images)} images decoded from z ~ {prior}", path)
+
+
+def plot_interpolation(images: np.ndarray, title: str, path: Path | str) -> None:
+    """One row of images: a path through the latent space, its two ends first and last."""
+    images = np.asarray(images)
+    figure = plt.figure(figsize=(max(4, len(images)) * INTERPOLATION_TILE, INTERPOLATION_TILE + 0.6), dpi=DPI)
+    axes = figure.add_axes((0.01, 0.02, 0.98, INTERPOLATION_TILE / (INTERPOLATION_TILE + 0.6)))
+    _show(axes, image_grid(images, 1, len(images), gap=2))
+    figure.suptitle(title, fontsize="small")
+    _save(figure, path)
 
 
 def plot_latent_arithmetic(

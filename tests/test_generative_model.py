@@ -1,0 +1,258 @@
+"""The logged model is the whole generative model: every mode, in numpy, through MLflow's pyfunc in a process that
+never imports vaelab, and the checks that give a wrong mode, shape or z_dim one clear message."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.exceptions import MlflowException
+from tiny import tiny_network
+
+from vaelab.tracking.generative_model import GenerativeVAE
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+Z_DIM = 3
+SHAPE = (4, 4, 1)
+
+
+def linear_vae() -> GenerativeVAE:
+    """A VAE whose encoder and decoder are fixed linear maps, so every answer can be worked out by hand:
+    mean = the first Z_DIM pixels, log_var = -mean; decode(z) puts z in the first Z_DIM pixels, zeros elsewhere."""
+
+    def encoder(images):
+        flat = images.reshape(len(images), -1)[:, :Z_DIM]
+        return flat, -flat
+
+    def decoder(z):
+        images = np.zeros((len(z), 16), dtype="float32")
+        images[:, :Z_DIM] = z
+        return images.reshape(len(z), *SHAPE)
+
+    return GenerativeVAE(encoder, decoder, {"z_dim": Z_DIM, "image_shape": list(SHAPE), "dataset": "toy", "prior": "normal"})
+
+
+def test_linear_interpolation_is_exact_at_hand_worked_points() -> None:
+    path = linear_vae().interpolate_latents([0.0, 0.0, 0.0], [2.0, 4.0, -1.0], steps=3, method="linear")
+    np.testing.assert_array_equal(path, np.array([[0, 0, 0], [1, 2, -0.5], [2, 4, -1]], dtype="float32"))
+
+
+def test_spherical_interpolation_turns_along_the_circle_and_scales_the_length_linearly() -> None:
+    # From (1, 0, 0) to (0, 2, 0): a quarter turn; halfway the direction is 45 degrees and the length 1.5.
+    path = linear_vae().interpolate_latents([1.0, 0.0, 0.0], [0.0, 2.0, 0.0], steps=3, method="spherical")
+    half = 1.5 / np.sqrt(2.0)
+    np.testing.assert_allclose(path[1], [half, half, 0.0], atol=1e-6)
+    np.testing.assert_array_equal(path[[0, 2]], np.array([[1, 0, 0], [0, 2, 0]], dtype="float32"))
+    # Opposite directions have no unique great circle: the straight line, through the origin.
+    opposite = linear_vae().interpolate_latents([1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], steps=3, method="spherical")
+    np.testing.assert_allclose(opposite[1], [0.0, 0.0, 0.0], atol=1e-7)
+
+
+def test_interpolating_images_goes_between_their_posterior_means() -> None:
+    vae = linear_vae()
+    first, second = np.full(SHAPE, 0.2, dtype="float32"), np.full(SHAPE, 0.6, dtype="float32")
+    images = vae.interpolate(first, second, steps=5)
+    assert images.shape == (5, *SHAPE)
+    # The codes are the first three pixels (0.2 ... 0.6), decoded back into the first three pixels.
+    np.testing.assert_allclose(images.reshape(5, -1)[:, 0], [0.2, 0.3, 0.4, 0.5, 0.6], atol=1e-6)
+    assert not images.reshape(5, -1)[:, Z_DIM:].any()
+
+
+def test_samples_are_the_seeded_prior_scaled_by_the_temperature() -> None:
+    vae = linear_vae()
+    images = vae.sample(5, seed=3, temperature=0.5)
+    expected = 0.5 * np.random.default_rng(3).standard_normal((5, Z_DIM))
+    np.testing.assert_allclose(images.reshape(5, -1)[:, :Z_DIM], expected, rtol=1e-6)
+    np.testing.assert_array_equal(vae.sample(5, seed=3, temperature=0.5), images)
+    assert not np.array_equal(vae.sample(5, seed=4, temperature=0.5), images)
+    assert not vae.sample(2, seed=3, temperature=0.0).any()  # temperature 0: the prior's mean, z = 0
+
+
+def test_reconstruct_decodes_the_posterior_mean_and_encode_returns_both_halves() -> None:
+    vae = linear_vae()
+    images = np.random.default_rng(0).random((6, *SHAPE), dtype=np.float32)
+    mean, log_var = vae.encode(images)
+    np.testing.assert_array_equal(mean, images.reshape(6, -1)[:, :Z_DIM])
+    np.testing.assert_array_equal(log_var, -mean)
+    np.testing.assert_array_equal(vae.reconstruct(images), vae.decode(mean))
+    # Flat rows and (N, H, W) for one channel are the same images.
+    np.testing.assert_array_equal(vae.encode(images.reshape(6, 16))[0], mean)
+    np.testing.assert_array_equal(vae.encode(images[..., 0])[0], mean)
+
+
+def test_predict_dispatches_on_mode() -> None:
+    vae = linear_vae()
+    images = np.random.default_rng(1).random((2, *SHAPE), dtype=np.float32)
+    encoded = vae.predict(None, images, {"mode": "encode"})
+    assert set(encoded) == {"mean", "log_var"}
+    np.testing.assert_array_equal(vae.predict(None, images), vae.reconstruct(images))  # reconstruct is the default
+    z = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]], dtype="float32")
+    np.testing.assert_array_equal(vae.predict(None, z, {"mode": "decode"}), vae.decode(z))
+    np.testing.assert_array_equal(vae.predict(None, z, {"mode": "sample", "n": 4, "seed": 9}), vae.sample(4, seed=9))
+    path = vae.predict(None, z, {"mode": "interpolate", "steps": 4, "method": "spherical"})
+    np.testing.assert_array_equal(path[[0, -1]], vae.decode(z))
+
+
+@pytest.mark.parametrize(
+    ("data", "params", "message"),
+    [
+        (None, {"mode": "generate"}, "mode must be one of reconstruct, encode, decode, sample, interpolate; received mode='generate'"),
+        (np.zeros((2, 5, 5, 1)), {}, "images must have shape (N, 4, 4, 1) for this model; received shape (2, 5, 5, 1)"),
+        (np.full((1, 4, 4, 1), 255.0), {"mode": "encode"}, "image pixels must be in [0, 1] (uint8 images divided by 255)"),
+        (np.zeros((2, 2)), {"mode": "decode"}, "latent vectors must have shape (N, 3) for this model (z_dim=3); received shape (2, 2)"),
+        (None, {"mode": "sample", "n": 0}, "n must be a whole number from 1 to 10000; received n=0"),
+        (None, {"mode": "sample", "temperature": -1.0}, "temperature must be a finite number >= 0"),
+        (np.zeros((3, 3)), {"mode": "interpolate"}, "interpolate takes two images or two latent vectors; received shape (3, 3)"),
+        (np.zeros((2, 3)), {"mode": "interpolate", "steps": 1}, "steps must be a whole number from 2 to 10000; received steps=1"),
+        (np.zeros((2, 3)), {"mode": "interpolate", "method": "cubic"}, "method must be one of linear, spherical; received method='cubic'"),
+        ([["a", "b"]], {"mode": "decode"}, "latent vectors must be an array of numbers; received list"),
+    ],
+)
+def test_bad_input_is_one_clear_mlflow_error(data, params: dict, message: str) -> None:
+    with pytest.raises(MlflowException) as caught:
+        linear_vae().predict(None, data, params)
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert message in caught.value.message
+
+
+# --- the real logged model --------------------------------------------------------------------------------------
+
+TINY = {**tiny_network([4, 4], [4, 1]), "train.z_dim": 2, "base.experiment": "generative"}
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory) -> dict[str, str]:
+    """A tiny VAE logged the way the train stage logs it, and one logged the old, reconstruct-only way."""
+    import contextlib
+    import io
+
+    import mlflow
+
+    from vaelab.config.load import load_config
+    from vaelab.model import build_vae
+    from vaelab.tracking import runs
+    from vaelab.tracking.export import log_generative_model, model_settings
+
+    folder = tmp_path_factory.mktemp("generative")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        config = load_config(PROJECT_ROOT / "params.yaml", TINY)
+        model = build_vae((28, 28, 1), config.train, seed=0)
+        with runs.start_run(config) as run:
+            model_uri = log_generative_model(model, model_settings(model, "mnist", "none"))
+        with runs.start_run(config) as old_run, contextlib.redirect_stdout(io.StringIO()):
+            # What vaelab logged before the generative format (commit 9437d93's export.py).
+            examples = np.zeros((2, 28, 28, 1), dtype="float32")
+            signature = mlflow.models.infer_signature(examples, np.asarray(model(examples, training=False)))
+            mlflow.keras.log_model(model, name="model", save_exported_model=True, signature=signature, pip_requirements=["mlflow"])
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    model.save(folder / "vae.keras")  # what the train stage leaves in paths.model
+    return {
+        "store": uri,
+        "model_uri": model_uri,
+        "run_id": run.info.run_id,
+        "old_run_id": old_run.info.run_id,
+        "folder": str(folder),
+        "keras_file": str(folder / "vae.keras"),
+    }
+
+
+def _in_new_process(script: str, logged: dict[str, str], *args: str) -> dict:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": logged["store"], "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=logged["folder"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# Runs in a fresh interpreter that never imports vaelab: the served model must stand on its own.
+EVERY_MODE = """
+import json, sys
+import mlflow, numpy as np
+from mlflow.exceptions import MlflowException
+
+model = mlflow.pyfunc.load_model(sys.argv[1])
+x = np.random.default_rng(1).random((3, 28, 28, 1), dtype=np.float32)
+out = {}
+rec = model.predict(x)
+out["reconstruct"] = [list(rec.shape), str(rec.dtype), float(rec.min()) >= 0, float(rec.max()) <= 1]
+enc = model.predict(x, params={"mode": "encode"})
+out["encode"] = [sorted(enc), list(enc["mean"].shape), list(enc["log_var"].shape), str(enc["mean"].dtype)]
+dec = model.predict(enc["mean"], params={"mode": "decode"})
+out["decode_of_mean_vs_reconstruct"] = float(np.abs(dec - rec).max())
+s0, s0_again, s1 = (model.predict(None, params={"mode": "sample", "n": 5, "seed": seed}) for seed in (0, 0, 1))
+out["sample"] = [list(s0.shape), bool(np.array_equal(s0, s0_again)), bool(np.array_equal(s0, s1))]
+path = model.predict(x[:2], params={"mode": "interpolate", "steps": 6, "method": "spherical"})
+ends = model.predict(enc["mean"][:2], params={"mode": "decode"})
+out["interpolate"] = [list(path.shape), float(np.abs(path[[0, -1]] - ends).max())]
+for params, data in (({"mode": "morph"}, x), ({"mode": "decode"}, np.zeros((1, 5), "float32"))):
+    try:
+        model.predict(data, params=params)
+        out.setdefault("errors", []).append(None)
+    except MlflowException as err:
+        out.setdefault("errors", []).append(err.message)
+out["vaelab_imported"] = any(name.startswith("vaelab") for name in sys.modules)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_every_mode_through_mlflow_pyfunc_in_a_process_without_vaelab(logged: dict[str, str]) -> None:
+    out = _in_new_process(EVERY_MODE, logged, logged["model_uri"])
+    assert out["reconstruct"] == [[3, 28, 28, 1], "float32", True, True]
+    assert out["encode"] == [["log_var", "mean"], [3, 2], [3, 2], "float32"]
+    assert out["decode_of_mean_vs_reconstruct"] < 1e-6
+    assert out["sample"] == [[5, 28, 28, 1], True, False]
+    assert out["interpolate"][0] == [6, 28, 28, 1]
+    assert out["interpolate"][1] < 1e-6  # the path starts and ends at the inputs' codes
+    assert out["errors"][0].startswith("mode must be one of reconstruct, encode, decode, sample, interpolate; received mode='morph'")
+    assert out["errors"][1].startswith("latent vectors must have shape (N, 2) for this model (z_dim=2); received shape (1, 5)")
+    assert out["vaelab_imported"] is False
+
+
+@pytest.mark.slow
+def test_the_signature_carries_the_params_schema(logged: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", logged["store"])
+    info = mlflow.models.get_model_info(logged["model_uri"])
+    params = {spec.name: (spec.dtype.name, spec.default) for spec in info.signature.params.params}
+    assert params == {
+        "mode": ("string", "reconstruct"),
+        "n": ("long", 16),
+        "seed": ("long", None),
+        "temperature": ("double", 1.0),
+        "steps": ("long", 8),
+        "method": ("string", "linear"),
+    }
+
+
+@pytest.mark.slow
+def test_a_model_logged_before_the_generative_format_still_loads_and_reconstructs(logged: dict[str, str]) -> None:
+    script = (
+        "import json, sys, mlflow, numpy as np\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "out = np.asarray(model.predict(np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)))\n"
+        "print(json.dumps(list(out.shape)))\n"
+    )
+    assert _in_new_process(script, logged, f"runs:/{logged['old_run_id']}/model") == [2, 28, 28, 1]
+
+
+@pytest.mark.slow
+def test_vaelab_load_gives_the_served_object_with_its_settings(logged: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import vaelab
+    from vaelab.errors import VaelabError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", logged["store"])
+    vae = vaelab.load(logged["run_id"])
+    assert (vae.z_dim, vae.image_shape, vae.dataset, vae.binarize, vae.prior) == (2, (28, 28, 1), "mnist", "none", "normal")
+    assert vae.run_id == logged["run_id"]
+    assert vae.model_uri == f"runs:/{logged['run_id']}/model"
+    np.testing.assert_array_equal(vae.sample(3, seed=5), vaelab.load(logged["model_uri"]).sample(3, seed=5))
+    with pytest.raises(VaelabError, match=r"logged before vaelab's generative format and can only reconstruct"):
+        vaelab.load(logged["old_run_id"])
