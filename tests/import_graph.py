@@ -185,10 +185,7 @@ def package_imports() -> list[Import]:
     runs ``vaelab/__init__.py`` before any ``vaelab.x``, so ``vaelab.x -> vaelab`` is no step anyone can
     take out, and ``vaelab.load()`` importing ``vaelab.generator`` on first call closes no loop."""
     return [
-        found
-        for path in package_files()
-        for found in imports_in(parse(path), path)
-        if not found.importer.startswith(found.imported + ".")
+        found for path in package_files() for found in imports_in(parse(path), path) if not found.importer.startswith(found.imported + ".")
     ]
 
 
