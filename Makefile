@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN := PATH="$(BIN):$$PATH" TF_CPP_MIN_LOG_LEVEL=2
 PYTEST_ARGS ?=
 
-.PHONY: help setup repro test test-fast lint format ui server likelihood sweep compare exps status bench bench-torch lock clean-venv
+.PHONY: help setup repro test test-fast lint format ui server generate notebook likelihood sweep compare exps status bench bench-torch lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,20 @@ server: setup  ## MLflow tracking server on PostgreSQL (database created if miss
 	$(RUN) python scripts/tracking_server.py --backend-store-uri $(MLFLOW_BACKEND) --artifacts-destination $(MLFLOW_ARTIFACTS) --host 127.0.0.1 --port 5001
 
 LIKELIHOOD_ARGS ?=
+generate: setup  ## samples, morphs, reconstructions or the latent grid from the registry's best model: generated/*.png (GENERATE_ARGS="--n 64 --seed 1", see vaelab generate --help)
+	$(RUN) vaelab generate $(GENERATE_ARGS)
+
+# JupyterLab is not in requirements.lock, so `make repro` and `make test` do not install it; the first
+# `make notebook` does, from its own pinned list.
+NOTEBOOK_STAMP := $(VENV)/.notebook-installed
+NOTEBOOK_ARGS ?=  # more `jupyter lab` options, e.g. --no-browser --port 8890
+$(NOTEBOOK_STAMP): requirements-notebook.lock $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-notebook.lock
+	@touch $@
+
+notebook: $(NOTEBOOK_STAMP)  ## JupyterLab on notebooks/explore.ipynb: explore the registry's best model (VAELAB_MODEL=... for another)
+	$(RUN) jupyter lab --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) $(NOTEBOOK_ARGS) notebooks/explore.ipynb
+
 likelihood: setup  ## the paper-grade test NLL of the trained model: K=5000 on all test images (resumable; LIKELIHOOD_ARGS=--samples ...)
 	$(RUN) vaelab likelihood $(LIKELIHOOD_ARGS)
 
@@ -87,7 +101,7 @@ bench-torch:  ## PyTorch (CPU) in a separate .venv-torch, so `make bench` also m
 
 lock: setup  ## re-pin requirements.lock from what the venv has now
 	{ echo "# Exact versions installed by \`make\` (pip install -r requirements.lock). Regenerate with \`make lock\`."; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^vaelab'; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^vaelab' | grep -vxF -f requirements-notebook.lock; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 
 clean-venv:  ## remove the virtual environment
 	rm -rf $(VENV)

@@ -125,7 +125,8 @@ def _interpolation(model, args, config) -> Drawing:
 
     first, second = (_image(model, ref, config) for ref in args.interpolate)
     images = model.interpolate(first, second, steps=args.steps, method=args.method)
-    title = f"{args.method} interpolation between the codes of {args.interpolate[0]} and {args.interpolate[1]} ({args.steps} steps)"
+    start, end = (_describe(reference) for reference in args.interpolate)
+    title = f"{args.method} interpolation from {start} to {end} ({args.steps} steps)"
     return images, lambda out: plots.plot_interpolation(images, title, out)
 
 
@@ -174,6 +175,10 @@ def _test_images(config):
 
     processed = config.paths.processed if config is not None else Path("data/processed")
     return vaelab.test_images(processed)
+
+
+def _describe(reference: str) -> str:
+    return f"test image {reference}" if reference.lstrip("-").isdigit() else Path(reference).name
 
 
 def _image(model, reference: str, config) -> np.ndarray:
