@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from vaelab.config import load_config
+from vaelab.config.load import load_config
 from vaelab.data.processed import load_splits
 from vaelab.stages import run_evaluate, run_train
 
