@@ -141,6 +141,12 @@ def ui_main(argv: Sequence[str]) -> None:
     run(argv)
 
 
+def dashboard_main(argv: Sequence[str]) -> None:
+    from vaelab.dashboard_command import main as run
+
+    run(argv)
+
+
 def generate_main(argv: Sequence[str]) -> None:
     from vaelab.generate_command import main as run
 
@@ -159,6 +165,7 @@ TOOLS: dict[str, tuple[str, Callable[[Sequence[str]], None]]] = {
     "compare": (COMPARE_HELP, compare_main),
     "preset": ("print a preset (presets/NAME.yaml) as `dvc exp run -S` flags, or --run it", preset_main),
     "ui": ("the MLflow UI on the tracking store; prints the address of the experiment's training runs", ui_main),
+    "dashboard": ("optuna-dashboard on the sweep's study storage, with each trial's pictures; prints the study's address", dashboard_main),
     "likelihood": (
         "the paper-grade test NLL of the trained model (K = 5000 importance samples, all test images); resumable",
         likelihood_main,

@@ -71,11 +71,14 @@ from vaelab.sweep.storage import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
     STORAGE_ENV,
+    SWEEPS_DIR,
     WORKER_ATTR,
     fail_abandoned_trials,
     is_sqlite,
+    open_artifact_store,
     open_storage,
     open_study,
+    resolve_artifact_folder,
     resolve_storage,
     uses_heartbeats,
     worker_id,
@@ -83,7 +86,6 @@ from vaelab.sweep.storage import (
 
 log = logging.getLogger(__name__)
 
-SWEEPS_DIR = Path("sweeps")
 # A worker process exits with this when it ran sweep.trials_per_process trials and the study wants more.
 RECYCLE_EXIT = 3
 PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr: the MLflow run every worker's trials nest under
@@ -98,6 +100,7 @@ class WorkerOptions(TypedDict):
     deadline: float | None
     heartbeat_interval: int
     grace_period: int
+    out_dir: Path
 
 
 class SurplusTrial(Exception):
@@ -115,18 +118,26 @@ def run_worker(
     heartbeat_interval: int = HEARTBEAT_INTERVAL,
     grace_period: int = GRACE_PERIOD,
     max_trials: int | None = None,
+    out_dir: Path = SWEEPS_DIR,
 ) -> bool:
     """Run trials until the study has ``n_trials`` COMPLETE or PRUNED ones, or ``deadline`` (epoch seconds) passes.
 
     With ``max_trials``, stop after running that many; return True if it stopped for that reason (the study may
-    want more: a fresh process should take over), False when the study or its time is done.
+    want more: a fresh process should take over), False when the study or its time is done. Each trial's
+    pictures go to the artifact folder of ``out_dir`` (:func:`~vaelab.sweep.storage.resolve_artifact_folder`).
     """
     from vaelab.data.processed import load_splits
 
     storage = open_storage(storage_spec, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     study = open_study(config, storage, study_name, worker_index)
     parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
-    objective = Objective(config, load_splits(config.paths.processed), parent_run_id=parent_run_id, study_name=study_name)
+    objective = Objective(
+        config,
+        load_splits(config.paths.processed),
+        parent_run_id=parent_run_id,
+        study_name=study_name,
+        artifact_store=open_artifact_store(resolve_artifact_folder(out_dir)),
+    )
     heartbeat = uses_heartbeats(storage_spec)
     # A new model per trial means new tf.functions each time; TensorFlow's retracing warning is expected here.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -229,6 +240,7 @@ def run_sweep(
         "deadline": started + 60 * timeout if timeout else None,
         "heartbeat_interval": heartbeat_interval,
         "grace_period": grace_period,
+        "out_dir": Path(out_dir),
     }
     storage_object = open_storage(spec, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     study = open_study(config, storage_object, study_name)
@@ -279,6 +291,8 @@ def _run_worker_processes(config: Config, spec: str, workers: int, **options: Un
         command += ["--study", options["study_name"], "--n-trials", str(options["n_trials"])]
         command += ["--heartbeat-interval", str(options["heartbeat_interval"])]
         command += ["--grace-period", str(options["grace_period"])]
+        # Absolute, so that the pictures land beside the study's results whatever the worker's folder.
+        command += ["--out-dir", str(options["out_dir"].resolve())]
         if options["deadline"] is not None:
             command += ["--deadline", repr(options["deadline"])]
         if config.sweep.trials_per_process is not None:
@@ -331,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--heartbeat-interval", type=_positive_int, default=HEARTBEAT_INTERVAL, help=argparse.SUPPRESS)
     parser.add_argument("--grace-period", type=_positive_int, default=GRACE_PERIOD, help=argparse.SUPPRESS)
     parser.add_argument("--max-trials", type=_positive_int, help=argparse.SUPPRESS)
+    parser.add_argument("--out-dir", type=Path, default=SWEEPS_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     line = logs.VERBOSE_FORMAT if args.verbose else logs.PLAIN_FORMAT
     # Worker processes start as `python -m vaelab.sweep`, not through vaelab.cli: quiet TensorFlow here too.
@@ -352,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 worker_index=args.worker_index,
                 deadline=args.deadline,
                 max_trials=args.max_trials,
+                out_dir=args.out_dir,
                 **timing,
             )
             if more:

@@ -16,6 +16,9 @@ The training images stream from the processed shards batch by batch, so a worker
 ``sweep.max_train``. Of the validation split, only the ``evaluate.nll_images`` scored images are read each
 epoch (all of them, a batch at a time, when that is null or covers the split).
 
+A trial that ends COMPLETE or PRUNED uploads two pictures of its model as it was after its last epoch to the
+study's artifact store (:func:`upload_trial_pictures`), where optuna-dashboard shows them beside the trial's params.
+
 Part of vaelab.sweep; Optuna, Keras and MLflow are imported inside the functions, so importing this module
 stays cheap.
 """
@@ -23,9 +26,12 @@ stays cheap.
 from __future__ import annotations
 
 import gc
+import logging
 import math
+import tempfile
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vaelab.config.load import with_overrides
 from vaelab.config.schema import Config
@@ -37,26 +43,43 @@ from vaelab.sweep.storage import WORKER_ATTR, worker_id
 if TYPE_CHECKING:
     import numpy as np
     import optuna
+    from optuna.artifacts import FileSystemArtifactStore
 
     from vaelab.data.processed import Splits
+    from vaelab.model import VAE
+
+log = logging.getLogger(__name__)
 
 STATE_TAG = "optuna.state"
+SAMPLE_PICTURE = "samples.png"
+LOSS_PICTURE = "loss_curves.png"
+PICTURE_SAMPLES = 36  # a 6 x 6 grid: enough to judge a trial by, a fraction of a second to decode and draw
 
 
 class Objective:
     """One trial: sample the space, train like the train stage on the capped data, return the validation NLL.
 
     Holds the config and the splits (the first ``sweep.max_train`` training images and the whole
-    validation split, left on disk when they are shards) for all trials of a worker.
+    validation split, left on disk when they are shards) for all trials of a worker. With an
+    ``artifact_store``, each COMPLETE or PRUNED trial uploads its pictures there.
     """
 
-    def __init__(self, config: Config, splits: Splits, *, parent_run_id: str | None = None, study_name: str | None = None):
+    def __init__(
+        self,
+        config: Config,
+        splits: Splits,
+        *,
+        parent_run_id: str | None = None,
+        study_name: str | None = None,
+        artifact_store: FileSystemArtifactStore | None = None,
+    ):
         if len(splits.x_val) == 0:
             raise DataError("the validation split is empty, so trials cannot be scored; raise data.val_fraction")
         self.config = config
         self.splits = training_subset(splits, config.sweep.max_train)
         self.parent_run_id = parent_run_id
         self.study_name = study_name or config.sweep.study_name
+        self.artifact_store = artifact_store
         self.metric = objective_metric(config)  # sweep.space holds train.* keys only, so every trial's is the same
         self._check_space()
 
@@ -123,6 +146,8 @@ class Objective:
         runs.set_tags({precision.RUN_TAG: result.precision})
         if reporter.failure:
             raise TrainingError(reporter.failure)
+        if self.artifact_store is not None:
+            upload_trial_pictures(trial, self.artifact_store, result.model, result.history, config.base.seed)
         if reporter.pruned_after is not None:
             raise optuna.TrialPruned(f"after epoch {reporter.pruned_after}: {self.metric}={reporter.last_value:.4g}")
         return reporter.last_value
@@ -137,6 +162,30 @@ class Objective:
                 except ConfigError as err:
                     message = f"sweep.space.{key}: the range end {end:g} is not a valid train.{key} ({err})"
                     raise ConfigError(message) from None
+
+
+def upload_trial_pictures(
+    trial: optuna.Trial, artifact_store: FileSystemArtifactStore, model: VAE, history: list[dict[str, Any]], seed: int
+) -> None:
+    """Upload the trial's sample grid and loss curves, drawn from ``model`` and ``history`` after its last epoch.
+
+    The samples are decoded from the same ``seed``'s latent points in every trial, so trials with the same
+    z_dim are compared on the same z. A picture that cannot be written or stored costs a warning, not the trial.
+    """
+    import optuna
+
+    from vaelab.evaluation import plots
+    from vaelab.evaluation.metrics import sample_prior
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="vaelab-trial-") as folder:
+            samples, losses = Path(folder) / SAMPLE_PICTURE, Path(folder) / LOSS_PICTURE
+            plots.plot_samples(sample_prior(model, PICTURE_SAMPLES, seed), samples)
+            plots.plot_loss_curves(history, losses)
+            for path in (samples, losses):
+                optuna.artifacts.upload_artifact(artifact_store=artifact_store, file_path=str(path), study_or_trial=trial)
+    except OSError as err:
+        log.warning("trial %d: its pictures were not stored (%s); the dashboard will show none", trial.number, err)
 
 
 def training_subset(splits: Splits, max_train: int | None) -> Splits:

@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 
 OBJECTIVE_ATTR = "objective"  # study user attr: the metric its trials are scored by, e.g. val_nll_k100_grayscale_nats
 
+SWEEPS_DIR = Path("sweeps")
 DEFAULT_STORAGE = "sweeps/optuna.journal"
 STORAGE_ENV = "VAELAB_OPTUNA_STORAGE"
+ARTIFACTS_ENV = "VAELAB_OPTUNA_ARTIFACTS"
 WORKER_ATTR = "worker"  # trial user attr "host:pid", to recognise trials of dead local workers
 HEARTBEAT_INTERVAL = 10  # seconds
 GRACE_PERIOD = 30  # seconds without a heartbeat before a running trial counts as abandoned
@@ -40,6 +42,24 @@ GRACE_PERIOD = 30  # seconds without a heartbeat before a running trial counts a
 def resolve_storage(override: str | None, config: Config) -> str:
     """``--storage``, else ``$VAELAB_OPTUNA_STORAGE``, else ``sweep.storage``, else ``sweeps/optuna.journal``."""
     return override or os.environ.get(STORAGE_ENV) or config.sweep.storage or DEFAULT_STORAGE
+
+
+def resolve_artifact_folder(out_dir: Path = SWEEPS_DIR) -> Path:
+    """``$VAELAB_OPTUNA_ARTIFACTS``, else ``<out_dir>/artifacts``: where trials' pictures are kept for the dashboard.
+
+    One folder for every study of the storage, not one per study, because optuna-dashboard serves all the
+    storage's studies with a single artifact store. The storage records only each picture's id and name, so
+    workers on several machines need this folder shared (or the variable pointing at a shared one) for the
+    dashboard to show every trial's pictures.
+    """
+    return Path(os.environ.get(ARTIFACTS_ENV) or Path(out_dir) / "artifacts")
+
+
+def open_artifact_store(folder: Path) -> optuna.artifacts.FileSystemArtifactStore:
+    """The file-system artifact store in ``folder``, created if missing."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    return FileSystemArtifactStore(str(ensure_dir(folder)))
 
 
 def open_storage(spec: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, grace_period: int = GRACE_PERIOD):

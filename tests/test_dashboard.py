@@ -1,0 +1,136 @@
+"""`vaelab dashboard`: a real optuna-dashboard process on a finished tiny study, asked over its HTTP API
+for the study, its trials and each finished trial's two pictures; and the one-line errors before it starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import TrialState
+
+from vaelab import dashboard_command
+from vaelab.sweep import coordinator
+from vaelab.sweep.objective import LOSS_PICTURE, SAMPLE_PICTURE
+from vaelab.sweep.storage import ARTIFACTS_ENV, open_storage
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+START_SECONDS = 60
+
+
+def write_params(config, folder: Path) -> Path:
+    path = folder / "dashboard-params.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get(url: str) -> tuple[bytes, str]:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return answer.read(), answer.headers.get("Content-Type", "")
+
+
+def get_json(url: str) -> dict:
+    return json.loads(get(url)[0])
+
+
+def wait_for_dashboard(process: subprocess.Popen, base: str) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the dashboard exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}")
+        try:
+            get_json(f"{base}/api/meta")
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.3)
+    raise AssertionError(f"the dashboard did not answer at {base} within {START_SECONDS} s")
+
+
+@pytest.mark.slow
+def test_dashboard_serves_the_study_its_trials_and_each_finished_trials_pictures(sweep_config, sweep_workdir, monkeypatch):
+    monkeypatch.delenv(ARTIFACTS_ENV, raising=False)
+    # A hopeless learning-rate range, so that the median pruner stops some trials: they have pictures too.
+    space = {"learning_rate": {"low": 1e-7, "high": 1e-2, "log": True}}
+    config = sweep_config(sweep__pruner="median", sweep__space=space)
+    coordinator.run_sweep(config, n_trials=4)
+    trials = optuna.load_study(study_name="tiny", storage=open_storage("sweeps/optuna.journal")).get_trials()
+    finished = {trial.number: trial for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    assert len(finished) == 4
+    assert TrialState.PRUNED in {trial.state for trial in finished.values()}, [(t.state, t.params) for t in trials]
+
+    port = free_port()
+    command = [sys.executable, "-m", "vaelab.cli", "dashboard", "--params", str(write_params(config, sweep_workdir)), "--port", str(port)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(command, cwd=sweep_workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline().strip()
+        wait_for_dashboard(process, base)
+
+        studies = get_json(f"{base}/api/studies")["study_summaries"]
+        assert [study["study_name"] for study in studies] == ["tiny"]
+        study_id = studies[0]["study_id"]
+        assert first_line == f"open {base}/dashboard/studies/{study_id}"
+        detail = get_json(f"{base}/api/studies/{study_id}")
+        served = {trial["number"]: trial for trial in detail["trials"]}
+        assert served.keys() == {trial.number for trial in trials}
+
+        store = FileSystemArtifactStore(str(sweep_workdir / "sweeps" / "artifacts"))
+        for number, trial in finished.items():
+            shown = served[number]
+            assert shown["state"] == trial.state.name.capitalize()
+            assert {param["name"] for param in shown["params"]} == {"learning_rate"}
+            artifacts = shown["artifacts"]
+            assert sorted(artifact["filename"] for artifact in artifacts) == sorted([SAMPLE_PICTURE, LOSS_PICTURE]), number
+            for artifact in artifacts:
+                body, content_type = get(f"{base}/artifacts/{study_id}/{shown['trial_id']}/{artifact['artifact_id']}")
+                assert content_type == "image/png"
+                assert body.startswith(PNG_SIGNATURE)
+                with store.open_reader(artifact["artifact_id"]) as stored:
+                    assert body == stored.read()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_no_journal_file_is_one_line_error_and_creates_none(sweep_config, sweep_workdir, capsys):
+    params = write_params(sweep_config(), sweep_workdir)
+
+    with pytest.raises(SystemExit) as caught:
+        dashboard_command.main(["--params", str(params)])
+
+    assert caught.value.code == 2
+    error = capsys.readouterr().err
+    assert error == "vaelab: error: no study yet: sweeps/optuna.journal does not exist; run `make sweep` first\n"
+    assert not (sweep_workdir / "sweeps").exists()
+
+
+def test_storage_without_the_study_is_one_line_error_naming_the_studies_there(sweep_config, sweep_workdir, capsys):
+    params = write_params(sweep_config(), sweep_workdir)
+    optuna.create_study(study_name="other", storage=open_storage("sweeps/optuna.journal"))
+
+    with pytest.raises(SystemExit) as caught:
+        dashboard_command.main(["--params", str(params), "--study", "missing"])
+
+    assert caught.value.code == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "vaelab: error: no study 'missing' yet in sweeps/optuna.journal (it has 'other'); run `make sweep` first or pass --study\n"
+    )
