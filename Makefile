@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 RUN := PATH="$(BIN):$$PATH" TF_CPP_MIN_LOG_LEVEL=2
 PYTEST_ARGS ?=
 
-.PHONY: help setup repro test test-fast lint format ui server generate notebook likelihood sweep compare exps status bench bench-torch lock clean-venv
+.PHONY: help setup repro test test-fast lint format ui server generate notebook likelihood sweep dashboard compare exps status bench bench-torch lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -72,6 +72,10 @@ likelihood: setup  ## the paper-grade test NLL of the trained model: K=5000 on a
 WORKERS ?= 1
 sweep: setup  ## Optuna study from params.yaml `sweep:` (WORKERS=K for K processes); best params in sweeps/<study>/
 	$(RUN) vaelab sweep --workers $(WORKERS)
+
+DASHBOARD_ARGS ?=
+dashboard: setup  ## optuna-dashboard on the sweep's study with each trial's pictures, http://127.0.0.1:8080 (DASHBOARD_ARGS="--study NAME --port N")
+	$(RUN) vaelab dashboard $(DASHBOARD_ARGS)
 
 compare: setup  ## the experiment's runs side by side: table, reports/compare/compare.{csv,png,html}
 	$(RUN) vaelab compare --out reports/compare
