@@ -69,15 +69,35 @@ def test_dashboard_serves_the_study_its_trials_and_each_finished_trials_pictures
     space = {"learning_rate": {"low": 1e-7, "high": 1e-2, "log": True}}
     config = sweep_config(sweep__pruner="median", sweep__space=space)
     coordinator.run_sweep(config, n_trials=4)
-    trials = optuna.load_study(study_name="tiny", storage=open_storage("sweeps/optuna.journal")).get_trials()
+
+    states = check_dashboard(config, sweep_workdir, "sweeps/optuna.journal", n_trials=4)
+    assert TrialState.PRUNED in states
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_dashboard_on_postgresql_shows_the_pictures_of_trials_run_in_worker_processes(
+    sweep_config, sweep_workdir, sweep_database, monkeypatch
+):
+    monkeypatch.delenv(ARTIFACTS_ENV, raising=False)
+    # Each trial in a fresh process, which must put its pictures where the coordinator's folder says.
+    config = sweep_config(sweep__storage=sweep_database, sweep__trials_per_process=1)
+    coordinator.run_sweep(config, n_trials=2)
+
+    assert check_dashboard(config, sweep_workdir, sweep_database, n_trials=2) == {TrialState.COMPLETE}
+
+
+def check_dashboard(config, workdir: Path, storage: str, n_trials: int) -> set[TrialState]:
+    """Start `vaelab dashboard` on the finished study "tiny" and check what its HTTP API serves: the study, every
+    trial, and both pictures of each finished trial, byte for byte those in sweeps/artifacts/. Returns the states."""
+    trials = optuna.load_study(study_name="tiny", storage=open_storage(storage)).get_trials()
     finished = {trial.number: trial for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)}
-    assert len(finished) == 4
-    assert TrialState.PRUNED in {trial.state for trial in finished.values()}, [(t.state, t.params) for t in trials]
+    assert len(finished) == n_trials, [(t.state, t.params) for t in trials]
 
     port = free_port()
-    command = [sys.executable, "-m", "vaelab.cli", "dashboard", "--params", str(write_params(config, sweep_workdir)), "--port", str(port)]
+    command = [sys.executable, "-m", "vaelab.cli", "dashboard", "--params", str(write_params(config, workdir)), "--port", str(port)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(command, cwd=sweep_workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         assert process.stdout is not None
@@ -92,11 +112,11 @@ def test_dashboard_serves_the_study_its_trials_and_each_finished_trials_pictures
         served = {trial["number"]: trial for trial in detail["trials"]}
         assert served.keys() == {trial.number for trial in trials}
 
-        store = FileSystemArtifactStore(str(sweep_workdir / "sweeps" / "artifacts"))
+        store = FileSystemArtifactStore(str(workdir / "sweeps" / "artifacts"))
         for number, trial in finished.items():
             shown = served[number]
             assert shown["state"] == trial.state.name.capitalize()
-            assert {param["name"] for param in shown["params"]} == {"learning_rate"}
+            assert {param["name"] for param in shown["params"]} == trial.params.keys()
             artifacts = shown["artifacts"]
             assert sorted(artifact["filename"] for artifact in artifacts) == sorted([SAMPLE_PICTURE, LOSS_PICTURE]), number
             for artifact in artifacts:
@@ -108,6 +128,7 @@ def test_dashboard_serves_the_study_its_trials_and_each_finished_trials_pictures
     finally:
         process.terminate()
         process.wait(timeout=30)
+    return {trial.state for trial in finished.values()}
 
 
 def test_no_journal_file_is_one_line_error_and_creates_none(sweep_config, sweep_workdir, capsys):
