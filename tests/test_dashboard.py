@@ -1,16 +1,21 @@
 """`vaelab dashboard`: a real optuna-dashboard process on a finished tiny study, asked over its HTTP API
-for the study, its trials and each finished trial's two pictures; and the one-line errors before it starts."""
+for the study, its trials and each finished trial's two pictures, and looked at in Debian's chromium (driven by
+Playwright; skipped locally without them, a failure under CI=true); and the one-line errors before it starts."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -26,6 +31,7 @@ from vaelab.sweep.storage import ARTIFACTS_ENV, open_storage
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 START_SECONDS = 60
+CHROMIUM = "/usr/bin/chromium"
 
 
 def write_params(config, folder: Path) -> Path:
@@ -94,16 +100,7 @@ def check_dashboard(config, workdir: Path, storage: str, n_trials: int) -> set[T
     finished = {trial.number: trial for trial in trials if trial.state in (TrialState.COMPLETE, TrialState.PRUNED)}
     assert len(finished) == n_trials, [(t.state, t.params) for t in trials]
 
-    port = free_port()
-    command = [sys.executable, "-m", "vaelab.cli", "dashboard", "--params", str(write_params(config, workdir)), "--port", str(port)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        assert process.stdout is not None
-        first_line = process.stdout.readline().strip()
-        wait_for_dashboard(process, base)
-
+    with running_dashboard(config, workdir) as (base, first_line):
         studies = get_json(f"{base}/api/studies")["study_summaries"]
         assert [study["study_name"] for study in studies] == ["tiny"]
         study_id = studies[0]["study_id"]
@@ -125,10 +122,55 @@ def check_dashboard(config, workdir: Path, storage: str, n_trials: int) -> set[T
                 assert body.startswith(PNG_SIGNATURE)
                 with store.open_reader(artifact["artifact_id"]) as stored:
                     assert body == stored.read()
+    return {trial.state for trial in finished.values()}
+
+
+@pytest.mark.slow
+def test_trial_page_shows_both_pictures_in_a_browser(sweep_config, sweep_workdir, monkeypatch):
+    if shutil.which(CHROMIUM) is None or importlib.util.find_spec("playwright") is None:
+        reason = f"needs Debian's chromium at {CHROMIUM} and the playwright package"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.delenv(ARTIFACTS_ENV, raising=False)
+    config = sweep_config()
+    coordinator.run_sweep(config, n_trials=1)
+
+    with running_dashboard(config, sweep_workdir) as (_, first_line), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            # The printed address is the study's analytics; its trials list shows the first trial's detail.
+            page.goto(first_line.removeprefix("open ") + "/trials")
+            page.get_by_text("Artifacts").wait_for(timeout=30_000)
+            pictures = page.locator("img[src*='/artifacts/']")
+            pictures.nth(1).wait_for(timeout=30_000)
+            page.wait_for_function("() => [...document.querySelectorAll(\"img[src*='/artifacts/']\")].every(img => img.complete)")
+            shown = pictures.evaluate_all("images => images.map(image => [image.alt, image.naturalWidth])")
+        finally:
+            browser.close()
+    assert sorted(alt for alt, _ in shown) == sorted([SAMPLE_PICTURE, LOSS_PICTURE])
+    assert all(width > 0 for _, width in shown), shown  # decoded: the browser got each PNG
+
+
+@contextlib.contextmanager
+def running_dashboard(config, workdir: Path) -> Iterator[tuple[str, str]]:
+    """`vaelab dashboard` on a free port in ``workdir``, once it answers: its base URL and the line it printed."""
+    port = free_port()
+    command = [sys.executable, "-m", "vaelab.cli", "dashboard", "--params", str(write_params(config, workdir)), "--port", str(port)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline().strip()
+        wait_for_dashboard(process, base)
+        yield base, first_line
     finally:
         process.terminate()
         process.wait(timeout=30)
-    return {trial.state for trial in finished.values()}
 
 
 def test_no_journal_file_is_one_line_error_and_creates_none(sweep_config, sweep_workdir, capsys):
