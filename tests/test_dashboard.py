@@ -197,3 +197,19 @@ def test_storage_without_the_study_is_one_line_error_naming_the_studies_there(sw
     assert error == (
         "vaelab: error: no study 'missing' yet in sweeps/optuna.journal (it has 'other'); run `make sweep` first or pass --study\n"
     )
+
+
+def test_port_in_use_is_one_line_error(sweep_config, sweep_workdir, capsys):
+    params = write_params(sweep_config(), sweep_workdir)
+    optuna.create_study(study_name="tiny", storage=open_storage("sweeps/optuna.journal"))
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as caught:
+            dashboard_command.main(["--params", str(params), "--port", str(port)])
+
+    assert caught.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == f"vaelab: error: port {port} on 127.0.0.1 is in use, perhaps by another dashboard; choose another with --port"

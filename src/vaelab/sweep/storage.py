@@ -1,4 +1,5 @@
-"""Where a sweep's Optuna study lives: the storage spec, opening storages and studies, abandoned trials.
+"""Where a sweep's Optuna study lives: the storage spec, opening storages and studies, the folder of its trials'
+pictures, abandoned trials.
 
 A storage spec with ``://`` is an SQLAlchemy URL, anything else a journal file path. Why the default is
 a journal file, and how several machines share a PostgreSQL study, is told in :mod:`vaelab.sweep.coordinator`.
