@@ -9,11 +9,16 @@ Everything here is MLflow 3.17's own state, kept in the tracking store so that a
   columns, in the envelope the page itself writes (``{name, createdAt, updatedAt, state}``, ``state`` a JSON
   string of the page's search facets and UI state);
 - the address ``#/experiments/<id>/runs?workflowType=machine_learning&viewStateShareKey=<key>`` opens that view
-  in the model-training side of the sidebar switch, whose default in a fresh browser is GenAI.
+  in the model-training side of the sidebar switch, whose default in a fresh browser is GenAI; with
+  ``compareRunsMode=CHART`` it opens the view's charts (:mod:`.view_charts`) instead of its table.
+
+These formats are internals of the MLflow release named by ``TESTED_MLFLOW``. On any other release the view is
+not written (one warning says so) and the printed address is the plain runs page, which every release has.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -33,8 +39,13 @@ from vaelab.errors import VaelabError, first_line
 from vaelab.metric_names import evaluate_neg_elbo_metric, evaluate_nll_metric
 from vaelab.tracking.redact import redact_url
 from vaelab.tracking.store import _experiment_id, tracking_uri, with_retries
+from vaelab.tracking.view_charts import chart_cards, chart_sections
 
 log = logging.getLogger(__name__)
+
+# The MLflow release (major.minor) whose UI state formats the tags and addresses below were written and
+# checked against (tests/test_browser.py). Raise it only after that test passes on the new release.
+TESTED_MLFLOW = "3.17"
 
 KIND_TAG = "mlflow.experimentKind"
 # The other values MLflow knows: genai_development, finetuning, forecasting, classification, regression, automl.
@@ -45,6 +56,13 @@ VIEW_NAME = "Training runs (vaelab)"
 # The runs page reads its sidebar switch from this URL parameter before the browser's remembered choice.
 WORKFLOW_PARAM = ("workflowType", "machine_learning")
 VIEW_PARAM = "viewStateShareKey"
+CHARTS_PARAM = ("compareRunsMode", "CHART")
+
+# `mlflow ui` 3.17 also starts a job runner and seven huey consumers (about 240 MB resident each) for its
+# GenAI jobs (judges, issue detection, scheduled scorers); vaelab uses none of them. bench/ui_memory.py measures it.
+LEAN_UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_SERVER_JOB_ENABLE_PERIODIC_TASKS": "false"}
+# One web worker: one user browsing one project's runs.
+UI_WORKERS = 1
 
 # The train.* keys of params.yaml's `sweep.space`: what tells one run of the experiment from another.
 SWEPT_PARAMS = ("train.z_dim", "train.r_loss_factor", "train.learning_rate")
@@ -66,8 +84,34 @@ def view_columns(metrics: Sequence[str]) -> list[str]:
 
 
 def view_state(metrics: Sequence[str]) -> dict[str, Any]:
-    """The part of the runs page's state the view sets; the page fills the rest with its defaults."""
-    return {"selectedColumns": view_columns(metrics)}
+    """The part of the runs page's state the view sets; the page fills the rest with its defaults.
+
+    ``metrics`` are :func:`headline_metrics`: negative ELBO, NLL, FID; the parallel-coordinates chart sets the
+    swept params against the NLL.
+    """
+    return {
+        "selectedColumns": view_columns(metrics),
+        "compareRunSections": chart_sections(),
+        "compareRunCharts": chart_cards(metrics, SWEPT_PARAMS, nll_metric=metrics[1]),
+    }
+
+
+def ui_state_tested(version: str | None = None) -> bool:
+    """Whether ``version`` (the installed MLflow's by default) is the release the view's formats were checked on."""
+    major_minor = ".".join((version or mlflow.__version__).split(".")[:2])
+    return major_minor == TESTED_MLFLOW
+
+
+@functools.cache
+def _warn_untested_once(version: str) -> None:
+    # Once per process: a sweep opens the experiment for every trial.
+    log.warning(
+        "MLflow %s is not the release vaelab's UI view was tested with (%s.x): the experiment gets no saved view; "
+        "its runs open at the plain address (pip install 'mlflow==%s.*' for the view)",
+        version,
+        TESTED_MLFLOW,
+        TESTED_MLFLOW,
+    )
 
 
 def configure_experiment_view(client: MlflowClient, experiment_id: str, metrics: Sequence[str]) -> None:
@@ -75,8 +119,12 @@ def configure_experiment_view(client: MlflowClient, experiment_id: str, metrics:
     only what differs (so the view follows the metric names of the latest run's settings).
 
     A store that refuses the tags (a server without write access to experiments) gets a warning: the
-    view is a convenience, and the training that asked for the experiment goes on.
+    view is a convenience, and the training that asked for the experiment goes on. So does an MLflow release
+    other than ``TESTED_MLFLOW``, whose page may read the tags differently or not at all.
     """
+    if not ui_state_tested():
+        _warn_untested_once(mlflow.__version__)
+        return
     try:
         tags = with_retries(lambda: client.get_experiment(experiment_id)).tags
         for key, value in _missing_tags(tags, metrics).items():
@@ -87,9 +135,15 @@ def configure_experiment_view(client: MlflowClient, experiment_id: str, metrics:
 
 
 def experiment_address(base_url: str, experiment_id: str) -> str:
-    """The address of the experiment's runs, opened in the training view with its columns."""
+    """The address of the experiment's runs, opened in the training view with its columns.
+
+    On an untested MLflow release, the plain runs page: no saved view was written for it to open.
+    """
+    runs = f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    if not ui_state_tested():
+        return runs
     query = urlencode([WORKFLOW_PARAM, (VIEW_PARAM, VIEW_KEY)])
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+    return f"{runs}?{query}"
 
 
 def _missing_tags(tags: Mapping[str, str], metrics: Sequence[str]) -> dict[str, str]:
@@ -138,6 +192,13 @@ def training_view_address(experiment: str, host: str, port: int, config: Config 
     return experiment_address(base_url, experiment_id)
 
 
+def charts_address(view_address: str) -> str | None:
+    """The same view as :func:`training_view_address`'s address, opened on its charts; None without a saved view."""
+    if not ui_state_tested():
+        return None
+    return f"{view_address}&{urlencode([CHARTS_PARAM])}"
+
+
 def run_mlflow_ui(host: str, port: int) -> None:
     """Replace this process with ``mlflow ui`` on the current store; a tracking server already serves its UI."""
     uri = tracking_uri()
@@ -147,8 +208,14 @@ def run_mlflow_ui(host: str, port: int) -> None:
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     if not mlflow_cli.exists():
         raise VaelabError(f"no `mlflow` command beside {sys.executable}; install the requirements (make setup)")
-    # exec: Ctrl-C and `kill` reach `mlflow ui` itself, as when make ran it directly.
-    os.execv(mlflow_cli, [str(mlflow_cli), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
+    # exec: Ctrl-C and `kill` reach `mlflow ui` itself, as when make ran it directly. A switch the user set
+    # in the environment wins over ours.
+    os.execve(mlflow_cli, mlflow_ui_command(mlflow_cli, uri, host, port), {**LEAN_UI_ENV, **os.environ})
+
+
+def mlflow_ui_command(mlflow_cli: Path, uri: str, host: str, port: int) -> list[str]:
+    """``mlflow ui`` on ``uri`` with one web worker; run it with :data:`LEAN_UI_ENV` for no job processes."""
+    return [str(mlflow_cli), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", str(UI_WORKERS)]
 
 
 def _is_server(uri: str) -> bool:
