@@ -8,6 +8,10 @@ STAMP := $(VENV)/.installed
 # DVC runs each stage's `python ...` through the shell: the venv comes first on PATH so it finds vaelab.
 RUN := PATH="$(BIN):$$PATH" TF_CPP_MIN_LOG_LEVEL=2
 PYTEST_ARGS ?=
+# pytest-xdist processes for `make test` and `make test-fast` (auto: one per core; 0 runs in this process).
+# --dist loadfile keeps each file's tests, and so its module fixtures (a trained model, a server), on one worker.
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: help setup repro test test-fast lint format ui server generate notebook likelihood sweep dashboard compare exps status bench bench-torch lock clean-venv
 
@@ -28,10 +32,10 @@ repro: setup  ## run the DVC pipeline: download, preprocess, train, classifier, 
 	$(RUN) dvc repro
 
 test: setup  ## run the whole test suite (what CI runs)
-	$(RUN) python -m pytest $(PYTEST_ARGS)
+	$(RUN) python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-fast: setup  ## the tests not marked slow
-	$(RUN) python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(RUN) python -m pytest -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 LINTED := src tests bench scripts pipeline
 lint: setup  ## ruff (lint and format check) and mypy on src, tests, bench, scripts, pipeline, as pyproject.toml configures; CI runs it
@@ -43,7 +47,7 @@ format: setup  ## apply ruff's import order and formatting
 	$(BIN)/ruff check --select I --fix $(LINTED)
 	$(BIN)/ruff format $(LINTED)
 
-ui: setup  ## the MLflow UI on mlflow.db (or MLFLOW_TRACKING_URI); prints the address of the training-runs view
+ui: setup  ## the MLflow UI on mlflow.db (or MLFLOW_TRACKING_URI), one worker and no job runner; prints the training-runs view's address
 	$(RUN) vaelab ui --host 127.0.0.1 --port 5000
 
 MLFLOW_BACKEND ?= postgresql://postgres@127.0.0.1:5432/vaelab_mlflow

@@ -1,10 +1,11 @@
 """The promise "compare runs in the MLflow UI", checked in a real browser.
 
 Two real runs (the train, classifier and evaluate stage functions on tiny data) go into an SQLite store;
-`mlflow ui` serves it on 127.0.0.1, and Debian's chromium, driven by Playwright, checks the address that
-`vaelab ui` prints (the training runs with their headline columns, first screen, no click), a run's page,
-the runs list, the comparison view and an image artifact. Every test's tab is a new browser context: a
-fresh profile with nothing in localStorage. Screenshots land in test-artifacts/browser/.
+`mlflow ui`, started as `vaelab ui` starts it, serves it on 127.0.0.1, and Debian's chromium, driven by
+Playwright, checks the address that `vaelab ui` prints (the training runs with their headline columns, first
+screen, no click), a run's page, the runs list, the comparison view, the view's charts (the second address
+`vaelab ui` prints) and an image artifact. Every test's tab is a new browser context: a fresh profile with
+nothing in localStorage. Screenshots land in test-artifacts/browser/.
 Without chromium or Playwright the tests skip locally but fail under CI=true.
 """
 
@@ -83,7 +84,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory, playwright_api):
         runs = _make_runs(root, uri)
         experiment_id = MlflowClient(uri).get_run(runs[0].id).info.experiment_id
         tags_from_stages = MlflowClient(uri).get_experiment(experiment_id).tags  # before `vaelab ui` sets any
-        address = _printed_address(root, uri, url)
+        address, charts_address = _printed_addresses(root, uri, url)
         _wait_until_healthy(server, url, log_path)
         samples_png = (root / "reports/plots/samples.png").read_bytes()
         yield SimpleNamespace(
@@ -92,10 +93,11 @@ def ui(tmp_path_factory: pytest.TempPathFactory, playwright_api):
             experiment_id=experiment_id,
             tags_from_stages=tags_from_stages,
             address=address,
+            charts_address=charts_address,
             samples_size=struct.unpack(">II", samples_png[16:24]),  # PNG IHDR: width, height
         )
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # its own session: mlflow, its uvicorn and job runner, nothing else
+        os.killpg(server.pid, signal.SIGTERM)  # its own session: mlflow and its uvicorn, nothing else
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -108,10 +110,14 @@ def _start_server(root: Path, uri: str) -> tuple[subprocess.Popen, str, Path]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     log_path = root / "mlflow-ui.log"
+    from vaelab.tracking.ui import LEAN_UI_ENV, mlflow_ui_command
+
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     with open(log_path, "wb") as log:
+        # As `vaelab ui` starts it: one worker, no job runner.
         server = subprocess.Popen(
-            [str(mlflow_cli), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            mlflow_ui_command(mlflow_cli, uri, "127.0.0.1", port),
+            env={**os.environ, **LEAN_UI_ENV},
             cwd=root,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -147,7 +153,7 @@ def _make_runs(root: Path, uri: str) -> list[SimpleNamespace]:
         write_bar_splits(root / "data/processed", sizes=(256, 32, 64))
         run_classifier(load_config("params.yaml"))
         for z_dim in (2, 3):
-            config = load_config("params.yaml", {"train.z_dim": z_dim})
+            config = load_config("params.yaml", {"train.z_dim": z_dim, "train.epochs": 3})  # lines, not points, to chart
             run_id = run_train(config)
             metrics = run_evaluate(config)
             assert run_id is not None  # one process is its own chief
@@ -167,8 +173,8 @@ def _make_runs(root: Path, uri: str) -> list[SimpleNamespace]:
     return runs
 
 
-def _printed_address(root: Path, uri: str, url: str) -> str:
-    """What `vaelab ui --print-only` prints for the store that `url` serves."""
+def _printed_addresses(root: Path, uri: str, url: str) -> tuple[str, str]:
+    """What `vaelab ui --print-only` prints for the store that `url` serves: the view's address and its charts'."""
     from vaelab.cli import main
 
     printed = io.StringIO()
@@ -178,9 +184,9 @@ def _printed_address(root: Path, uri: str, url: str) -> str:
         with pytest.raises(SystemExit) as exit_info:
             main(["ui", "--print-only", "--port", url.rsplit(":", 1)[1]])
     assert exit_info.value.code == 0, printed.getvalue()
-    opened = re.search(r"^open (\S+)$", printed.getvalue(), re.MULTILINE)
-    assert opened, printed.getvalue()
-    return opened.group(1)
+    found = re.search(r"^open (\S+)\ncharts (\S+)$", printed.getvalue(), re.MULTILINE)
+    assert found, printed.getvalue()
+    return found.group(1), found.group(2)
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +268,47 @@ def test_run_page_shows_its_dataset_and_system_metric_charts(page, ui: SimpleNam
     page.get_by_role("tab", name="System metrics").click()
     chart = page.locator("[data-testid=experiment-view-compare-runs-card]", has=page.locator("[title='system/cpu_utilization_percentage']"))
     chart.get_by_text(f"{run.name} (system/cpu_utilization_percentage)", exact=True).wait_for()  # the run's line
+
+
+def test_the_view_s_charts_compare_losses_headline_metrics_and_swept_params(page, ui: SimpleNamespace) -> None:
+    from vaelab.tracking.view_charts import LINE_CHARTS, SECTION_NAME
+
+    assert ui.charts_address == f"{ui.address}&compareRunsMode=CHART"
+    # Tall enough for the section's three rows of cards: the page draws only the cards in view.
+    page.set_viewport_size({"width": 1600, "height": 1500})
+    page.goto(ui.charts_address)
+    page.get_by_text(SECTION_NAME, exact=True).first.wait_for()
+    assistant = page.get_by_role("button", name="Close", exact=True)
+    if assistant.count():  # the assistant side panel takes a third of the width, and closing it redraws the charts
+        assistant.first.click()
+    cards = page.locator("[data-testid=experiment-view-compare-runs-card]")
+
+    def card(title: str):
+        found = cards.filter(has=page.locator(f"[title='{title}']")).first
+        found.wait_for()
+        return found
+
+    # Line charts: both metrics of each run on one axis, named in the legend as "<run> (<metric>)".
+    for metrics in LINE_CHARTS:
+        shown = card(" vs ".join(metrics))
+        for run in ui.runs:
+            for metric in metrics:
+                shown.get_by_text(f"{run.name} ({metric})", exact=True).wait_for()
+    # Bar charts: one per headline metric, each run's value on its bar.
+    for metric in SHOWN_METRICS:
+        shown = card(metric)
+        for run in ui.runs:
+            shown.locator("text", has_text=f"{run.metrics[metric]:.2f}").first.wait_for()
+    # Parallel coordinates (the page titles it itself): an axis per swept param and one for the NLL, as
+    # plotly's axis titles (drawn, though plotly hides the ones that would overlap on a narrow card).
+    parallel = cards.filter(has_text="Parallel Coordinates").first
+    parallel.wait_for()
+    for axis in (*SWEPT_PARAMS, SHOWN_METRICS[0]):
+        parallel.locator("text", has_text=axis).first.wait_for(state="attached")
+    assert parallel.locator("path").count() > 0  # the runs' lines
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "runs-charts.png"))  # docs/runs-charts.png is a copy
 
 
 def _open_runs_list(page, ui: SimpleNamespace) -> None:

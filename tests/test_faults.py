@@ -138,6 +138,9 @@ def test_an_epoch_checkpointed_but_not_logged_before_a_kill_is_logged_once_on_re
 
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 5.0), (2, 4.0)]
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_loss")] == [(2, 4.5)]
+    # The caught-up epoch carries the best epoch so far, counted over the whole checkpointed history.
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "best_val_loss")] == [(2, 4.5)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "best_epoch")] == [(2, 2.0)]
 
 
 STORE_ADVICE = "point MLFLOW_TRACKING_URI at another store (unset, runs go to mlflow.db in the project root)"

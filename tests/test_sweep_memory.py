@@ -23,7 +23,11 @@ N_TRIALS = 6
 
 
 class WorkerMemory:
-    """Peak resident memory (MB) of each child process of this one, sampled until stopped."""
+    """Peak resident memory (MB) of each sweep worker process started by this one, sampled until stopped.
+
+    Only the workers (``python -m vaelab.sweep --worker``): the run's short-lived ``git`` calls are children too,
+    and a loaded machine (parallel test workers) keeps them alive long enough to be sampled.
+    """
 
     def __init__(self) -> None:
         self.peaks: dict[int, float] = {}
@@ -44,6 +48,8 @@ class WorkerMemory:
         while not self._stop.wait(0.1):
             for child in me.children(recursive=True):
                 try:
+                    if "--worker" not in child.cmdline():
+                        continue
                     rss = child.memory_info().rss / 2**20
                     self.started.setdefault(child.pid, child.create_time())
                 except psutil.NoSuchProcess:

@@ -19,7 +19,7 @@ from vaelab.config.load import with_overrides
 from vaelab.config.schema import Config
 from vaelab.errors import DataError, VaelabError
 from vaelab.tracking import runs
-from vaelab.tracking.epochs import MlflowEpochLogger
+from vaelab.tracking.epochs import BestEpoch, MlflowEpochLogger, best_epoch_of
 from vaelab.tracking.experiments import artifact_location, open_experiment
 from vaelab.tracking.redact import redact_url
 from vaelab.tracking.run_info import read_run_info, write_run_info
@@ -147,6 +147,52 @@ def test_a_new_run_has_params_tags_epoch_metrics_and_finishes(store, client, con
         assert [m.step for m in history] == [1, 2, 3], key
     assert [m.value for m in client.get_metric_history(run_id, "learning_rate")] == pytest.approx([0.01] * 3)
     assert mlflow.active_run() is None
+
+
+def test_each_epoch_logs_the_best_epoch_so_far(store, client, config):
+    with runs.start_run(config) as run:
+        _fit_three_epochs()
+    run_id = run.info.run_id
+
+    val_losses = [m.value for m in client.get_metric_history(run_id, "val_loss")]
+    best = [(m.step, m.value) for m in client.get_metric_history(run_id, "best_val_loss")]
+    best_epochs = [(m.step, m.value) for m in client.get_metric_history(run_id, "best_epoch")]
+    assert [step for step, _ in best] == [1, 2, 3]
+    # Hand-computed running minimum of what Keras reported, and where it was reached.
+    running: list[float] = []
+    where: list[int] = []
+    for epoch, value in enumerate(val_losses, start=1):
+        if not running or value < running[-1]:
+            running.append(value)
+            where.append(epoch)
+        else:
+            running.append(running[-1])
+            where.append(where[-1])
+    assert [value for _, value in best] == pytest.approx(running)
+    assert [value for _, value in best_epochs] == [float(epoch) for epoch in where]
+    latest = client.get_run(run_id).data.metrics
+    assert latest["best_val_loss"] == pytest.approx(min(val_losses))
+    assert latest["best_epoch"] == float(val_losses.index(min(val_losses)) + 1)
+
+
+def test_a_resumed_run_keeps_a_best_epoch_it_logged_before_the_kill(store, client, config):
+    with runs.start_run(config) as run:
+        run_id = run.info.run_id
+        client.log_metric(run_id, "val_loss", -1e9, step=1)  # lower than any mean squared error the fit can reach
+        _fit_three_epochs(run_id, initial_epoch=1, epochs=3)
+
+    best = [(m.step, m.value) for m in client.get_metric_history(run_id, "best_val_loss")]
+    assert best == [(2, -1e9), (3, -1e9)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "best_epoch")] == [(2, 1.0), (3, 1.0)]
+
+
+def test_best_epoch_is_the_lowest_loss_earliest_on_a_tie_and_never_nan():
+    assert best_epoch_of([]) is None
+    assert best_epoch_of([(1, float("nan"))]) is None
+    assert best_epoch_of([(3, 2.0), (1, 5.0), (2, 2.0), (4, float("nan"))]) == BestEpoch(2, 2.0)
+    assert best_epoch_of([(5, 3.0)], BestEpoch(2, 2.0)) == BestEpoch(2, 2.0)
+    assert best_epoch_of([(5, 1.0)], BestEpoch(2, 2.0)) == BestEpoch(5, 1.0)
+    assert BestEpoch(5, 1.0).metrics() == {"best_val_loss": 1.0, "best_epoch": 5.0}
 
 
 def test_dvc_experiment_name_goes_into_tags_and_run_name(store, client, config, monkeypatch):

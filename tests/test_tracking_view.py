@@ -35,3 +35,30 @@ def test_the_view_follows_the_metric_names_of_the_params(mlflow_uri: str) -> Non
         "metrics.`sample_fid_classifier`",
         *swept,
     ]
+
+
+def test_the_view_holds_charts_comparing_losses_headline_metrics_and_swept_params(mlflow_uri: str) -> None:
+    client = MlflowClient(mlflow_uri)
+    experiment_id = open_experiment("chart-test", mlflow_uri, with_overrides(Config(), {"evaluate.nll_samples": 1000}))
+    state = json.loads(json.loads(client.get_experiment(experiment_id).tags[VIEW_TAG])["state"])
+
+    [section] = state["compareRunSections"]
+    charts = state["compareRunCharts"]
+    assert {chart["metricSectionId"] for chart in charts} == {section["uuid"]}
+    assert len({chart["uuid"] for chart in charts}) == len(charts)
+    by_type: dict[str, list[dict]] = {}
+    for chart in charts:
+        by_type.setdefault(chart["type"], []).append(chart)
+    assert [chart["selectedMetricKeys"] for chart in by_type["LINE"]] == [
+        ["loss", "val_loss"],
+        ["reconstruction_loss", "val_reconstruction_loss"],
+        ["kl_loss", "val_kl_loss"],
+    ]
+    assert [chart["metricKey"] for chart in by_type["BAR"]] == [
+        "test_neg_elbo_k1_grayscale_nats",
+        "test_nll_k1000_grayscale_nats",
+        "sample_fid_classifier",
+    ]
+    [parallel] = by_type["PARALLEL"]
+    assert parallel["selectedParams"] == ["train.z_dim", "train.r_loss_factor", "train.learning_rate"]
+    assert parallel["selectedMetrics"] == ["test_nll_k1000_grayscale_nats"]

@@ -39,8 +39,12 @@ def _open(args: argparse.Namespace) -> None:
         config = load_config(args.params)
         experiment = experiment or config.base.experiment
     # Only now: loading MLflow and Keras takes seconds, which a mistyped --params should not wait for.
-    from vaelab.tracking.ui import run_mlflow_ui, training_view_address
+    from vaelab.tracking.ui import charts_address, run_mlflow_ui, training_view_address
 
-    print(f"open {training_view_address(experiment, args.host, args.port, config)}", flush=True)
+    address = training_view_address(experiment, args.host, args.port, config)
+    print(f"open {address}", flush=True)
+    charts = charts_address(address)
+    if charts:  # an untested MLflow got no saved view, so none of its charts either
+        print(f"charts {charts}", flush=True)
     if not args.print_only:
         run_mlflow_ui(args.host, args.port)

@@ -7,13 +7,17 @@ Everything here is MLflow 3.17's own state, kept in the tracking store so that a
   writes it (3.17's page follows its sidebar switch instead, but the tag still records what the experiment is);
 - ``mlflow.sharedViewState.<key>``: a saved view of the runs page (the "Views" menu) holding the selected
   columns, in the envelope the page itself writes (``{name, createdAt, updatedAt, state}``, ``state`` a JSON
-  string of the page's search facets and UI state).
+  string of the page's search facets and UI state), and its charts (:mod:`.view_charts`).
+
+These formats are internals of the MLflow release named by ``TESTED_MLFLOW``. On any other release the view is
+not written (one warning says so) and :mod:`.ui` prints the plain runs page, which every release has.
 
 :func:`.experiments.open_experiment` writes them; :mod:`.ui` prints the address that opens the view.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -21,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
+import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -29,8 +34,13 @@ from vaelab.errors import first_line
 from vaelab.metric_names import evaluate_neg_elbo_metric, evaluate_nll_metric
 from vaelab.tracking.redact import redact_url
 from vaelab.tracking.store import with_retries
+from vaelab.tracking.view_charts import chart_cards, chart_sections
 
 log = logging.getLogger(__name__)
+
+# The MLflow release (major.minor) whose UI state formats the tags and addresses below were written and
+# checked against (tests/test_browser.py). Raise it only after that test passes on the new release.
+TESTED_MLFLOW = "3.17"
 
 KIND_TAG = "mlflow.experimentKind"
 # The other values MLflow knows: genai_development, finetuning, forecasting, classification, regression, automl.
@@ -59,8 +69,34 @@ def view_columns(metrics: Sequence[str]) -> list[str]:
 
 
 def view_state(metrics: Sequence[str]) -> dict[str, Any]:
-    """The part of the runs page's state the view sets; the page fills the rest with its defaults."""
-    return {"selectedColumns": view_columns(metrics)}
+    """The part of the runs page's state the view sets; the page fills the rest with its defaults.
+
+    ``metrics`` are :func:`headline_metrics`: negative ELBO, NLL, FID; the parallel-coordinates chart sets the
+    swept params against the NLL.
+    """
+    return {
+        "selectedColumns": view_columns(metrics),
+        "compareRunSections": chart_sections(),
+        "compareRunCharts": chart_cards(metrics, SWEPT_PARAMS, nll_metric=metrics[1]),
+    }
+
+
+def ui_state_tested(version: str | None = None) -> bool:
+    """Whether ``version`` (the installed MLflow's by default) is the release the view's formats were checked on."""
+    major_minor = ".".join((version or mlflow.__version__).split(".")[:2])
+    return major_minor == TESTED_MLFLOW
+
+
+@functools.cache
+def _warn_untested_once(version: str) -> None:
+    # Once per process: a sweep opens the experiment for every trial.
+    log.warning(
+        "MLflow %s is not the release vaelab's UI view was tested with (%s.x): the experiment gets no saved view; "
+        "its runs open at the plain address (pip install 'mlflow==%s.*' for the view)",
+        version,
+        TESTED_MLFLOW,
+        TESTED_MLFLOW,
+    )
 
 
 def configure_experiment_view(client: MlflowClient, experiment_id: str, metrics: Sequence[str]) -> None:
@@ -68,8 +104,12 @@ def configure_experiment_view(client: MlflowClient, experiment_id: str, metrics:
     only what differs (so the view follows the metric names of the latest run's settings).
 
     A store that refuses the tags (a server without write access to experiments) gets a warning: the
-    view is a convenience, and the training that asked for the experiment goes on.
+    view is a convenience, and the training that asked for the experiment goes on. So does an MLflow release
+    other than ``TESTED_MLFLOW``, whose page may read the tags differently or not at all.
     """
+    if not ui_state_tested():
+        _warn_untested_once(mlflow.__version__)
+        return
     try:
         tags = with_retries(lambda: client.get_experiment(experiment_id)).tags
         for key, value in _missing_tags(tags, metrics).items():
