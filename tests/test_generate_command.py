@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_generative_model import logged  # noqa: F401 - the module-scoped fixture: a tiny model in its own store
 from tiny import BAR_CLASSES, write_bar_splits
 
 from vaelab.generate_command import main
@@ -15,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def workdir(logged: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: F811
+def workdir(logged: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder with bar images in data/processed and no params.yaml, using the fixture's store."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", logged["store"])
@@ -31,7 +30,7 @@ def _generate(*argv: str) -> int:
     return code
 
 
-def test_samples_go_to_png_and_npy_and_equal_the_models_own(workdir: Path, logged: dict[str, str]) -> None:  # noqa: F811
+def test_samples_go_to_png_and_npy_and_equal_the_models_own(workdir: Path, logged: dict[str, str]) -> None:
     from PIL import Image
 
     import vaelab
@@ -48,7 +47,7 @@ def test_samples_go_to_png_and_npy_and_equal_the_models_own(workdir: Path, logge
     assert (workdir / "generated/latent_grid.png").is_file()  # the default --out
 
 
-def test_interpolation_between_test_images_starts_and_ends_at_their_reconstructions(workdir: Path, logged: dict[str, str]) -> None:  # noqa: F811
+def test_interpolation_between_test_images_starts_and_ends_at_their_reconstructions(workdir: Path, logged: dict[str, str]) -> None:
     import vaelab
 
     assert _generate(logged["model_uri"], "--interpolate", "0", "5", "--steps", "7", "--method", "spherical", "--out", "m.npy") == 0
@@ -60,16 +59,23 @@ def test_interpolation_between_test_images_starts_and_ends_at_their_reconstructi
     np.testing.assert_array_equal(np.load(workdir / "r.npy"), np.stack([test.images[:4], model.reconstruct(test.images[:4])]))
 
 
-def test_interpolation_between_two_image_files(workdir: Path, logged: dict[str, str]) -> None:  # noqa: F811
+def test_interpolation_between_two_image_files(workdir: Path, logged: dict[str, str]) -> None:
     from PIL import Image
 
     for name, value in (("a.png", 40), ("b.png", 220)):
         Image.fromarray(np.full((56, 70, 3), value, dtype=np.uint8)).save(workdir / name)
     assert _generate(logged["run_id"], "--interpolate", "a.png", "b.png", "--steps", "3", "--out", "f.npy") == 0
-    assert np.load(workdir / "f.npy").shape == (3, 28, 28, 1)
+    path = np.load(workdir / "f.npy")
+    assert path.shape == (3, 28, 28, 1)
+    # Each file is cropped square, resized and made grey: a flat grey of the same level, so the path starts and
+    # ends at the reconstructions of the two flat 28 x 28 images.
+    import vaelab
+
+    flat = np.stack([np.full((28, 28, 1), level / 255, dtype=np.float32) for level in (40, 220)])
+    np.testing.assert_allclose(path[[0, -1]], vaelab.load(logged["run_id"]).reconstruct(flat), atol=1e-5)
 
 
-def test_arithmetic_needs_two_classes(workdir: Path, logged: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_arithmetic_needs_two_classes(workdir: Path, logged: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     assert _generate(logged["run_id"], "--arithmetic") == 2
     assert capsys.readouterr().err == (
         f"vaelab: error: --arithmetic needs data with two classes (an image folder with two subfolders); "
@@ -77,7 +83,7 @@ def test_arithmetic_needs_two_classes(workdir: Path, logged: dict[str, str], cap
     )
 
 
-def test_arithmetic_on_two_classes_moves_class_0_codes_towards_class_1(workdir: Path, logged: dict[str, str]) -> None:  # noqa: F811
+def test_arithmetic_on_two_classes_moves_class_0_codes_towards_class_1(workdir: Path, logged: dict[str, str]) -> None:
     import vaelab
     from vaelab.data.processed import write_splits
     from vaelab.evaluation.plots import ARITHMETIC_STRENGTHS
@@ -117,7 +123,7 @@ def test_user_mistakes_are_one_line(workdir: Path, capsys: pytest.CaptureFixture
     assert err.count("\n") == 1
 
 
-def test_an_old_reconstruct_only_model_is_one_line(workdir: Path, logged: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_an_old_reconstruct_only_model_is_one_line(workdir: Path, logged: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     assert _generate(logged["old_run_id"]) == 2
     err = capsys.readouterr().err
     assert "logged before vaelab's generative format and can only reconstruct" in err

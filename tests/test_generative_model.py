@@ -7,16 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.exceptions import MlflowException
-from tiny import tiny_network
 
 from vaelab.tracking.generative_model import GenerativeVAE
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 Z_DIM = 3
 SHAPE = (4, 4, 1)
 
@@ -106,6 +103,8 @@ def test_predict_dispatches_on_mode() -> None:
         (np.full((1, 4, 4, 1), 255.0), {"mode": "encode"}, "image pixels must be in [0, 1] (uint8 images divided by 255)"),
         (np.zeros((2, 2)), {"mode": "decode"}, "latent vectors must have shape (N, 3) for this model (z_dim=3); received shape (2, 2)"),
         (None, {"mode": "sample", "n": 0}, "n must be a whole number from 1 to 10000; received n=0"),
+        (None, {"mode": "sample", "n": "many"}, "n must be a whole number from 1 to 10000; received n='many'"),
+        (None, {"mode": "sample", "n": 2.5}, "n must be a whole number from 1 to 10000; received n=2.5"),
         (None, {"mode": "sample", "temperature": -1.0}, "temperature must be a finite number >= 0"),
         (np.zeros((3, 3)), {"mode": "interpolate"}, "interpolate takes two images or two latent vectors; received shape (3, 3)"),
         (np.zeros((2, 3)), {"mode": "interpolate", "steps": 1}, "steps must be a whole number from 2 to 10000; received steps=1"),
@@ -121,46 +120,6 @@ def test_bad_input_is_one_clear_mlflow_error(data, params: dict, message: str) -
 
 
 # --- the real logged model --------------------------------------------------------------------------------------
-
-TINY = {**tiny_network([4, 4], [4, 1]), "train.z_dim": 2, "base.experiment": "generative"}
-
-
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory) -> dict[str, str]:
-    """A tiny VAE logged the way the train stage logs it, and one logged the old, reconstruct-only way."""
-    import contextlib
-    import io
-
-    import mlflow
-
-    from vaelab.config.load import load_config
-    from vaelab.model import build_vae
-    from vaelab.tracking import runs
-    from vaelab.tracking.export import log_generative_model, model_settings
-
-    folder = tmp_path_factory.mktemp("generative")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        config = load_config(PROJECT_ROOT / "params.yaml", TINY)
-        model = build_vae((28, 28, 1), config.train, seed=0)
-        with runs.start_run(config) as run:
-            model_uri = log_generative_model(model, model_settings(model, "mnist", "none"))
-        with runs.start_run(config) as old_run, contextlib.redirect_stdout(io.StringIO()):
-            # What vaelab logged before the generative format (commit 9437d93's export.py).
-            examples = np.zeros((2, 28, 28, 1), dtype="float32")
-            signature = mlflow.models.infer_signature(examples, np.asarray(model(examples, training=False)))
-            mlflow.keras.log_model(model, name="model", save_exported_model=True, signature=signature, pip_requirements=["mlflow"])
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-    model.save(folder / "vae.keras")  # what the train stage leaves in paths.model
-    return {
-        "store": uri,
-        "model_uri": model_uri,
-        "run_id": run.info.run_id,
-        "old_run_id": old_run.info.run_id,
-        "folder": str(folder),
-        "keras_file": str(folder / "vae.keras"),
-    }
 
 
 def _in_new_process(script: str, logged: dict[str, str], *args: str) -> dict:

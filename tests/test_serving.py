@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from test_generative_model import logged  # noqa: F401 - the module-scoped fixture: a tiny model in its own store
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +23,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(logged: dict[str, str]):  # noqa: F811 - the imported fixture
+def server(logged: dict[str, str]):
     port = _free_port()
     bin_dir = Path(sys.executable).parent  # the server runs `uvicorn` from PATH, as in an activated venv
     env = {

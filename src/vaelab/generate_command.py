@@ -27,6 +27,7 @@ import numpy as np
 from vaelab import logs
 from vaelab.cli_common import run_guarded
 from vaelab.config.load import load_config
+from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,10 @@ def run(args: argparse.Namespace) -> list[Path]:
             raise ConfigError(f"--out {out}: the file name must end in {' or '.join(OUT_SUFFIXES)}")
     config = load_config(args.params) if Path(args.params).is_file() else None
 
-    import vaelab
+    from vaelab import generator
 
-    model = vaelab.load(args.model, args.params)
+    # Without a model: the registry's best for the experiment and data of --params (the defaults without one).
+    model = generator.load(args.model or generator.best_model_uri(config if config is not None else Config()))
     images, draw = MAKERS[kind](model, args, config)
     for out in outs:
         if out.suffix == ".npy":
@@ -199,12 +201,12 @@ def read_image_file(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: no such image file (or give a test-image index)")
     height, width, channels = shape
+    if height != width:
+        raise DataError(f"{path}: this model takes {height}x{width} images; only square ones can be made from a file")
     try:
         rgb = load_image(path.read_bytes(), height, "square")  # (H, H, 3) uint8; models take square images
     except UnreadableImage as err:
         raise DataError(f"{path}: cannot read the image ({err})") from None
-    if height != width:
-        raise DataError(f"{path}: this model takes {height}x{width} images; only square ones can be made from a file")
     pixels = rgb.astype("float32") / 255.0
     if channels == 1:  # ITU-R 601 luma, Pillow's own RGB -> L weights
         pixels = (pixels @ np.array([0.299, 0.587, 0.114], dtype="float32"))[..., np.newaxis]
@@ -220,12 +222,14 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _count(text: str, least: int = 1) -> int:
+    from vaelab.tracking.generative_model import MAX_IMAGES  # the model's own limit; loads MLflow only when used
+
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if not least <= value <= 10_000:
-        raise argparse.ArgumentTypeError(f"expected a whole number from {least} to 10000, got {text!r}")
+    if not least <= value <= MAX_IMAGES:
+        raise argparse.ArgumentTypeError(f"expected a whole number from {least} to {MAX_IMAGES}, got {text!r}")
     return value
 
 

@@ -243,7 +243,11 @@ def _as_float_array(data, what: str) -> Array:
 
 
 def _count(name: str, value, least: int = 1) -> int:
-    if isinstance(value, bool) or not float(value).is_integer() or not least <= int(value) <= MAX_IMAGES:
+    try:
+        whole = not isinstance(value, bool) and float(value).is_integer()
+    except (TypeError, ValueError):  # "many", None: from Python callers; MLflow's schema stops them before predict
+        whole = False
+    if not whole or not least <= int(value) <= MAX_IMAGES:
         raise _invalid(f"{name} must be a whole number from {least} to {MAX_IMAGES}; received {name}={value!r}")
     return int(value)
 

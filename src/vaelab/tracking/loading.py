@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from vaelab.errors import VaelabError, first_line
 from vaelab.tracking.export import MODEL_NAME
 from vaelab.tracking.redact import redact_url
-from vaelab.tracking.store import store_errors, tracking_uri
+from vaelab.tracking.store import fluent_store, store_errors, tracking_uri
 
 if TYPE_CHECKING:
     from vaelab.tracking.generative_model import GenerativeVAE
@@ -46,9 +46,8 @@ def load_logged_model(reference: str) -> GenerativeVAE:
     if not uri.startswith(MLFLOW_SCHEMES) and not (Path(uri) / "MLmodel").is_file():
         raise VaelabError(f"{reference}: not a run id, a runs:/ or models:/ URI, a .keras file or an MLflow model folder")
     store = tracking_uri()
-    mlflow.set_tracking_uri(store)
     try:
-        with store_errors(store), _no_download_bars():
+        with fluent_store(store), store_errors(store), _no_download_bars():
             pyfunc = mlflow.pyfunc.load_model(uri)
     except MlflowException as err:
         raise VaelabError(f"{reference}: {_not_found(err, redact_url(store))}") from None
