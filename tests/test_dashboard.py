@@ -28,6 +28,7 @@ from vaelab import dashboard_command
 from vaelab.sweep import coordinator
 from vaelab.sweep.objective import LOSS_PICTURE, SAMPLE_PICTURE
 from vaelab.sweep.storage import ARTIFACTS_ENV, open_storage
+from vaelab.workers import free_ports
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 START_SECONDS = 60
@@ -38,12 +39,6 @@ def write_params(config, folder: Path) -> Path:
     path = folder / "dashboard-params.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get(url: str) -> tuple[bytes, str]:
@@ -158,7 +153,7 @@ def test_trial_page_shows_both_pictures_in_a_browser(sweep_config, sweep_workdir
 @contextlib.contextmanager
 def running_dashboard(config, workdir: Path) -> Iterator[tuple[str, str]]:
     """`vaelab dashboard` on a free port in ``workdir``, once it answers: its base URL and the line it printed."""
-    port = free_port()
+    port = free_ports(1)[0]
     command = [sys.executable, "-m", "vaelab.cli", "dashboard", "--params", str(write_params(config, workdir)), "--port", str(port)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,18 +12,14 @@ import numpy as np
 import pytest
 import requests
 
+from vaelab.workers import free_ports
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(logged: dict[str, str]):
-    port = _free_port()
+    port = free_ports(1)[0]
     bin_dir = Path(sys.executable).parent  # the server runs `uvicorn` from PATH, as in an activated venv
     env = {
         **os.environ,
