@@ -7,6 +7,7 @@
 - :mod:`vaelab.sweep.storage`: where the study lives: the storage spec, opening storages and studies, abandoned
   trials.
 - :mod:`vaelab.sweep.report`: what a sweep leaves in ``sweeps/<study>/`` and on its MLflow parent run.
+- :mod:`vaelab.sweep.choice`: which trial is the study's winner (``chosen_trial``).
 - :mod:`vaelab.sweep.dashboard`: optuna-dashboard on the storage, with the trials' pictures (``vaelab dashboard``).
 
 Import names from the module that defines them; this package re-exports nothing.

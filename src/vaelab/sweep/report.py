@@ -20,6 +20,7 @@ import yaml
 from vaelab.config.schema import Config
 from vaelab.files import atomic_path, ensure_dir, write_json
 from vaelab.metric_names import data_label, nll_metric
+from vaelab.sweep.choice import chosen_trial
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,9 @@ def write_report(study, folder: Path, config: Config, *, n_trials: int, storage:
     folder = ensure_dir(folder)
     trials = study.get_trials(deepcopy=False)
     counts = {state.name: sum(1 for trial in trials if trial.state == state) for state in TrialState}
-    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
     # FAIL trials that never trained: created for the last slot in the same instant as the one that took it.
     surplus = [trial for trial in trials if trial.state == TrialState.FAIL and trial.user_attrs.get(SURPLUS_ATTR)]
-    best = min(complete, key=lambda trial: trial.value) if complete else None
+    best = chosen_trial(study)
     best_params = {f"train.{key}": value for key, value in best.params.items()} if best else {}
     metric = objective_metric(config)
 
