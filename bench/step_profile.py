@@ -130,9 +130,11 @@ def child(precision: str, batch: int, steps: int, profile_dir: str | None) -> No
     from vaelab.config.load import load_config, with_overrides
 
     config = with_overrides(load_config(Path(__file__).resolve().parents[1] / "params.yaml"), {"train.precision": precision})
-    images = np.random.default_rng(0).random((8 * 1024, *IMAGE_SHAPE), dtype=np.float32)
+    warmup = Vaelab(config, np.empty(0), epoch_images=60_000).steps_per_execution(batch)
+    # The segment trains whole executions of `warmup` steps each: its warm-up steps, then at least `steps` more.
+    total = math.ceil((warmup + steps) / warmup) * warmup
+    images = np.random.default_rng(0).random((total * batch, *IMAGE_SHAPE), dtype=np.float32)
     bench = Vaelab(config, images, epoch_images=60_000)
-    warmup = bench.steps_per_execution(batch)
     bench.segment(batch, warmup, steps)  # traces the step; not measured
     if profile_dir:
         tf.profiler.experimental.start(profile_dir)
@@ -141,8 +143,6 @@ def child(precision: str, batch: int, steps: int, profile_dir: str | None) -> No
     _mark(MARK_END)
     if profile_dir:
         tf.profiler.experimental.stop()
-    # The segment trains whole executions of `warmup` steps each: its warm-up steps, then at least `steps` more.
-    total = math.ceil((warmup + steps) / warmup) * warmup
     print(json.dumps({"images_per_second": rate, "steps": total}), flush=True)
 
 
