@@ -49,8 +49,8 @@ class Sampling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="vaelab")
 class VAE(keras.Model):
-    """Encoder -> Sampling -> decoder, trained on ``r_loss_factor * reconstruction + KL`` (``loss`` "elbo") or on
-    the negative importance-weighted bound over ``iwae_samples`` draws per image (``loss`` "iwae").
+    """Encoder -> Sampling -> decoder, trained on ``r_loss_factor * reconstruction + KL`` (``objective`` "elbo") or
+    on the negative importance-weighted bound over ``iwae_samples`` draws per image (``objective`` "iwae").
 
     ``prior`` "normal" is N(0, I) with the closed-form KL; "vamp" is the VampPrior over ``vamp_components``
     pseudo-images (:mod:`vaelab.priors`), whose KL is estimated at the sampled z. ``call`` decodes a sampled z,
@@ -64,7 +64,7 @@ class VAE(keras.Model):
         seed: int | None = None,
         r_loss_factor: float = 1000.0,
         reconstruction: str = "mse",
-        loss: str = "elbo",
+        objective: str = "elbo",
         iwae_samples: int = 1,
         prior: str = "normal",
         vamp_components: int = 500,
@@ -77,7 +77,8 @@ class VAE(keras.Model):
         self.seed = seed
         self.r_loss_factor = float(r_loss_factor)
         self.reconstruction = reconstruction
-        self.loss = loss
+        # Not ``loss``: Keras' compile() owns that attribute.
+        self.objective = objective
         self.iwae_samples = int(iwae_samples)
         self.prior = prior
         self.vamp_components = int(vamp_components)
@@ -89,7 +90,7 @@ class VAE(keras.Model):
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_tracker = keras.metrics.Mean(name="kl_loss")
         # The unweighted bound in nats (what the loss is once KL warm-up ends), only where it is the objective.
-        self.iwae_tracker = keras.metrics.Mean(name="iwae_nats") if loss == "iwae" else None
+        self.iwae_tracker = keras.metrics.Mean(name="iwae_nats") if objective == "iwae" else None
         # Training sets this (train.kl_warmup_epochs x steps per epoch): the KL weight rises from 0 to 1 over
         # that many optimizer steps. Read from the optimizer's step count, so a resumed training continues it.
         self.kl_warmup_steps = 0
@@ -151,7 +152,7 @@ class VAE(keras.Model):
 
     def _loss_terms(self, x, training, kl_weight=1.0):
         mu, log_var = self.encoder(x, training=training)
-        if self.loss == "iwae":
+        if self.objective == "iwae":
             return self._iwae_terms(x, mu, log_var, training, kl_weight)
         z = self.sampling([mu, log_var])
         logits = self.decode_logits(z, training=training)
@@ -226,7 +227,7 @@ class VAE(keras.Model):
             "seed": self.seed,
             "r_loss_factor": self.r_loss_factor,
             "reconstruction": self.reconstruction,
-            "loss": self.loss,
+            "objective": self.objective,
             "iwae_samples": self.iwae_samples,
             "prior": self.prior,
             "vamp_components": self.vamp_components,
@@ -258,7 +259,7 @@ def build_vae(image_shape: tuple[int, int, int], train: TrainSection, seed: int,
         seed=seed,
         r_loss_factor=train.r_loss_factor,
         reconstruction=train.reconstruction,
-        loss=train.loss,
+        objective=train.loss,
         iwae_samples=train.iwae_samples,
         prior=train.prior,
         vamp_components=train.vamp_components,
