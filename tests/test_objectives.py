@@ -192,3 +192,28 @@ def test_settings_iwae_cannot_use_are_refused(settings, message):
 
     with pytest.raises(ValidationError, match=message):
         TrainSection(**{**TINY, **settings})
+
+
+def test_the_evaluate_stage_measures_a_vamp_model_against_its_own_prior():
+    # Every image and pseudo-image encodes to N(0.3, e^-0.5): the VampPrior is that Gaussian, so the test KL is 0
+    # at every draw (a normal-prior twin's is the closed form), and prior points are draws from it, seeded: the
+    # component indices first, then the standard-normal draws.
+    from vaelab.evaluation.metrics import loss_terms, prior_points
+
+    x = binary_images(8)
+    vamp, normal = tiny_vae(prior="vamp", vamp_components=3), tiny_vae()
+    normal.set_weights([w for w in vamp.get_weights() if w.shape != (3, 28, 28, 1)])
+    for model in (vamp, normal):
+        zero_kernels(model, 0.3, -0.5)
+    vamp_terms, _ = loss_terms(vamp, x, batch_size=4, seed=0)
+    normal_terms, _ = loss_terms(normal, x, batch_size=4, seed=0)
+    assert vamp_terms["kl_per_image"] == pytest.approx(0.0, abs=1e-5)
+    assert normal_terms["kl_per_image"] == pytest.approx(2 * -0.5 * (1 - 0.5 - 0.09 - np.exp(-0.5)), rel=1e-5)
+    # The same draws decoded: the negative ELBOs differ by the KL alone.
+    assert normal_terms["neg_elbo_nats"] - vamp_terms["neg_elbo_nats"] == pytest.approx(normal_terms["kl_per_image"], abs=1e-3)
+
+    rng = np.random.default_rng(1)
+    rng.integers(3, size=5)
+    expected = 0.3 + np.exp(-0.25) * rng.standard_normal((5, 2))
+    np.testing.assert_allclose(prior_points(vamp, 5, seed=1), expected, rtol=1e-5)
+    np.testing.assert_array_equal(prior_points(normal, 5, seed=1), np.random.default_rng(1).standard_normal((5, 2)).astype("float32"))
