@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import stat
 import subprocess
@@ -70,7 +71,10 @@ def test_the_preset_model_builds_for_both_image_sizes(presets, size) -> None:
 def test_unknown_preset_and_invalid_keys_are_one_line_errors(tmp_path, presets) -> None:
     with pytest.raises(
         ConfigError,
-        match=r"^no preset 'faces' \(.*faces\.yaml not found\); available presets: celeba, fashion-mnist-likelihood, mnist-likelihood$",
+        match=(
+            r"^no preset 'faces' \(.*faces\.yaml not found\); "
+            r"available presets: celeba, fashion-mnist-likelihood, mnist-likelihood, mnist-likelihood-study$"
+        ),
     ):
         preset_overrides("faces", **presets)
     (tmp_path / "bad.yaml").write_text("train:\n  z_dims: 3\n")
@@ -132,3 +136,21 @@ def test_cli_prints_the_flags_and_runs_dvc_with_extra_arguments(tmp_path, preset
         [*base[:4], "nope", "--presets-dir", str(presets["presets_dir"])], capture_output=True, text=True, env=env, cwd=tmp_path
     )
     assert missing.returncode == 2 and missing.stderr.strip().startswith("vaelab: error: no preset 'nope'")
+
+
+def test_presets_lay_over_each_other_on_any_command_and_set_wins(project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--preset on a command: the study preset needs the likelihood preset under it (iwae needs bce)."""
+    from vaelab.cli_common import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    params = str(project_root / "params.yaml")
+    monkeypatch.chdir(project_root)  # presets/ is found from the project folder, as the commands find it
+    layered = ["--params", params, "--preset", "mnist-likelihood", "--preset", "mnist-likelihood-study"]
+    config = config_from_args(parser.parse_args([*layered, "--set", "sweep.n_trials=3"]))
+    assert (config.train.loss, config.train.reconstruction, config.train.epochs) == ("iwae", "bce", 250)
+    assert config.evaluate.nll_samples == 100  # the study's, over the likelihood preset's 1000
+    assert (config.sweep.study_name, config.sweep.n_trials) == ("mnist-likelihood", 3)
+    alone = parser.parse_args(["--params", params, "--preset", "mnist-likelihood-study"])
+    with pytest.raises(ConfigError, match=r"^presets/mnist-likelihood-study\.yaml: train: loss iwae .*set reconstruction: bce"):
+        config_from_args(alone)

@@ -1,6 +1,6 @@
 """What every command shares, below :mod:`vaelab.cli` so that the command modules need not import it back.
 
-``--params`` and ``--set`` read into a config, and the guard that turns a user's mistake
+``--params``, ``--preset`` and ``--set`` read into a config, and the guard that turns a user's mistake
 (:class:`~vaelab.errors.VaelabError`) into one line on stderr and exit code 2, Ctrl-C into exit code 130.
 """
 
@@ -31,6 +31,14 @@ def parse_override(text: str) -> tuple[str, object]:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument(
+        "--preset",
+        dest="presets",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="lay presets/NAME.yaml over the params file, before --set (repeatable: later presets win)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -41,7 +49,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(args.params, dict(parse_override(o) for o in args.overrides))
+    from vaelab.presets import preset_overrides
+
+    overrides: dict[str, object] = {}
+    for name in args.presets:
+        overrides.update(preset_overrides(name, params=args.params, under=overrides))
+    overrides.update(parse_override(o) for o in args.overrides)
+    return load_config(args.params, overrides)
 
 
 def run_guarded(action: Callable[[], object]) -> int:

@@ -31,8 +31,11 @@ def available(presets_dir: Path | str = PRESETS_DIR) -> list[str]:
     return sorted(path.stem for path in Path(presets_dir).glob("*.yaml"))
 
 
-def preset_overrides(name: str, presets_dir: Path | str = PRESETS_DIR, params: Path | str = "params.yaml") -> dict[str, Any]:
-    """The preset's dotted overrides (``{"train.z_dim": 200, ...}``), validated on top of ``params``."""
+def preset_overrides(
+    name: str, presets_dir: Path | str = PRESETS_DIR, params: Path | str = "params.yaml", under: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The preset's dotted overrides (``{"train.z_dim": 200, ...}``), validated on top of ``params`` and the
+    overrides ``under`` it (an earlier preset's: a preset may need the keys another one set)."""
     path = Path(presets_dir) / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(available(presets_dir)) or "none"
@@ -44,7 +47,7 @@ def preset_overrides(name: str, presets_dir: Path | str = PRESETS_DIR, params: P
         for key, value in values.items():
             overrides[f"{section}.{key}"] = value
     try:
-        load_config(params, overrides)
+        load_config(params, {**(under or {}), **overrides})
     except ConfigError as err:
         raise ConfigError(f"{path}: {str(err).removeprefix('override: ')}") from None
     return overrides
