@@ -148,6 +148,9 @@ def test_a_study_on_postgresql_promotes_too(project, promoted, scratch_databases
     (run,) = runs_of_experiment(root, f"pg-trial{study.best_trial.number}")
     assert record["run_id"] == run.info.run_id and run.info.status == "FINISHED"
     assert record["model_version"] == 3
+    # The experiment ran under the study's settings, not params.yaml's: the seed the sweep was given.
+    assert record["overrides"] == {"base.seed": 7, **{f"train.{key}": value for key, value in study.best_trial.params.items()}}
+    assert run.data.params["base.seed"] == "7"
 
 
 def test_a_winner_trained_before_is_recorded_with_the_run_that_trained_it(project, promoted) -> None:

@@ -65,6 +65,7 @@ from vaelab.config.load import with_overrides
 from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, TrainingError, VaelabError
 from vaelab.sweep.objective import Objective
+from vaelab.sweep.promote import record_settings
 from vaelab.sweep.report import FAIL_REASON_ATTR, PARENT_RUN_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metric
 from vaelab.sweep.storage import (
     DEFAULT_STORAGE,
@@ -243,6 +244,7 @@ def run_sweep(
     }
     storage_object = open_storage(spec, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     study = open_study(config, storage_object, study_name)
+    record_settings(study, config)
     missing = n_trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     log.info("study %r in %s: %d more trials wanted", study_name, redact_url(spec), max(missing, 0))
 

@@ -6,7 +6,8 @@
     dvc exp run --temp -n <study>-trial<N> -S train.z_dim=23 -S train.learning_rate=0.00038685872769625586 ...
 
 A trial trains ``sweep.epochs`` epochs on ``sweep.max_train`` images; the experiment trains with the pipeline's
-own ``train.epochs``, data and evaluation, so its model reaches MLflow, ``make exps`` and the registry like any
+own ``train.epochs``, data and evaluation, under the settings the study ran with (a preset or ``--set`` of the
+sweep: the study records them when it starts, :func:`record_settings`), so its model reaches MLflow, ``make exps`` and the registry like any
 run (the alias ``best`` moves only if its test NLL is lower). ``--temp`` runs it in a copy under .dvc/tmp/exps:
 the workspace (params.yaml, models/) stays as it was, and ``dvc exp apply <name>`` brings the result in. Values
 are passed with every digit the study sampled; only the lines printed for people round them.
@@ -28,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vaelab.config.load import load_config, with_overrides
 from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, TrainingError
 from vaelab.files import write_json
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROMOTED_ATTR = "promoted"  # study user attr: the record of the last promotion
+SETTINGS_ATTR = "settings"  # study user attr: the params its trials ran under (record_settings)
 RECORD_FILE = "promoted.json"
 
 
@@ -54,7 +57,7 @@ def experiment_name(study_name: str, trial_number: int) -> str:
 def promote(config: Config, study: optuna.Study, *, out_dir: Path = SWEEPS_DIR, project: Path = Path(".")) -> dict[str, Any]:
     """Train, evaluate and register the winner of ``study`` through the pipeline in ``project``; return the record.
 
-    ``config`` is the project's params (the experiment, data and evaluation the promoted run gets).
+    ``config``: the settings of a study that recorded none (see :func:`experiment_overrides`).
     """
     trial = chosen_trial(study)
     if trial is None:
@@ -64,12 +67,14 @@ def promote(config: Config, study: optuna.Study, *, out_dir: Path = SWEEPS_DIR, 
         )
     from vaelab.tracking.promotions import evaluated_run, registration_of
 
+    _check_project(project)
     name = experiment_name(study.study_name, trial.number)
+    overrides = experiment_overrides(study, trial, config, project)
+    config = with_overrides(load_config(project / "params.yaml"), overrides)  # what the experiment runs with
     run_id = _experiment_run_id(name, config, project)
     if run_id is None:
-        _check_project(project)
         log.info("promoting trial %d of study %r (%s) as DVC experiment %s", trial.number, study.study_name, _rounded(trial), name)
-        _run_experiment(name, _trial_overrides(trial), project)
+        _run_experiment(name, overrides, project)
         run_id = _experiment_run_id(name, config, project)
     else:
         log.info("trial %d of study %r is already promoted as DVC experiment %s; nothing to train", trial.number, study.study_name, name)
@@ -85,6 +90,7 @@ def promote(config: Config, study: optuna.Study, *, out_dir: Path = SWEEPS_DIR, 
         "trial_number": trial.number,
         "trial_values": list(trial.values),
         "params": _trial_overrides(trial),
+        "overrides": overrides,
         "experiment": name,
         "mlflow_experiment": config.base.experiment,
         **run,
@@ -122,6 +128,28 @@ def describe(record: dict[str, Any]) -> str:
         lines.append(f"  registered {record['registered_model']} version {record['model_version']}; alias best: {where}")
     lines.append(f"  compare it: make exps, make ui; bring it into the workspace: dvc exp apply {record['experiment']}")
     return "\n".join(lines)
+
+
+def study_settings(config: Config) -> dict[str, Any]:
+    """The params a study's trials run under, as dotted keys; its own ``sweep.*`` keys left out."""
+    return {key: value for key, value in config.flat().items() if not key.startswith("sweep.")}
+
+
+def record_settings(study: optuna.Study, config: Config) -> None:
+    """Keep :func:`study_settings` on a new study, so that its winner is promoted under them whatever flags
+    ``vaelab promote`` gets (a resumed study keeps the settings it started with)."""
+    if SETTINGS_ATTR not in study.user_attrs:
+        study.set_user_attr(SETTINGS_ATTR, study_settings(config))
+
+
+def experiment_overrides(study: optuna.Study, trial: FrozenTrial, config: Config, project: Path) -> dict[str, Any]:
+    """The ``-S`` overrides of the experiment: where the study's settings differ from the project's params.yaml
+    (a preset or ``--set`` the sweep ran with), then the trial's params. A study that recorded no settings is
+    taken to have run under ``config``."""
+    settings = study.user_attrs.get(SETTINGS_ATTR) or study_settings(config)
+    base = load_config(project / "params.yaml").flat()
+    differing = {key: value for key, value in settings.items() if key in base and base[key] != value}
+    return {**differing, **_trial_overrides(trial)}
 
 
 def _trial_overrides(trial: FrozenTrial) -> dict[str, Any]:
