@@ -65,7 +65,8 @@ from vaelab.config.load import with_overrides
 from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, TrainingError, VaelabError
 from vaelab.sweep.objective import Objective
-from vaelab.sweep.report import FAIL_REASON_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metric
+from vaelab.sweep.report import FAIL_REASON_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metrics
+from vaelab.sweep.scores import require_classifier
 from vaelab.sweep.storage import (
     DEFAULT_STORAGE,
     GRACE_PERIOD,
@@ -78,6 +79,7 @@ from vaelab.sweep.storage import (
     open_artifact_store,
     open_storage,
     open_study,
+    prunes,
     resolve_artifact_folder,
     resolve_storage,
     uses_heartbeats,
@@ -152,7 +154,7 @@ def run_worker(
             _within_budget(objective, n_trials),
             n_trials=1,
             catch=(TrainingError, SurplusTrial),
-            callbacks=[partial(log_finished_trial, metric=objective_metric(config))],
+            callbacks=[partial(log_finished_trial, metrics=objective_metrics(config))],
         )
         ran += 1
     return False
@@ -232,6 +234,7 @@ def run_sweep(
     n_trials = n_trials or config.sweep.n_trials
     spec = resolve_storage(storage, config)
     _check_workers(workers, spec)
+    require_classifier(config)
     started = time.time()
     timeout = config.sweep.timeout_minutes
     options: WorkerOptions = {
@@ -246,6 +249,11 @@ def run_sweep(
     study = open_study(config, storage_object, study_name)
     missing = n_trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     log.info("study %r in %s: %d more trials wanted", study_name, redact_url(spec), max(missing, 0))
+    if len(config.sweep.objectives) > 1:
+        log.info("Optuna cannot prune a study of several objectives: every trial runs all %d epochs", config.sweep.epochs)
+    elif not prunes(config):
+        only = config.sweep.objectives[0]
+        log.info("%s is known only after a trial's last epoch, so no trial is pruned: each runs all %d epochs", only, config.sweep.epochs)
 
     parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
     if parent_id and not runs.run_exists(parent_id):
@@ -263,9 +271,23 @@ def run_sweep(
         duration = time.time() - started
         summary = report.write_report(study, folder, config, n_trials=n_trials, storage=redact_url(spec), duration_seconds=duration)
         report.log_report(summary, folder, config)
+    if "choice_problem" in summary:
+        raise ConfigError(summary["choice_problem"])
     if summary["best_value"] is None:
         raise TrainingError(f"no trial of study {study_name!r} completed ({summary['trials']}); see {folder / 'trials.csv'}")
     return summary
+
+
+def end_line(summary: dict, config: Config) -> str:
+    """What ``vaelab sweep`` prints last: the winner, its values and the command that trains it."""
+    values = summary.get("best_values") or {objective_metrics(config)[0]: summary["best_value"]}
+    digits = ".4f" if len(values) == 1 else ".6g"  # .6g shows a parameter count as the integer it is
+    shown = ", ".join(f"{metric}={value:{digits}}" for metric, value in values.items())
+    if "pareto_front" in summary:
+        head = f"Chosen trial {summary['best_trial']} of the {len(summary['pareto_front'])} on the Pareto front ({summary['choice']})"
+    else:
+        head = f"Best trial {summary['best_trial']}"
+    return f"{head}: {shown}. Train it through the pipeline with:\n  {summary['command']}"
 
 
 def _check_workers(workers: int, spec: str) -> None:
@@ -374,10 +396,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 exit_codes.append(RECYCLE_EXIT)
             return
         summary = run_sweep(config, workers=args.workers, storage=args.storage, study_name=args.study, n_trials=args.n_trials, **timing)
-        print(
-            f"Best trial {summary['best_trial']}: {objective_metric(config)}={summary['best_value']:.4f}. "
-            f"Train it through the pipeline with:\n  {summary['command']}"
-        )
+        print(end_line(summary, config))
 
     sys.exit(run_guarded(action) or (exit_codes[0] if exit_codes else 0))
 
