@@ -250,10 +250,10 @@ def run_sweep(
     missing = n_trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     log.info("study %r in %s: %d more trials wanted", study_name, redact_url(spec), max(missing, 0))
     if len(config.sweep.objectives) > 1:
-        log.info("Optuna cannot prune a study of several objectives: every trial runs all %d epochs", config.sweep.epochs)
+        log.info("Optuna cannot prune a study of several objectives: every trial runs all sweep.epochs=%d", config.sweep.epochs)
     elif not prunes(config):
         only = config.sweep.objectives[0]
-        log.info("%s is known only after a trial's last epoch, so no trial is pruned: each runs all %d epochs", only, config.sweep.epochs)
+        log.info("%s is known only after a trial's last epoch, so none is pruned: each runs all sweep.epochs=%d", only, config.sweep.epochs)
 
     parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
     if parent_id and not runs.run_exists(parent_id):
@@ -284,7 +284,7 @@ def end_line(summary: dict, config: Config) -> str:
     digits = ".4f" if len(values) == 1 else ".6g"  # .6g shows a parameter count as the integer it is
     shown = ", ".join(f"{metric}={value:{digits}}" for metric, value in values.items())
     if "pareto_front" in summary:
-        head = f"Chosen trial {summary['best_trial']} of the {len(summary['pareto_front'])} on the Pareto front ({summary['choice']})"
+        head = f"Chosen trial {summary['best_trial']} ({summary['choice']}; the front has {len(summary['pareto_front'])} trials)"
     else:
         head = f"Best trial {summary['best_trial']}"
     return f"{head}: {shown}. Train it through the pipeline with:\n  {summary['command']}"

@@ -60,7 +60,8 @@ def write_front_plot(study: optuna.Study, metrics: tuple[str, ...], chosen: Froz
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # Optuna's matplotlib plots are "experimental"
         axes = plot_pareto_front(study, target_names=list(metrics))
     if chosen is not None:
-        star: dict[str, Any] = {"marker": "*", "s": 300, "color": "gold", "edgecolors": "black", "zorder": 5, "label": f"chosen: trial {chosen.number}"}
+        star: dict[str, Any] = {"marker": "*", "s": 300, "color": "gold", "edgecolors": "black", "zorder": 5}
+        star["label"] = f"chosen: trial {chosen.number}"
         axes.scatter(*([value] for value in chosen.values), **star)  # x, y and, with three objectives, z
         axes.legend()
     figure = axes.get_figure(root=True)

@@ -67,6 +67,17 @@ def objective_metrics(config: Config) -> tuple[str, ...]:
     return tuple(objective_metric(config) if name == "val_nll" else OTHER_METRICS[name] for name in config.sweep.objectives)
 
 
+def objective_descriptions(config: Config) -> list[str]:
+    """What each of ``sweep.objectives`` measures, in order, for ``summary.json``."""
+    return [objective_description(config) if name == "val_nll" else OTHER_DESCRIPTIONS[name] for name in config.sweep.objectives]
+
+
+def chosen_metric(config: Config) -> str:
+    """The metric of the objective the choice rule goes by (``sweep.choose_by``, else the first objective)."""
+    sweep = config.sweep
+    return objective_metrics(config)[sweep.objectives.index(sweep.choose_by or sweep.objectives[0])]
+
+
 def write_report(study, folder: Path, config: Config, *, n_trials: int, storage: str, duration_seconds: float) -> dict:
     """Write the files above for ``study`` (whatever state its trials are in) and return the summary.
 
@@ -87,44 +98,34 @@ def write_report(study, folder: Path, config: Config, *, n_trials: int, storage:
     best_params = {f"train.{key}": value for key, value in best.params.items()} if best else {}
     metrics = objective_metrics(config)
     several = len(metrics) > 1
-    by = metrics[config.sweep.objectives.index(config.sweep.choose_by or config.sweep.objectives[0])]
 
     with atomic_path(folder / "trials.csv") as tmp:
         study.trials_dataframe().to_csv(tmp, index=False)
-    if best:
-        values = ", ".join(f"{metric}={value:.6g}" for metric, value in zip(metrics, best.values, strict=True))
-        header = f"# best of study {study.study_name!r}: trial {best.number}, {values}\n"
-        if several or config.sweep.choose_limits:
-            header += f"# chosen by the rule of sweep.choose_by and sweep.choose_limits: {rule_text(config)}\n"
-        with atomic_path(folder / "best_params.yaml") as tmp:
-            tmp.write_text(header + yaml.safe_dump(best_params, sort_keys=False), encoding="utf-8")
-    else:
-        (folder / "best_params.yaml").unlink(missing_ok=True)  # a leftover would name a winner this study lacks
-    front = pareto.front_rows(study, metrics, best) if several else []
-    if several:
-        pareto.write_front_table(front, folder / "pareto_front.csv")
-    written, skipped = write_plots(study, folder / "plots", target=by if several else None)
-    if several and not front:
-        skipped["pareto_front"] = "needs at least 1 complete trial, the study has 0"
-    elif several and len(metrics) > pareto.MAX_PLOTTED:
-        skipped["pareto_front"] = f"drawn for {pareto.MAX_PLOTTED} objectives at most, the study has {len(metrics)}"
-    elif several:
-        written.append(pareto.write_front_plot(study, metrics, best, folder / "plots" / "pareto_front.png", dpi=PLOT_DPI))
+    _write_best_params(study, best, best_params, folder / "best_params.yaml", config)
+    written, skipped = write_plots(study, folder / "plots", target=chosen_metric(config) if several else None)
 
-    summary = {"study": study.study_name, "storage": storage}
+    summary: dict = {"study": study.study_name, "storage": storage}
     if several:
-        summary["objectives"] = [OTHER_DESCRIPTIONS.get(name) or objective_description(config) for name in config.sweep.objectives]
+        summary["objectives"] = objective_descriptions(config)
     else:
-        summary["objective"] = objective_description(config)
+        summary["objective"] = objective_descriptions(config)[0]
     summary.update({"n_trials_target": n_trials, "trials": counts, "surplus_trials": len(surplus)})
     if several:
+        front = pareto.front_rows(study, metrics, best)
+        pareto.write_front_table(front, folder / "pareto_front.csv")
+        if not front:
+            skipped["pareto_front"] = "needs at least 1 complete trial, the study has 0"
+        elif len(metrics) > pareto.MAX_PLOTTED:
+            skipped["pareto_front"] = f"drawn for {pareto.MAX_PLOTTED} objectives at most, the study has {len(metrics)}"
+        else:
+            written.append(pareto.write_front_plot(study, metrics, best, folder / "plots" / "pareto_front.png", dpi=PLOT_DPI))
         summary.update({"choice": rule_text(config), "pareto_front": front})
         summary["best_values"] = dict(zip(metrics, best.values, strict=True)) if best else None
     summary.update(
         {
             "best_trial": best.number if best else None,
             # With several objectives, the value of the one the rule chooses by.
-            "best_value": best.values[metrics.index(by)] if best else None,
+            "best_value": best.values[metrics.index(chosen_metric(config))] if best else None,
             "best_params": best_params,
             "command": winner_command(best_params) if best else None,
             "duration_seconds": round(duration_seconds, 1),
@@ -136,6 +137,19 @@ def write_report(study, folder: Path, config: Config, *, n_trials: int, storage:
         summary["choice_problem"] = problem
     write_json(folder / "summary.json", summary)
     return summary
+
+
+def _write_best_params(study, best, best_params: dict, path: Path, config: Config) -> None:
+    """``best_params.yaml`` with a header naming the trial, its values and, when it applies, the choice rule."""
+    if best is None:
+        path.unlink(missing_ok=True)  # a leftover would name a winner this study lacks
+        return
+    values = ", ".join(f"{metric}={value:.6g}" for metric, value in zip(objective_metrics(config), best.values, strict=True))
+    header = f"# best of study {study.study_name!r}: trial {best.number}, {values}\n"
+    if len(config.sweep.objectives) > 1 or config.sweep.choose_limits:
+        header += f"# chosen by the rule of sweep.choose_by and sweep.choose_limits: {rule_text(config)}\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(header + yaml.safe_dump(best_params, sort_keys=False), encoding="utf-8")
 
 
 def winner_command(best_params: dict) -> str:
@@ -188,6 +202,8 @@ def write_plots(study, folder: Path, target: str | None = None) -> tuple[list[Pa
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # these plots are "experimental"
+            # It warns that importances are for low values of each objective: every vaelab objective is minimised.
+            warnings.filterwarnings("ignore", "PedAnovaImportanceEvaluator computes", UserWarning)
             try:
                 axes = getattr(optuna_plots, f"plot_{name}")(study, **_target_arguments(study, name, target))
             except (ValueError, RuntimeError, ZeroDivisionError) as err:
@@ -216,7 +232,7 @@ def log_report(summary: dict, folder: Path, config: Config) -> None:
     counts = summary["trials"]
     metrics = {f"trials_{state.lower()}": count for state, count in counts.items()}
     if summary["best_value"] is not None:
-        best_values = summary.get("best_values") or {objective_metric(config): summary["best_value"]}
+        best_values = summary.get("best_values") or {objective_metrics(config)[0]: summary["best_value"]}
         metrics.update({f"best_{metric}": value for metric, value in best_values.items()})
         metrics.update({f"best.{key.removeprefix('train.')}": value for key, value in summary["best_params"].items()})
         runs.set_tags({"best.trial_number": summary["best_trial"]})
