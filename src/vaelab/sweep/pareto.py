@@ -59,6 +59,7 @@ def write_front_plot(study: optuna.Study, metrics: tuple[str, ...], chosen: Froz
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # Optuna's matplotlib plots are "experimental"
         axes = plot_pareto_front(study, target_names=list(metrics))
+    axes.set_title(f"Pareto front of study {study.study_name!r}: every COMPLETE trial, the front in red")
     if chosen is not None:
         star: dict[str, Any] = {"marker": "*", "s": 300, "color": "gold", "edgecolors": "black", "zorder": 5}
         star["label"] = f"chosen: trial {chosen.number}"

@@ -102,7 +102,8 @@ def write_report(study, folder: Path, config: Config, *, n_trials: int, storage:
     with atomic_path(folder / "trials.csv") as tmp:
         study.trials_dataframe().to_csv(tmp, index=False)
     _write_best_params(study, best, best_params, folder / "best_params.yaml", config)
-    written, skipped = write_plots(study, folder / "plots", target=chosen_metric(config) if several else None)
+    by = chosen_metric(config)
+    written, skipped = write_plots(study, folder / "plots", target=(metrics.index(by), by) if several else None)
 
     summary: dict = {"study": study.study_name, "storage": storage}
     if several:
@@ -125,7 +126,7 @@ def write_report(study, folder: Path, config: Config, *, n_trials: int, storage:
         {
             "best_trial": best.number if best else None,
             # With several objectives, the value of the one the rule chooses by.
-            "best_value": best.values[metrics.index(chosen_metric(config))] if best else None,
+            "best_value": best.values[metrics.index(by)] if best else None,
             "best_params": best_params,
             "command": winner_command(best_params) if best else None,
             "duration_seconds": round(duration_seconds, 1),
@@ -175,11 +176,11 @@ def log_finished_trial(study, trial, *, metrics: tuple[str, ...]) -> None:
     log.info("trial %d %s: %s%s", trial.number, trial.state.name, outcome, f" | {params}" if params else "")
 
 
-def write_plots(study, folder: Path, target: str | None = None) -> tuple[list[Path], dict[str, str]]:
+def write_plots(study, folder: Path, target: tuple[int, str] | None = None) -> tuple[list[Path], dict[str, str]]:
     """Optuna's matplotlib plots as PNGs; returns the files written and, per plot left out, why.
 
-    For a study of several objectives, ``target`` names the one these plots show (one of the study's metric
-    names, set by :func:`vaelab.sweep.storage.open_study`); the importances plot shows every objective.
+    For a study of several objectives, ``target`` is the position and metric name of the one these plots show;
+    the importances plot shows every objective.
     """
     import matplotlib
 
@@ -205,7 +206,7 @@ def write_plots(study, folder: Path, target: str | None = None) -> tuple[list[Pa
             # It warns that importances are for low values of each objective: every vaelab objective is minimised.
             warnings.filterwarnings("ignore", "PedAnovaImportanceEvaluator computes", UserWarning)
             try:
-                axes = getattr(optuna_plots, f"plot_{name}")(study, **_target_arguments(study, name, target))
+                axes = getattr(optuna_plots, f"plot_{name}")(study, **_target_arguments(name, target))
             except (ValueError, RuntimeError, ZeroDivisionError) as err:
                 skipped[name] = f"{type(err).__name__}: {err}"
                 continue
@@ -247,12 +248,12 @@ def log_report(summary: dict, folder: Path, config: Config) -> None:
         runs.log_artifact(folder / "plots" / name, "plots")
 
 
-def _target_arguments(study, plot: str, target: str | None) -> dict:
+def _target_arguments(plot: str, target: tuple[int, str] | None) -> dict:
     """Optuna's arguments that pick the objective ``target`` for ``plot`` (none for one objective, or importances)."""
     if target is None or plot == "param_importances":  # importances draw one bar per objective and parameter
         return {}
-    index = study.metric_names.index(target)
-    return {"target": lambda trial: trial.values[index], "target_name": target}
+    index, name = target
+    return {"target": lambda trial: trial.values[index], "target_name": name}
 
 
 def _value_text(value) -> str:
