@@ -96,6 +96,29 @@ def test_an_unknown_objective_stops_vaelab_sweep_with_one_line(tmp_path: Path, p
     assert not (tmp_path / "sweeps").exists()
 
 
+def test_sample_fid_needs_the_classifier_stage_model(tmp_path: Path):
+    from vaelab.evaluation.classifier import CLASSIFIER_FILE, NO_LABELS_FILE
+    from vaelab.sweep.scores import require_classifier
+
+    folder = tmp_path / "classifier"
+    config = with_overrides(Config(), {"sweep.objectives": ["sample_fid", "params"], "paths.classifier": str(folder)})
+    require_classifier(with_overrides(config, {"sweep.objectives": ["params"]}))  # not an objective: no need
+    with pytest.raises(DataError) as missing:
+        require_classifier(config)
+    assert str(missing.value) == (
+        f"sweep.objectives has sample_fid, which scores samples with the classifier stage's model, but "
+        f"{folder / CLASSIFIER_FILE} does not exist; run `dvc repro classifier` first"
+    )
+    folder.mkdir()
+    (folder / NO_LABELS_FILE).write_text("no labels\n")
+    with pytest.raises(DataError) as unlabelled:
+        require_classifier(config)
+    assert str(unlabelled.value) == "sweep.objectives has sample_fid, but the dataset has no class labels to train its classifier on"
+    (folder / NO_LABELS_FILE).unlink()
+    (folder / CLASSIFIER_FILE).write_bytes(b"")  # only its presence is checked here; load_judge reads it
+    require_classifier(config)
+
+
 # --- the choice from the front, on a study of known values (fast) ---
 
 # (val_nll, params) of trials 0-6. Trial 4 is beaten by 1 in both; 6 by 3 (same params, higher NLL); 5 ties 2
@@ -362,3 +385,23 @@ def test_sample_fid_is_the_evaluate_stage_fid_of_the_trial_model_on_the_validati
     assert on_test != pytest.approx(expected, rel=0.1)  # scored against the test images, it would differ
     client = MlflowClient(mlflow_uri)
     assert client.get_run(trial.user_attrs["mlflow_run_id"]).data.metrics["final_val_sample_fid_classifier"] == pytest.approx(expected)
+
+
+def test_the_single_target_plots_show_the_objective_chosen_by(tmp_path: Path):
+    import warnings
+
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    config = with_overrides(Config(), {**TWO, "sweep.choose_by": "params"})
+    study = two_objective_study(config)
+    report.write_report(study, tmp_path / "report", config, n_trials=7, storage="memory", duration_seconds=1.0)
+
+    # Optuna's own history of the second objective, drawn and saved as the report saves its plots.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        axes = plot_optimization_history(study, target=lambda trial: trial.values[1], target_name="trainable_params")
+    figure = axes.get_figure(root=True)
+    assert figure is not None
+    figure.savefig(tmp_path / "expected.png", dpi=report.PLOT_DPI, bbox_inches="tight")
+    drawn = (tmp_path / "report" / "plots" / "optimization_history.png").read_bytes()
+    assert drawn == (tmp_path / "expected.png").read_bytes()

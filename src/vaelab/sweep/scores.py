@@ -34,15 +34,18 @@ def trainable_parameters(model: VAE) -> int:
 
 
 def require_classifier(config: Config) -> None:
-    """Raise a one-line DataError when ``sample_fid`` is an objective and the classifier stage's model is missing."""
-    from vaelab.evaluation.classifier import CLASSIFIER_FILE
+    """Raise a one-line DataError when ``sample_fid`` is an objective and the classifier stage left no model."""
+    from vaelab.evaluation.classifier import CLASSIFIER_FILE, NO_LABELS_FILE
 
     path = config.paths.classifier / CLASSIFIER_FILE
-    if "sample_fid" in config.sweep.objectives and not path.exists():
-        raise DataError(
-            f"sweep.objectives has sample_fid, which scores samples with the classifier stage's model, but {path} "
-            "does not exist; run `dvc repro classifier` first"
-        )
+    if "sample_fid" not in config.sweep.objectives or path.exists():
+        return
+    if (config.paths.classifier / NO_LABELS_FILE).exists():  # the classifier stage found no labels to learn
+        raise DataError("sweep.objectives has sample_fid, but the dataset has no class labels to train its classifier on")
+    raise DataError(
+        f"sweep.objectives has sample_fid, which scores samples with the classifier stage's model, but {path} "
+        "does not exist; run `dvc repro classifier` first"
+    )
 
 
 def load_judge(config: Config, splits: Splits) -> keras.Model:
