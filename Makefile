@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: help setup repro test test-fast lint format ui server generate notebook likelihood sweep dashboard compare exps status bench bench-torch lock clean-venv
+.PHONY: help setup repro test test-fast lint format ui server generate notebook likelihood sweep promote dashboard compare exps status bench bench-torch lock clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -76,6 +76,10 @@ likelihood: setup  ## the paper-grade test NLL of the trained model: K=5000 on a
 WORKERS ?= 1
 sweep: setup  ## Optuna study from params.yaml `sweep:` (WORKERS=K for K processes); best params in sweeps/<study>/
 	$(RUN) vaelab sweep --workers $(WORKERS)
+
+PROMOTE_ARGS ?=
+promote: setup  ## train, evaluate and register the sweep's winner as DVC experiment <study>-trial<N> (PROMOTE_ARGS="STUDY"; once)
+	$(RUN) vaelab promote $(PROMOTE_ARGS)
 
 DASHBOARD_ARGS ?=
 dashboard: setup  ## optuna-dashboard on the sweep's study with each trial's pictures, http://127.0.0.1:8080 (DASHBOARD_ARGS="--study NAME --port N")

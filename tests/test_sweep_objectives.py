@@ -289,9 +289,9 @@ def test_a_two_objective_sweep_leaves_its_front_plot_and_parent_run(sweep_config
     assert [row["trial"] for row in summary["pareto_front"]] == on_front
     assert json.loads((out / "summary.json").read_text()) == summary
     assert yaml.safe_load((out / "best_params.yaml").read_text()) == {f"train.{k}": v for k, v in study.trials[winner].params.items()}
-    assert coordinator.end_line(summary, config).startswith(
+    assert coordinator.winner_line(summary, config) == (
         f"Chosen trial {winner} (lowest val_nll on the Pareto front; the front has {len(on_front)} trials): "
-        f"{NLL}={values[winner][0]:.6g}, trainable_params={values[winner][1]:.0f}. Train it through the pipeline with:\n  dvc exp run -S "
+        f"{NLL}={values[winner][0]:.6g}, trainable_params={values[winner][1]:.0f}."
     )
 
     parents, children = mlflow_runs(mlflow_uri)

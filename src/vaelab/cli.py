@@ -147,6 +147,12 @@ def dashboard_main(argv: Sequence[str]) -> None:
     run(argv)
 
 
+def promote_main(argv: Sequence[str]) -> None:
+    from vaelab.promote_command import main as run
+
+    run(argv)
+
+
 def generate_main(argv: Sequence[str]) -> None:
     from vaelab.generate_command import main as run
 
@@ -162,6 +168,10 @@ def likelihood_main(argv: Sequence[str]) -> None:
 # Commands beyond the stages: name -> (one-line help, the function that takes the remaining arguments).
 TOOLS: dict[str, tuple[str, Callable[[Sequence[str]], None]]] = {
     "sweep": ("an Optuna study over params.yaml `sweep.space`, tracked as MLflow parent and child runs", sweep_main),
+    "promote": (
+        "train, evaluate and register a study's winner through the pipeline as a DVC experiment (once)",
+        promote_main,
+    ),
     "compare": (COMPARE_HELP, compare_main),
     "preset": ("print a preset (presets/NAME.yaml) as `dvc exp run -S` flags, or --run it", preset_main),
     "ui": ("the MLflow UI on the tracking store; prints the address of the experiment's training runs", ui_main),

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from vaelab import logs
 from vaelab.cli_common import add_config_arguments, config_from_args, run_guarded
-from vaelab.sweep.storage import DEFAULT_STORAGE, STORAGE_ENV, resolve_artifact_folder, resolve_storage
+from vaelab.sweep.storage import DEFAULT_STORAGE, STORAGE_ENV, open_study_storage, resolve_artifact_folder, resolve_storage
 
 DESCRIPTION = "optuna-dashboard on the sweep's study storage, with each trial's sample grid and loss curves"
 # Only this machine: the dashboard has no login, and its page can also change a study (tell trials, upload files).
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _open(args: argparse.Namespace) -> None:
-    from vaelab.sweep.dashboard import open_study_storage, run_dashboard, study_address
+    from vaelab.sweep.dashboard import run_dashboard, study_address
 
     config = config_from_args(args)
     storage, study_id = open_study_storage(resolve_storage(args.storage, config), args.study or config.sweep.study_name)

@@ -65,7 +65,7 @@ from vaelab.config.load import with_overrides
 from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, TrainingError, VaelabError
 from vaelab.sweep.objective import Objective
-from vaelab.sweep.report import FAIL_REASON_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metrics
+from vaelab.sweep.report import FAIL_REASON_ATTR, PARENT_RUN_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metrics
 from vaelab.sweep.scores import require_classifier
 from vaelab.sweep.storage import (
     DEFAULT_STORAGE,
@@ -90,7 +90,6 @@ log = logging.getLogger(__name__)
 
 # A worker process exits with this when it ran sweep.trials_per_process trials and the study wants more.
 RECYCLE_EXIT = 3
-PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr: the MLflow run every worker's trials nest under
 MAX_FAILED_PER_TRIAL = 2  # a study stops after 2 * n_trials failed trials: the space is broken
 
 
@@ -278,8 +277,8 @@ def run_sweep(
     return summary
 
 
-def end_line(summary: dict, config: Config) -> str:
-    """What ``vaelab sweep`` prints last: the winner, its values and the command that trains it."""
+def winner_line(summary: dict, config: Config) -> str:
+    """The winner as ``vaelab sweep`` prints it at the end: its number, its values, and with several objectives the rule."""
     values = summary.get("best_values") or {objective_metrics(config)[0]: summary["best_value"]}
     digits = ".4f" if len(values) == 1 else ".6g"  # .6g shows a parameter count as the integer it is
     shown = ", ".join(f"{metric}={value:{digits}}" for metric, value in values.items())
@@ -287,7 +286,7 @@ def end_line(summary: dict, config: Config) -> str:
         head = f"Chosen trial {summary['best_trial']} ({summary['choice']}; the front has {len(summary['pareto_front'])} trials)"
     else:
         head = f"Best trial {summary['best_trial']}"
-    return f"{head}: {shown}. Train it through the pipeline with:\n  {summary['command']}"
+    return f"{head}: {shown}."
 
 
 def _check_workers(workers: int, spec: str) -> None:
@@ -359,6 +358,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n-trials", type=_positive_int, help="finished trials wanted in total (default: sweep.n_trials)")
     parser.add_argument("--study", help="study name (default: sweep.study_name); a study of the same name resumes")
     parser.add_argument("--storage", help=f"journal file or database URL (default: ${STORAGE_ENV}, sweep.storage, {DEFAULT_STORAGE})")
+    parser.add_argument(
+        "--promote",
+        action="store_true",
+        help="then train the winner with the pipeline's epochs as DVC experiment STUDY-trialN (see vaelab promote --help)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="prefix log lines with level and module")
     # For the worker processes the coordinator starts; tests shorten the heartbeat with the last two.
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -396,7 +400,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 exit_codes.append(RECYCLE_EXIT)
             return
         summary = run_sweep(config, workers=args.workers, storage=args.storage, study_name=args.study, n_trials=args.n_trials, **timing)
-        print(end_line(summary, config))
+        best = winner_line(summary, config)
+        if not args.promote:
+            print(f"{best} Train it through the pipeline with:\n  {summary['command']}\nor: vaelab promote {summary['study']}")
+            return
+        from vaelab.sweep.promote import describe, promote_study
+
+        print(best, flush=True)
+        print(describe(promote_study(config, resolve_storage(args.storage, config), summary["study"])))
 
     sys.exit(run_guarded(action) or (exit_codes[0] if exit_codes else 0))
 

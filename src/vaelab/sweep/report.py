@@ -32,6 +32,7 @@ from vaelab.sweep.choice import chosen_trial, rule_text
 log = logging.getLogger(__name__)
 
 FAIL_REASON_ATTR = "fail_reason"  # trial user attr: why a trial failed
+PARENT_RUN_ATTR = "mlflow_parent_run_id"  # study user attr: the MLflow run every worker's trials nest under
 SURPLUS_ATTR = "surplus"  # trial user attr: created after the budget was taken, so failed without running
 # Optuna's plot name -> complete trials it needs (importances compare trials, so one is not enough).
 PLOTS = {"optimization_history": 1, "param_importances": 2, "parallel_coordinate": 1, "slice": 1}

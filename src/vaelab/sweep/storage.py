@@ -23,6 +23,7 @@ from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, VaelabError, first_line
 from vaelab.files import ensure_dir
 from vaelab.sweep.report import objective_metrics
+from vaelab.tracking.redact import redact_url
 
 if TYPE_CHECKING:
     import optuna
@@ -253,3 +254,20 @@ def _with_installed_driver(url: str) -> str:
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
         return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     return url
+
+
+NO_STUDY_HINT = "run `make sweep` first"
+
+
+def open_study_storage(spec: str, study_name: str) -> tuple[optuna.storages.BaseStorage, int]:
+    """The storage at ``spec`` and the id of its study ``study_name``; a one-line error when either is missing."""
+    # Opening a journal path creates the file, which would hide that no sweep ever ran here.
+    if not is_url(spec) and not Path(spec).is_file():
+        raise VaelabError(f"no study yet: {spec} does not exist; {NO_STUDY_HINT}")
+    storage = open_storage(spec)
+    try:
+        return storage, storage.get_study_id_from_name(study_name)
+    except KeyError:
+        names = sorted(study.study_name for study in storage.get_all_studies())
+        known = f"it has {', '.join(repr(name) for name in names)}" if names else "it has none"
+        raise VaelabError(f"no study {study_name!r} yet in {redact_url(spec)} ({known}); {NO_STUDY_HINT} or pass --study") from None
