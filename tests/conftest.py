@@ -188,7 +188,7 @@ def square_splits():
 def logged(tmp_path_factory) -> dict[str, str]:
     """A tiny VAE logged as the train stage logs it, one logged the old reconstruct-only way, and its Keras file,
     in a store of their own (:func:`generative_helpers.log_tiny_models`): ``store``, ``model_uri``, ``run_id``,
-    ``old_run_id``, ``folder``, ``keras_file``."""
+    ``old_run_id``, ``folder``, ``keras_file``, and a VampPrior model's ``vamp_model_uri`` and ``vamp_keras_file``."""
     from generative_helpers import log_tiny_models
 
     return log_tiny_models(tmp_path_factory.mktemp("generative"), PROJECT_ROOT)

@@ -1,5 +1,6 @@
-"""A tiny VAE logged the way the train stage logs it, beside one logged the old reconstruct-only way, in a store of
-its own: what the generative-model, `vaelab generate` and serving tests load (the ``logged`` fixture in conftest)."""
+"""A tiny VAE logged the way the train stage logs it, beside one logged the old reconstruct-only way and one with a
+VampPrior, in a store of its own: what the generative-model, `vaelab generate` and serving tests load (the ``logged``
+fixture in conftest)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,12 @@ def log_tiny_models(folder: Path, project_root: Path) -> dict[str, str]:
             examples = np.zeros((2, 28, 28, 1), dtype="float32")
             signature = mlflow.models.infer_signature(examples, np.asarray(model(examples, training=False)))
             mlflow.keras.log_model(model, name="model", save_exported_model=True, signature=signature, pip_requirements=["mlflow"])
+        vamp = build_vae((28, 28, 1), config.train.model_copy(update={"prior": "vamp", "vamp_components": 3}), seed=0)
+        with runs.start_run(config):
+            vamp_model_uri = log_generative_model(vamp, model_settings(vamp, "mnist", "none"))
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
     model.save(folder / "vae.keras")  # what the train stage leaves in paths.model
+    vamp.save(folder / "vamp.keras")
     return {
         "store": uri,
         "model_uri": model_uri,
@@ -44,4 +49,6 @@ def log_tiny_models(folder: Path, project_root: Path) -> dict[str, str]:
         "old_run_id": old_run.info.run_id,
         "folder": str(folder),
         "keras_file": str(folder / "vae.keras"),
+        "vamp_model_uri": vamp_model_uri,
+        "vamp_keras_file": str(folder / "vamp.keras"),
     }

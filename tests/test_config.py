@@ -336,6 +336,16 @@ def test_vae_size_counted_by_hand() -> None:
     assert size.training_bytes(10) == 1936 + 416 * 5 + 480 * 10 + 12 * 5 * 10
 
 
+def test_iwae_draws_and_vamp_pseudo_images_counted_by_hand() -> None:
+    # The same VAE, z = 5, with 3 IWAE draws and 2 pseudo-images. Per image the input and the convolution's two
+    # outputs (48 + 8 + 8 = 64) are made once, everything from the latent heads on (3z + 8 + 48 = 71) once per
+    # draw; the 2 pseudo-images (48 trainable pixels each) pass the encoder's 64 once per step, whatever the batch.
+    size = vae_size((4, 4, 3), z_dim=5, encoder=[(2, 3, 2)], decoder=[(3, 3, 2)], batch_norm=False, dropout=False, draws=3, pseudo_images=2)
+    assert (size.weights, size.trainable, sum(size.outputs)) == (251 + 2 * 48, 251 + 2 * 48, 135)
+    assert size.training_bytes(10) == 16 * (251 + 96) + 4 * (10 * (64 + 3 * 71) + 2 * 64)
+    assert size.inference_bytes(10) == vae_size((4, 4, 3), 5, [(2, 3, 2)], [(3, 3, 2)], False, False).inference_bytes(10) + 4 * 96
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -70,6 +70,29 @@ def test_samples_are_the_seeded_prior_scaled_by_the_temperature() -> None:
     assert not vae.sample(2, seed=3, temperature=0.0).any()  # temperature 0: the prior's mean, z = 0
 
 
+def test_a_vamp_models_samples_draw_a_component_then_its_gaussian() -> None:
+    # Two components in 3-D, at (1, 1, 1) with variance 4 and at (-5, 0, 0) with variance 1; the linear decoder
+    # shows z itself. Seeded: the component indices first, then the standard-normal draws, scaled by temperature.
+    means = np.array([[1.0, 1.0, 1.0], [-5.0, 0.0, 0.0]], dtype="float32")
+    log_vars = np.array([[np.log(4.0)] * 3, [0.0] * 3], dtype="float32")
+    vae = linear_vae()
+    vae.settings["prior"] = "vamp"
+    vae.prior_components = (means, log_vars)
+    rng = np.random.default_rng(6)
+    chosen = rng.integers(2, size=6)
+    expected = means[chosen] + 0.5 * np.exp(0.5 * log_vars[chosen]) * rng.standard_normal((6, Z_DIM))
+    assert set(chosen) == {0, 1}  # both components are drawn at this seed
+    np.testing.assert_allclose(vae.sample(6, seed=6, temperature=0.5).reshape(6, -1)[:, :Z_DIM], expected, rtol=1e-6)
+    np.testing.assert_array_equal(vae.sample(6, seed=6, temperature=0.0).reshape(6, -1)[:, :Z_DIM], means[chosen])
+
+
+def test_a_prior_without_components_cannot_be_sampled() -> None:
+    vae = linear_vae()
+    vae.settings["prior"] = "vamp"
+    with pytest.raises(MlflowException, match="this model's prior is 'vamp' and it carries no components to sample"):
+        vae.sample(2, seed=0)
+
+
 def test_reconstruct_decodes_the_posterior_mean_and_encode_returns_both_halves() -> None:
     vae = linear_vae()
     images = np.random.default_rng(0).random((6, *SHAPE), dtype=np.float32)
@@ -215,3 +238,52 @@ def test_vaelab_load_gives_the_served_object_with_its_settings(logged: dict[str,
     np.testing.assert_array_equal(vae.sample(3, seed=5), vaelab.load(logged["model_uri"]).sample(3, seed=5))
     with pytest.raises(VaelabError, match=r"logged before vaelab's generative format and can only reconstruct"):
         vaelab.load(logged["old_run_id"])
+
+
+VAMP_SAMPLES = """
+import json, sys
+import mlflow, numpy as np
+
+model = mlflow.pyfunc.load_model(sys.argv[1])
+config = model.unwrap_python_model().settings
+a, a_again, b = (model.predict(None, params={"mode": "sample", "n": 6, "seed": seed}) for seed in (4, 4, 5))
+out = {
+    "shape": list(a.shape),
+    "finite": bool(np.all(np.isfinite(a))),
+    "same_seed": bool(np.array_equal(a, a_again)),
+    "other_seed": bool(np.array_equal(a, b)),
+    "prior": [config["prior"], config["vamp_components"]],
+    "images": a.tolist(),
+    "vaelab_imported": any(name.startswith("vaelab") for name in sys.modules),
+}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_a_vamp_model_samples_its_mixture_through_mlflow_pyfunc_without_vaelab(logged: dict[str, str]) -> None:
+    import keras
+
+    from vaelab.evaluation.metrics import prior_points
+
+    out = _in_new_process(VAMP_SAMPLES, logged, logged["vamp_model_uri"])
+    assert out["shape"] == [6, 28, 28, 1] and out["finite"] and out["same_seed"] and not out["other_seed"]
+    assert out["prior"] == ["vamp", 3] and out["vaelab_imported"] is False
+    # The served samples are the Keras model's decodings of the evaluate stage's prior points at the same seed:
+    # a component drawn for each, then its Gaussian, from the SavedModel's ``prior`` endpoint.
+    model = keras.models.load_model(logged["vamp_keras_file"], safe_mode=True)
+    z = prior_points(model, 6, seed=4)
+    np.testing.assert_allclose(np.asarray(out["images"]), np.asarray(model.decoder(z)), atol=1e-6)
+    # ...and not the decodings of N(0, I) draws: the mixture is what was sampled.
+    normal = np.random.default_rng(4).standard_normal((6, 2)).astype("float32")
+    assert np.abs(np.asarray(out["images"]) - np.asarray(model.decoder(normal))).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_vaelab_load_of_a_vamp_keras_file_samples_like_the_logged_model(logged: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import vaelab
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", logged["store"])
+    from_file, logged_model = vaelab.load(logged["vamp_keras_file"]), vaelab.load(logged["vamp_model_uri"])
+    assert (from_file.prior, logged_model.prior) == ("vamp", "vamp")
+    np.testing.assert_allclose(from_file.sample(4, seed=2), logged_model.sample(4, seed=2), atol=1e-6)

@@ -55,15 +55,20 @@ def _binary_images(n: int, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).uniform(size=(n, 4, 4, 1)) > 0.5).astype("float32")
 
 
-def _exact_nll_by_quadrature(model, x: np.ndarray) -> np.ndarray:
-    """-log integral p(x|z) N(z; 0, 1) dz on a grid of z in [-12, 12], in float64 from the decoder's logits."""
+def _standard_normal(z: np.ndarray) -> np.ndarray:
+    return -0.5 * (z**2 + math.log(2 * math.pi))
+
+
+def _exact_nll_by_quadrature(model, x: np.ndarray, log_prior=_standard_normal) -> np.ndarray:
+    """-log integral p(x|z) p(z) dz on a grid of z in [-12, 12], in float64 from the decoder's logits; p(z) = N(0, 1)
+    unless ``log_prior`` gives another log density."""
     grid = np.linspace(-12.0, 12.0, 24001)
     step = grid[1] - grid[0]
     logits = keras.ops.convert_to_numpy(model.decode_logits(grid[:, None].astype("float32"))).astype(np.float64)
     flat_x, flat_logits = x.reshape(len(x), 1, -1), logits.reshape(1, len(grid), -1)
     # log sigmoid(l) = -log(1 + e^-l) and log(1 - sigmoid(l)) = -log(1 + e^l)
     log_likelihood = -np.sum(flat_x * np.logaddexp(0, -flat_logits) + (1 - flat_x) * np.logaddexp(0, flat_logits), axis=-1)
-    log_joint = log_likelihood - 0.5 * (grid**2 + math.log(2 * math.pi))  # (images, grid)
+    log_joint = log_likelihood + log_prior(grid)  # (images, grid)
     peak = log_joint.max(axis=1, keepdims=True)
     return -(np.log(np.sum(np.exp(log_joint - peak), axis=1) * step) + peak[:, 0])
 
@@ -178,3 +183,28 @@ def test_k1_equals_the_negative_elbo_in_expectation_and_more_samples_tighten_it(
     estimates = [float(np.mean(importance_sampled_nll(trained_vae, x, k=k, seed=0))) for k in (1, 10, 100)]
     assert estimates[0] > estimates[1] > estimates[2], estimates
     assert estimates[0] - estimates[2] > 0.3  # a real gap (0.77 nats here), not rounding
+
+
+def test_a_vamp_models_estimate_reaches_the_likelihood_under_its_mixture_prior() -> None:
+    # The same 1-D VAE with a VampPrior of two pseudo-images, one all but white and one all but black: its
+    # prior is the mixture of their two encodings, which quadrature integrates against p(x|z) exactly.
+    keras.utils.set_random_seed(0)
+    model = build_vae((4, 4, 1), ONE_D.model_copy(update={"prior": "vamp", "vamp_components": 2}), seed=0)
+    dense = model.decoder.get_layer("decoder_dense")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 6.0, bias])
+    assert model.pseudo_inputs is not None
+    model.pseudo_inputs.pixel_logits.assign(np.stack([np.full((4, 4, 1), 5.0), np.full((4, 4, 1), -5.0)]).astype("float32"))
+    means, log_vars = (keras.ops.convert_to_numpy(t).astype(np.float64)[:, 0] for t in model.prior_components())
+    assert abs(means[0] - means[1]) > 0.05  # two components apart, so the mixture is no single Gaussian
+
+    def log_mixture(z):
+        densities = np.exp(-0.5 * ((z[:, None] - means) ** 2 / np.exp(log_vars) + log_vars + math.log(2 * math.pi)))
+        return np.log(densities.mean(axis=1))
+
+    x = _binary_images(3, seed=1)
+    exact = _exact_nll_by_quadrature(model, x, log_mixture)
+    estimate = importance_sampled_nll(model, x, k=20000, seed=0, max_decoded=20000)
+    np.testing.assert_allclose(estimate, exact, atol=0.01)
+    under_the_normal_prior = _exact_nll_by_quadrature(model, x)
+    assert np.all(np.abs(under_the_normal_prior - exact) > 0.05)  # the prior matters at this tolerance

@@ -11,10 +11,17 @@ from vaelab.losses import (
     bernoulli_cross_entropy,
     bernoulli_log_likelihood,
     bernoulli_negative_elbo,
+    gaussian_log_density,
+    iwae_bound,
+    iwae_loss,
     kl_divergence,
+    mixture_log_density,
     reconstruction_error,
+    standard_normal_log_density,
     vae_loss,
 )
+
+LOG_2PI = math.log(2 * math.pi)
 
 
 def logit(p: float) -> float:
@@ -115,3 +122,93 @@ def test_kl_warm_up_weights_only_the_kl_term():
     assert reconstruction == pytest.approx(expected_reconstruction, rel=1e-6)
     assert kl == pytest.approx(0.25, rel=1e-6)  # reported unweighted
     assert total == pytest.approx(2.0 * expected_reconstruction + 0.4 * 0.25, rel=1e-6)
+
+
+def test_gaussian_log_density_by_hand():
+    # z = (2, 0) under N((1, 0), diag(4, 1)): -0.5 [(ln 2pi + ln 4 + 1/4) + (ln 2pi + 0 + 0)]
+    z = np.array([[2.0, 0.0]], dtype="float32")
+    density = np.asarray(gaussian_log_density(z, [[1.0, 0.0]], [[math.log(4.0), 0.0]]))
+    np.testing.assert_allclose(density, [-0.5 * (2 * LOG_2PI + math.log(4.0) + 0.25)], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(standard_normal_log_density(z)), [-0.5 * (2 * LOG_2PI + 4.0)], rtol=1e-6)
+
+
+def test_mixture_log_density_of_two_gaussians_by_hand():
+    # In one dimension, at z = 1: half of N(1; 0, 1) plus half of N(1; 2, 4).
+    means = np.array([[0.0], [2.0]], dtype="float32")
+    log_vars = np.array([[0.0], [math.log(4.0)]], dtype="float32")
+    first = math.exp(-0.5) / math.sqrt(2 * math.pi)
+    second = math.exp(-1 / 8) / math.sqrt(2 * math.pi * 4)
+    density = np.asarray(mixture_log_density(np.array([[1.0], [0.0]], dtype="float32"), means, log_vars))
+    at_zero = 0.5 / math.sqrt(2 * math.pi) + 0.5 * math.exp(-4 / 8) / math.sqrt(2 * math.pi * 4)
+    np.testing.assert_allclose(density, [math.log(0.5 * first + 0.5 * second), math.log(at_zero)], rtol=1e-6)
+
+
+def test_a_mixture_of_one_standard_normal_is_the_standard_normal():
+    z = np.array([[0.3, -1.2], [2.0, 0.5]], dtype="float32")
+    one = np.asarray(mixture_log_density(z, np.zeros((1, 2), "float32"), np.zeros((1, 2), "float32")))
+    np.testing.assert_allclose(one, np.asarray(standard_normal_log_density(z)), rtol=1e-6)
+
+
+def test_mixture_log_density_stays_finite_far_from_every_component():
+    # exp(-500,000) is 0 in any float; the log-sum-exp still gives -0.5 (ln 2pi + 1000^2), twice the same component.
+    z = np.array([[1000.0]], dtype="float32")
+    density = np.asarray(mixture_log_density(z, np.zeros((2, 1), "float32"), np.zeros((2, 1), "float32")))
+    np.testing.assert_allclose(density, [-0.5 * (LOG_2PI + 1e6)], rtol=1e-6)
+
+
+def test_iwae_bound_is_the_log_mean_of_the_weights():
+    # Weights 1 and 3 average to 2; one weight is its own log.
+    log_weights = np.array([[0.0, math.log(3.0)]], dtype="float32")
+    np.testing.assert_allclose(np.asarray(iwae_bound(log_weights)), [math.log(2.0)], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(iwae_bound(np.array([[-7.5]], "float32"))), [-7.5], rtol=1e-6)
+
+
+@pytest.mark.parametrize("offset", [-1e4, 1e4, -3e37])
+def test_iwae_bound_is_finite_for_weights_far_beyond_exp_range(offset):
+    # exp(+-10^4) over- or underflows float32; shifted by the maximum, the answer is offset + ln 2 (or offset).
+    log_weights = np.array([[offset, offset + math.log(3.0)]], dtype="float32")
+    bound = float(np.asarray(iwae_bound(log_weights))[0])
+    assert math.isfinite(bound)
+    assert bound == pytest.approx(np.float32(offset) + math.log(2.0), rel=1e-6, abs=1e-3)
+
+
+def test_iwae_loss_by_hand_with_and_without_warm_up():
+    # One image, two draws: log p(x|z) = -2, -4; log p(z) = -1, -1; log q(z|x) = -0.5, -1.5, so log q - log p = 0.5, -0.5.
+    log_likelihood = np.array([[-2.0, -4.0]], dtype="float32")
+    log_prior = np.array([[-1.0, -1.0]], dtype="float32")
+    log_posterior = np.array([[-0.5, -1.5]], dtype="float32")
+    for kl_weight, log_weights in ((1.0, (-2.5, -3.5)), (0.5, (-2.25, -3.75))):
+        total, reconstruction, kl = (float(v) for v in iwae_loss(log_likelihood, log_prior, log_posterior, kl_weight))
+        expected = -math.log((math.exp(log_weights[0]) + math.exp(log_weights[1])) / 2)
+        assert total == pytest.approx(expected, rel=1e-6)
+        assert reconstruction == pytest.approx(3.0, rel=1e-6)  # unweighted means over the draws
+        assert kl == pytest.approx(0.0, abs=1e-6)
+
+
+def test_iwae_with_one_draw_from_the_prior_itself_is_the_negative_elbo():
+    # q(z|x) = N(0, I) = p(z): the closed-form KL is 0 and log p(z) - log q(z|x) is 0 at every z, so with one
+    # draw the IWAE loss is the Bernoulli cross-entropy summed over pixels, the negative ELBO, exactly.
+    z = np.array([[0.7, -1.1], [0.2, 2.0]], dtype="float32")
+    zeros = np.zeros_like(z)
+    log_likelihood = np.asarray(bernoulli_log_likelihood(X, LOGITS)).reshape(2, 1)
+    log_prior = np.asarray(standard_normal_log_density(z)).reshape(2, 1)
+    log_posterior = np.asarray(gaussian_log_density(z, zeros, zeros)).reshape(2, 1)
+    total = float(iwae_loss(log_likelihood, log_prior, log_posterior)[0])
+    assert total == pytest.approx(float(np.mean(bernoulli_negative_elbo(X, LOGITS, zeros, zeros))), rel=1e-6)
+    assert total == pytest.approx(sum(BCE_SUMS) / 2, rel=1e-6)
+
+
+def test_the_iwae_bound_rises_with_k_over_fixed_draws():
+    # Burda et al.'s theorem on one fixed set of 6 draws: the mean bound over all k-subsets of them never falls
+    # as k grows (Jensen: a set's log-mean is at least the mean of its (k-1)-subsets' log-means), and rises
+    # strictly unless all weights are equal. k = 1 is the mean log weight (the ELBO), k = 6 the log-mean.
+    from itertools import combinations
+
+    log_weights = np.random.default_rng(3).normal(-90.0, 4.0, size=6).astype("float32")
+    bounds = [
+        float(np.mean(np.asarray(iwae_bound(np.array([[log_weights[i] for i in subset] for subset in combinations(range(6), k)])))))
+        for k in range(1, 7)
+    ]
+    assert bounds[0] == pytest.approx(float(np.mean(log_weights)), rel=1e-6)
+    assert bounds[-1] == pytest.approx(math.log(np.mean(np.exp(log_weights.astype("float64") + 90.0))) - 90.0, rel=1e-6)
+    assert all(later > earlier for earlier, later in zip(bounds, bounds[1:], strict=False))

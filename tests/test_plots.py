@@ -262,3 +262,17 @@ def test_loss_curves_png_with_gaps_in_the_history(tmp_path, figures):
             assert _pixels_of_colour(path, axes, validation.get_color()) > 200, key
     # ... while the validation KL term, missing at epoch 2, is two markers with no line across the gap (about 50).
     assert 0 < _pixels_of_colour(path, panels[2], panels[2].lines[1].get_color()) < 100
+
+
+@pytest.mark.parametrize(
+    ("temperature", "prior", "title"),
+    [
+        (1.0, "normal", "4 images decoded from z ~ N(0, I)"),
+        (0.5, "normal", "4 images decoded from z ~ N(0, 0.5^2 I)"),
+        (1.0, "vamp", "4 images decoded from z ~ the VampPrior"),
+        (0.5, "vamp", "4 images decoded from z ~ the VampPrior at temperature 0.5"),
+    ],
+)
+def test_the_samples_title_names_the_prior_they_came_from(tmp_path, figures, temperature, prior, title):
+    plots.plot_samples(_images(4, 1), tmp_path / "samples.png", temperature=temperature, prior=prior)
+    assert figures[0].get_suptitle() == title

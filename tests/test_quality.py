@@ -129,6 +129,9 @@ class _BarDecoder:
         which = ops.zeros_like(first, dtype="int32") if self.collapse else ops.digitize(first, [-0.43, 0.43])
         return ops.take(ops.convert_to_tensor(self.bars), which, axis=0)
 
+    def prior_components(self):
+        return None  # its prior is N(0, I)
+
 
 @pytest.mark.slow  # trains a tiny classifier once per module
 def test_sample_quality_tells_full_coverage_from_collapse(judge) -> None:

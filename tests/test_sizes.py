@@ -24,6 +24,10 @@ VAES = {
         TrainSection(z_dim=16, use_batch_norm=True, dropout_rate=0.25, decoder_filters=(64, 64, 32, 3)),
         (32, 32, 3),
     ),
+    "vamp_prior_rgb": (
+        TrainSection(z_dim=3, decoder_filters=(64, 64, 32, 3), prior="vamp", vamp_components=7),
+        (16, 16, 3),
+    ),
     "odd_kernels_three_layers": (
         TrainSection(
             z_dim=5,

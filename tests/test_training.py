@@ -14,6 +14,7 @@ from vaelab.config.load import with_overrides
 from vaelab.errors import TrainingError
 from vaelab.training import (
     HISTORY_KEYS,
+    OPTIONAL_HISTORY_KEYS,
     STATE_FILE,
     clear_checkpoint,
     default_steps_per_execution,
@@ -185,3 +186,62 @@ def test_several_steps_per_execution_train_exactly_like_one_step_per_call(tiny_t
         assert fused_row == pytest.approx(plain_row, rel=1e-5)
     for fused_weight, plain_weight in zip(weights_of(fused.model), weights_of(plain.model), strict=True):
         np.testing.assert_allclose(fused_weight, plain_weight, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_an_interrupted_iwae_training_with_a_vamp_prior_resumes_where_it_stopped(tiny_train_config, square_splits, tmp_path):
+    # The pseudo-images are weights like any other: the resumed run must end with the same ones, and the bound
+    # (iwae_nats) is recorded every epoch beside the loss.
+    objectives = {
+        "train.loss": "iwae",
+        "train.iwae_samples": 3,
+        "train.prior": "vamp",
+        "train.vamp_components": 4,
+        "train.reconstruction": "bce",
+        "train.r_loss_factor": 784.0,
+        "train.kl_warmup_epochs": 2,
+        "train.epochs": 2,
+    }
+    config = tiny_train_config(**objectives)
+    uninterrupted = train(config, square_splits, verbose=0)
+    assert all(set(row) == {"epoch", *HISTORY_KEYS, *OPTIONAL_HISTORY_KEYS} for row in uninterrupted.history)
+    # Validation weighs the KL fully, so its loss is the bound; training's is warmed up, so it is another number.
+    assert all(row["val_loss"] == pytest.approx(row["val_iwae_nats"], rel=1e-6) for row in uninterrupted.history)
+    assert uninterrupted.history[0]["loss"] != uninterrupted.history[0]["iwae_nats"]
+
+    checkpoints = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, square_splits, checkpoint_dir=checkpoints, callbacks=[InterruptAfterEpoch(1)], verbose=0)
+    resumed = train(config, square_splits, checkpoint_dir=checkpoints, verbose=0)
+
+    assert resumed.initial_epoch == 1
+    pseudo = [i for i, w in enumerate(resumed.model.weights) if w.path.endswith("pixel_logits")]
+    assert len(pseudo) == 1
+    first = np.asarray(train(tiny_train_config(**{**objectives, "train.epochs": 1}), square_splits, verbose=0).model.weights[pseudo[0]])
+    final = weights_of(resumed.model)[pseudo[0]]
+    assert np.abs(final - first).max() > 1e-5  # the pseudo-images did train in the resumed epoch
+    for a, b in zip(weights_of(uninterrupted.model), weights_of(resumed.model), strict=True):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    for row, resumed_row in zip(uninterrupted.history, resumed.history, strict=True):
+        assert resumed_row == pytest.approx(row, rel=1e-4)
+
+
+def test_a_checkpoint_from_before_the_objective_keys_still_matches(tiny_train_config):
+    # Checkpoints written before train.loss, iwae_samples, prior and vamp_components existed hashed the train
+    # section without them; at their defaults the fingerprint is still that hash, so such a training resumes.
+    import hashlib
+
+    from vaelab.precision import resolve
+    from vaelab.training import _fingerprint
+
+    config = tiny_train_config()
+    policy = resolve(config.train.precision)
+    train_section = config.train.model_dump(mode="json")
+    for key in ("loss", "iwae_samples", "prior", "vamp_components"):
+        del train_section[key]
+    before = {"policy": policy, "train": train_section, "data": config.data.model_dump(mode="json"), "seed": 42, "image_shape": [28, 28, 1]}
+    expected = hashlib.sha256(json.dumps(before, sort_keys=True).encode("utf-8")).hexdigest()
+    assert _fingerprint(config, IMAGE_SHAPE, policy) == expected
+    # Any of them away from its default is other settings.
+    for change in ({"train.prior": "vamp"}, {"train.vamp_components": 7, "train.prior": "vamp"}):
+        assert _fingerprint(tiny_train_config(**change), IMAGE_SHAPE, policy) != expected

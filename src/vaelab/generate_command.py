@@ -111,7 +111,7 @@ def _samples(model, args, config) -> Drawing:
     from vaelab.evaluation import plots
 
     images = model.sample(args.n or 64, seed=args.seed, temperature=args.temperature)
-    return images, lambda out: plots.plot_samples(images, out, temperature=args.temperature)
+    return images, lambda out: plots.plot_samples(images, out, temperature=args.temperature, prior=model.prior)
 
 
 def _reconstructions(model, args, config) -> Drawing:

@@ -65,10 +65,12 @@ def load_keras_file(path: Path) -> GenerativeVAE:
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: cannot load the model ({first_line(err)})") from None
     encode, decode = passes.encode(model), passes.decode(model)
+    components = model.prior_components()
     generator = GenerativeVAE(
         encoder=lambda images: posterior_pair(encode(images)),
         decoder=lambda z: np.asarray(decode(z)),
         settings=model_settings(model, dataset=None, binarize=None),
+        prior_components=None if components is None else posterior_pair(components),
     )
     generator.model_uri = str(path)
     return generator

@@ -11,9 +11,12 @@ finite when the sigmoid would round to 0 or 1.
 
 from __future__ import annotations
 
+import math
+
 from keras import ops
 
 RECONSTRUCTION_KINDS = ("mse", "bce")
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def kl_divergence(mu, log_var):
@@ -52,8 +55,13 @@ def vae_loss(x, logits, mu, log_var, r_loss_factor: float, kind: str, kl_weight=
     ``r_loss_factor`` equal to the number of pixels (784 for MNIST), ``total`` is the negative ELBO.
     ``kl_weight`` below 1 is KL warm-up; ``kl`` is reported unweighted.
     """
+    return weighted_loss(x, logits, kl_divergence(mu, log_var), r_loss_factor, kind, kl_weight)
+
+
+def weighted_loss(x, logits, kl_per_example, r_loss_factor: float, kind: str, kl_weight=1.0):
+    """:func:`vae_loss` with the per-example KL (batch,) given: a VampPrior's is an estimate, not a closed form."""
     reconstruction = ops.mean(reconstruction_error(x, logits, kind))
-    kl = ops.mean(kl_divergence(mu, log_var))
+    kl = ops.mean(kl_per_example)
     return r_loss_factor * reconstruction + kl_weight * kl, reconstruction, kl
 
 
@@ -70,6 +78,55 @@ def bernoulli_negative_elbo(x, logits, mu, log_var):
     provided ``x`` is binary: on grey levels it is a cross-entropy, not the probability of any data.
     """
     return -bernoulli_log_likelihood(x, logits) + kl_divergence(mu, log_var)
+
+
+def gaussian_log_density(z, mu, log_var):
+    """``log N(z; mu, diag(exp(log_var)))`` summed over the last axis; the arguments broadcast against each other."""
+    z = ops.convert_to_tensor(z, dtype="float32")
+    mu = ops.convert_to_tensor(mu, dtype="float32")
+    log_var = ops.convert_to_tensor(log_var, dtype="float32")
+    return -0.5 * ops.sum(_LOG_2PI + log_var + ops.square(z - mu) * ops.exp(-log_var), axis=-1)
+
+
+def standard_normal_log_density(z):
+    """``log N(z; 0, I)`` of each row of ``z`` (batch, z_dim): shape (batch,)."""
+    z = ops.convert_to_tensor(z, dtype="float32")
+    return -0.5 * ops.sum(_LOG_2PI + ops.square(z), axis=-1)
+
+
+def mixture_log_density(z, means, log_vars):
+    """``log (1/C) sum_c N(z; means[c], diag(exp(log_vars[c])))``, the VampPrior's density: shape (batch,).
+
+    ``z`` is (batch, z_dim) and the C components (C, z_dim); the sum over components is a log-sum-exp, so
+    points far from every component (densities below float32's smallest number) keep a finite log density.
+    """
+    per_component = gaussian_log_density(ops.expand_dims(z, 1), ops.expand_dims(means, 0), ops.expand_dims(log_vars, 0))
+    components = ops.shape(per_component)[1]
+    return ops.logsumexp(per_component, axis=1) - ops.log(ops.cast(components, "float32"))
+
+
+def iwae_loss(log_likelihood, log_prior, log_posterior, kl_weight=1.0):
+    """Batch means ``(loss, reconstruction, kl)`` of the importance-weighted bound over k draws per image.
+
+    Each argument is (batch, k): ``log p(x|z_j)``, ``log p(z_j)`` and ``log q(z_j|x)`` at draw j of image i. The
+    loss is ``-mean_i [logsumexp_j(log w_ij) - log k]`` with ``log w = log p(x|z) + kl_weight * (log p(z) - log
+    q(z|x))``: with ``kl_weight`` 1, Burda et al.'s bound; with k = 1, a one-draw negative ELBO (its KL the
+    estimate ``log q - log p``). The log-sum-exp subtracts its maximum, so weights of any size stay finite.
+    ``reconstruction`` (-log p(x|z)) and ``kl`` (log q - log p) are reported as means over the draws, unweighted.
+    """
+    log_likelihood = ops.convert_to_tensor(log_likelihood, dtype="float32")
+    kl = ops.convert_to_tensor(log_posterior, dtype="float32") - ops.convert_to_tensor(log_prior, dtype="float32")
+    return -ops.mean(iwae_bound(log_likelihood - kl_weight * kl)), -ops.mean(log_likelihood), ops.mean(kl)
+
+
+def iwae_bound(log_weights):
+    """``logsumexp_j(log_weights[:, j]) - log k`` of (batch, k) log importance weights: shape (batch,), in nats.
+
+    Its expectation is a lower bound on log p(x) that rises with k (Burda et al. 2016, theorem 1).
+    """
+    log_weights = ops.convert_to_tensor(log_weights, dtype="float32")
+    draws = ops.cast(ops.shape(log_weights)[1], "float32")
+    return ops.logsumexp(log_weights, axis=1) - ops.log(draws)
 
 
 def _pixel_errors(x, logits, kind: str):

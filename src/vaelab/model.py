@@ -13,7 +13,15 @@ from keras import ops
 
 from vaelab.config.schema import TrainSection
 from vaelab.errors import ConfigError
-from vaelab.losses import vae_loss
+from vaelab.losses import (
+    bernoulli_log_likelihood,
+    gaussian_log_density,
+    iwae_bound,
+    iwae_loss,
+    vae_loss,
+    weighted_loss,
+)
+from vaelab.priors import PseudoInputs, log_prior
 
 DECODER_OUTPUT = "decoder_output"  # the decoder's final sigmoid layer
 
@@ -41,10 +49,12 @@ class Sampling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="vaelab")
 class VAE(keras.Model):
-    """Encoder -> Sampling -> decoder, trained on ``r_loss_factor * reconstruction + KL``.
+    """Encoder -> Sampling -> decoder, trained on ``r_loss_factor * reconstruction + KL`` (``objective`` "elbo") or
+    on the negative importance-weighted bound over ``iwae_samples`` draws per image (``objective`` "iwae").
 
-    ``call`` decodes a sampled z, as the chapter's model does; use ``encode`` and ``decoder`` for
-    the deterministic parts.
+    ``prior`` "normal" is N(0, I) with the closed-form KL; "vamp" is the VampPrior over ``vamp_components``
+    pseudo-images (:mod:`vaelab.priors`), whose KL is estimated at the sampled z. ``call`` decodes a sampled z,
+    as the chapter's model does; use ``encode`` and ``decoder`` for the deterministic parts.
     """
 
     def __init__(
@@ -54,6 +64,10 @@ class VAE(keras.Model):
         seed: int | None = None,
         r_loss_factor: float = 1000.0,
         reconstruction: str = "mse",
+        objective: str = "elbo",
+        iwae_samples: int = 1,
+        prior: str = "normal",
+        vamp_components: int = 500,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -63,9 +77,20 @@ class VAE(keras.Model):
         self.seed = seed
         self.r_loss_factor = float(r_loss_factor)
         self.reconstruction = reconstruction
+        # Not ``loss``: Keras' compile() owns that attribute.
+        self.objective = objective
+        self.iwae_samples = int(iwae_samples)
+        self.prior = prior
+        self.vamp_components = int(vamp_components)
+        # Only a VampPrior model has the pseudo-images; a normal-prior model's weights are those it always had.
+        self.pseudo_inputs = (
+            PseudoInputs(vamp_components, encoder.inputs[0].shape[1:], seed=seed, name="pseudo_inputs") if prior == "vamp" else None
+        )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        # The unweighted bound in nats (what the loss is once KL warm-up ends), only where it is the objective.
+        self.iwae_tracker = keras.metrics.Mean(name="iwae_nats") if objective == "iwae" else None
         # Training sets this (train.kl_warmup_epochs x steps per epoch): the KL weight rises from 0 to 1 over
         # that many optimizer steps. Read from the optimizer's step count, so a resumed training continues it.
         self.kl_warmup_steps = 0
@@ -80,7 +105,8 @@ class VAE(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+        trackers = [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+        return trackers if self.iwae_tracker is None else [*trackers, self.iwae_tracker]
 
     def encode(self, x, training=False):
         mu, log_var = self.encoder(x, training=training)
@@ -94,6 +120,12 @@ class VAE(keras.Model):
         p = ops.clip(self.decoder(z, training=training), 1e-7, 1.0 - 1e-7)
         return ops.log(p) - ops.log1p(-p)
 
+    def prior_components(self, training=False):
+        """The VampPrior's Gaussians ``(means, log_vars)``, each (C, z_dim): q(z|u_c) of each pseudo-image; None for N(0, I)."""
+        if self.pseudo_inputs is None:
+            return None
+        return self.encoder(self.pseudo_inputs.images(), training=training)
+
     def call(self, x, training=False):
         mu, log_var = self.encoder(x, training=training)
         return self.decoder(self.sampling([mu, log_var]), training=training)
@@ -104,14 +136,15 @@ class VAE(keras.Model):
         # devices' gradients, so each contributes 1/replicas of the global batch's mean-loss gradient.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            total, reconstruction, kl = self._loss_terms(x, training=True, kl_weight=self._kl_weight())
+            terms = self._loss_terms(x, training=True, kl_weight=self._kl_weight())
+            total = terms[0]
             scaled = total / replicas if replicas > 1 else total
             # Under mixed_float16 the optimizer is a LossScaleOptimizer: small gradients would underflow float16
             # unscaled; apply_gradients divides the scale out again. Other optimizers return the loss as it is.
             scaled = self.optimizer.scale_loss(scaled)
         gradients = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, self.trainable_weights, strict=True))
-        return self._track(total, reconstruction, kl)
+        return self._track(*terms)
 
     def test_step(self, data):
         # Sampling stays on: the validation loss estimates the same expectation as the training loss.
@@ -119,8 +152,38 @@ class VAE(keras.Model):
 
     def _loss_terms(self, x, training, kl_weight=1.0):
         mu, log_var = self.encoder(x, training=training)
-        logits = self.decode_logits(self.sampling([mu, log_var]), training=training)
-        return vae_loss(x, logits, mu, log_var, self.r_loss_factor, self.reconstruction, kl_weight)
+        if self.objective == "iwae":
+            return self._iwae_terms(x, mu, log_var, training, kl_weight)
+        z = self.sampling([mu, log_var])
+        logits = self.decode_logits(z, training=training)
+        if self.pseudo_inputs is None:
+            return vae_loss(x, logits, mu, log_var, self.r_loss_factor, self.reconstruction, kl_weight)
+        # No closed form against a mixture: the one-draw estimate of the KL at the z the decoder saw.
+        kl = gaussian_log_density(z, mu, log_var) - log_prior(z, self.prior_components(training))
+        return weighted_loss(x, logits, kl, self.r_loss_factor, self.reconstruction, kl_weight)
+
+    def log_weight_terms(self, x, k: int, training=False, posterior=None):
+        """``(log p(x|z_j), log p(z_j), log q(z_j|x))``, each (batch, k), at k draws z_j ~ q(z|x) per image.
+
+        The draws come from the sampling layer's generator; ``posterior`` is ``(mu, log_var)`` if already encoded.
+        """
+        mu, log_var = posterior if posterior is not None else self.encoder(x, training=training)
+        # Image-major: rows i*k .. i*k + k - 1 belong to image i; (batch * k, z_dim).
+        mu, log_var = ops.repeat(mu, k, axis=0), ops.repeat(log_var, k, axis=0)
+        z = self.sampling([mu, log_var])
+        logits = self.decode_logits(z, training=training)
+        per_image = (-1, k)
+        log_likelihood = ops.reshape(bernoulli_log_likelihood(ops.repeat(x, k, axis=0), logits), per_image)
+        log_p = ops.reshape(log_prior(z, self.prior_components(training)), per_image)
+        return log_likelihood, log_p, ops.reshape(gaussian_log_density(z, mu, log_var), per_image)
+
+    def _iwae_terms(self, x, mu, log_var, training, kl_weight):
+        log_likelihood, log_p, log_posterior = self.log_weight_terms(x, self.iwae_samples, training, (mu, log_var))
+        total, reconstruction, kl = iwae_loss(log_likelihood, log_p, log_posterior, kl_weight)
+        # The reconstruction metric keeps its ELBO meaning, the per-pixel mean: -log p(x|z) / pixels.
+        pixels = float(math.prod(x.shape[1:]))
+        bound = -ops.mean(iwae_bound(log_likelihood + log_p - log_posterior))
+        return total, reconstruction / pixels, kl, bound
 
     def _kl_weight(self):
         if not self.kl_warmup_steps:
@@ -128,10 +191,12 @@ class VAE(keras.Model):
         step = ops.cast(self.optimizer.iterations + 1, "float32")
         return ops.minimum(1.0, step / float(self.kl_warmup_steps))
 
-    def _track(self, total, reconstruction, kl):
+    def _track(self, total, reconstruction, kl, bound=None):
         self.loss_tracker.update_state(total)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
+        if self.iwae_tracker is not None:
+            self.iwae_tracker.update_state(bound)
         if self.logs_as_vectors:
             return {m.name: ops.reshape(m.result(), (1,)) for m in self.metrics}
         return {m.name: m.result() for m in self.metrics}
@@ -162,6 +227,10 @@ class VAE(keras.Model):
             "seed": self.seed,
             "r_loss_factor": self.r_loss_factor,
             "reconstruction": self.reconstruction,
+            "objective": self.objective,
+            "iwae_samples": self.iwae_samples,
+            "prior": self.prior,
+            "vamp_components": self.vamp_components,
         }
 
     @classmethod
@@ -183,7 +252,30 @@ def build_vae(image_shape: tuple[int, int, int], train: TrainSection, seed: int,
     reduction = _check_shapes(height, width, channels, train)
     encoder = _build_encoder(image_shape, train, policy)
     decoder = _build_decoder((height // reduction, width // reduction, train.encoder_filters[-1]), train, policy)
-    return VAE(encoder, decoder, seed=seed, r_loss_factor=train.r_loss_factor, reconstruction=train.reconstruction, name="vae")
+    _check_likelihood(image_shape, train)
+    return VAE(
+        encoder,
+        decoder,
+        seed=seed,
+        r_loss_factor=train.r_loss_factor,
+        reconstruction=train.reconstruction,
+        objective=train.loss,
+        iwae_samples=train.iwae_samples,
+        prior=train.prior,
+        vamp_components=train.vamp_components,
+        name="vae",
+    )
+
+
+def _check_likelihood(image_shape: tuple[int, int, int], train: TrainSection) -> None:
+    # The importance weights are ratios of probabilities; a reconstruction weighted by anything but 1 per pixel
+    # would make them ratios of something else, and the bound a bound on nothing.
+    pixels = math.prod(image_shape)
+    if train.loss == "iwae" and train.r_loss_factor != pixels:
+        raise ConfigError(
+            f"train.loss iwae needs train.r_loss_factor equal to the {pixels} pixels of a {'x'.join(map(str, image_shape))} "
+            f"image (the Bernoulli log-likelihood itself); received r_loss_factor={train.r_loss_factor:g}"
+        )
 
 
 def _check_shapes(height: int, width: int, channels: int, train: TrainSection) -> int:

@@ -11,6 +11,7 @@ The arguments are plain numbers, not the config's sections: this module sits bel
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -44,11 +45,18 @@ class ModelSize:
     weights: int  # all of them, as Keras' count_params() counts them
     trainable: int
     outputs: tuple[int, ...]  # numbers each layer outputs for one image, the input first
+    # A VAE trained on the IWAE bound runs the layers from outputs[repeated_from] on (the latent heads onwards)
+    # once per draw; a VampPrior's step also encodes its pseudo-images, encoded_extra more images per step.
+    repeated_from: int = 0
+    draws: int = 1
+    encoded_extra: int = 0
 
     def training_bytes(self, batch_size: int) -> int:
         # Backpropagation needs every layer's output of the batch at once.
         frozen = self.weights - self.trainable
-        return FLOAT32 * frozen + TRAINED_WEIGHT_BYTES * self.trainable + FLOAT32 * batch_size * sum(self.outputs)
+        once, repeated = sum(self.outputs[: self.repeated_from]), sum(self.outputs[self.repeated_from :])
+        per_batch = batch_size * (once + self.draws * repeated) + self.encoded_extra * once
+        return FLOAT32 * frozen + TRAINED_WEIGHT_BYTES * self.trainable + FLOAT32 * per_batch
 
     def inference_bytes(self, batch_size: int) -> int:
         # Without gradients each output can go once the next layer has it; the largest one must fit.
@@ -78,10 +86,14 @@ def vae_size(
     decoder: Sequence[ConvLayer],
     batch_norm: bool,
     dropout: bool,
+    draws: int = 1,
+    pseudo_images: int = 0,
 ) -> ModelSize:
-    """The VAE that vaelab.model.build_vae makes for ``shape``, counted layer by layer; ``dropout``: a rate above 0."""
+    """The VAE that vaelab.model.build_vae makes for ``shape``, counted layer by layer; ``dropout``: a rate above 0,
+    ``draws``: train.iwae_samples of an IWAE-trained one, ``pseudo_images``: a VampPrior's components (0 for N(0, I))."""
     height, width, channels = shape
-    trainable = frozen = 0
+    trainable = math.prod(shape) * pseudo_images
+    frozen = 0
     outputs = [height * width * channels]
     norm = int(batch_norm)
     per_conv = 2 + norm + int(dropout)  # convolution, LeakyReLU, batch norm, dropout
@@ -93,6 +105,7 @@ def vae_size(
         channels = filters
     flat, z = height * width * channels, z_dim
     trainable += 2 * (flat * z + z) + z * flat + flat  # mu, log_var and the decoder's first Dense layer
+    repeated_from = len(outputs)
     outputs += [z, z, z, flat]  # mu, log_var, the sampled z, the Dense layer
     for i, (filters, kernel, stride) in enumerate(decoder):
         height, width = height * stride, width * stride
@@ -104,7 +117,7 @@ def vae_size(
         else:
             outputs.append(height * width * filters)  # the logits; training never applies the decoder's sigmoid
         channels = filters
-    return ModelSize(trainable + frozen, trainable, tuple(outputs))
+    return ModelSize(trainable + frozen, trainable, tuple(outputs), repeated_from, draws, pseudo_images)
 
 
 def classifier_size(shape: tuple[int, int, int], filters: Sequence[int], feature_units: int, dropout: bool, n_classes: int) -> ModelSize:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from vaelab import precision
-from vaelab.config.schema import Config
+from vaelab.config.schema import Config, TrainSection
 from vaelab.distribute import is_chief, spans_workers, training_strategy, worker_label
 from vaelab.errors import DataError, TrainingError, first_line
 from vaelab.files import atomic_path, read_json, write_json
@@ -46,6 +46,11 @@ HISTORY_KEYS = (
     "val_kl_loss",
     "learning_rate",
 )
+# Recorded too where the model reports them: the unweighted IWAE bound of a train.loss iwae model.
+OPTIONAL_HISTORY_KEYS = ("iwae_nats", "val_iwae_nats")
+# Train keys that came after checkpoints were first written: left out of the fingerprint at their defaults,
+# so a checkpoint made before they existed still resumes (its training used exactly those defaults).
+_LATER_TRAIN_KEYS = ("loss", "iwae_samples", "prior", "vamp_components")
 
 # Keras runs up to this many training steps inside one compiled call instead of returning to Python after
 # each batch. On 2 CPU cores, fitting the bare model on arrays, that gave about 15% more images/s at batch
@@ -295,7 +300,9 @@ class _EpochRecorder(keras.callbacks.Callback):
         if self.guard.failure:  # never checkpoint a diverged model over the last good one
             return
         logs = logs or {}
-        self.history.append({"epoch": epoch + 1, **{k: _float_or_none(logs.get(k)) for k in HISTORY_KEYS}})
+        row = {"epoch": epoch + 1, **{k: _float_or_none(logs.get(k)) for k in HISTORY_KEYS}}
+        row.update({k: _float_or_none(logs[k]) for k in OPTIONAL_HISTORY_KEYS if k in logs})
+        self.history.append(row)
         if self.checkpoint:
             folder, fingerprint, meta = self.checkpoint
             _save_checkpoint(folder, self.model, self.history, fingerprint, meta)
@@ -348,9 +355,14 @@ def _fingerprint(config: Config, image_shape: tuple[int, ...], policy: str) -> s
 
     The resolved ``policy`` counts, not train.precision: ``auto`` on another machine may mean another precision.
     """
+    train = config.train.model_dump(mode="json")
+    defaults = TrainSection().model_dump(mode="json")
+    for key in _LATER_TRAIN_KEYS:
+        if train[key] == defaults[key]:
+            del train[key]
     identity = {
         "policy": policy,
-        "train": config.train.model_dump(mode="json"),
+        "train": train,
         "data": config.data.model_dump(mode="json"),
         "seed": config.base.seed,
         "image_shape": list(image_shape),

@@ -27,6 +27,8 @@ def vae_size_of(train: TrainSection, shape: tuple[int, int, int]) -> sizes.Model
         list(zip(train.decoder_filters, train.decoder_kernels, train.decoder_strides, strict=True)),
         batch_norm=train.use_batch_norm,
         dropout=train.dropout_rate > 0,
+        draws=train.iwae_samples if train.loss == "iwae" else 1,
+        pseudo_images=train.vamp_components if train.prior == "vamp" else 0,
     )
 
 

@@ -118,6 +118,16 @@ class TrainSection(_Section):
     epochs: PositiveInt = 10
     # auto: mixed bfloat16 where the hardware has it natively, else float32 (see vaelab.precision).
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
+    # The training objective (see vaelab.losses): elbo, the weighted loss above; iwae, Burda et al.'s importance-
+    # weighted bound with iwae_samples draws per image, a tighter bound on -log p(x) (k = 1 is the negative ELBO).
+    # iwae needs a likelihood: reconstruction bce and r_loss_factor equal to the pixels per image (checked when the
+    # model is built). KL warm-up scales log p(z) - log q(z|x) inside each importance weight.
+    loss: Literal["elbo", "iwae"] = "elbo"
+    iwae_samples: PositiveInt = 1
+    # The prior p(z): normal, N(0, I); vamp, Tomczak & Welling's VampPrior, the uniform mixture of q(z|u) over
+    # vamp_components trainable pseudo-images u. Its KL term is the one-sample estimate log q(z|x) - log p(z).
+    prior: Literal["normal", "vamp"] = "normal"
+    vamp_components: PositiveInt = 500
 
     @model_validator(mode="after")
     def _layer_lists_agree(self) -> TrainSection:
@@ -126,6 +136,17 @@ class TrainSection(_Section):
             if len(set(lengths.values())) != 1 or 0 in lengths.values():
                 shown = ", ".join(f"{part}_{k} has {n}" for k, n in lengths.items())
                 raise ValueError(f"{part} layer lists must have the same non-zero length; {shown}")
+        return self
+
+    @model_validator(mode="after")
+    def _iwae_has_a_likelihood(self) -> TrainSection:
+        if self.loss == "iwae" and self.reconstruction != "bce":
+            raise ValueError(
+                f"loss iwae weighs each draw by its likelihood, which reconstruction {self.reconstruction!r} is not; "
+                "set reconstruction: bce (or loss: elbo)"
+            )
+        if self.loss == "elbo" and self.iwae_samples > 1:
+            raise ValueError(f"iwae_samples={self.iwae_samples} counts only with loss: iwae; set loss: iwae or iwae_samples: 1")
         return self
 
 
@@ -180,7 +201,17 @@ _RECORDED_PARAMS = {
     "crop": "data.crop",
 }
 
-_SEARCHABLE = ("z_dim", "r_loss_factor", "learning_rate", "lr_decay", "dropout_rate", "batch_size")
+_SEARCHABLE = (
+    "z_dim",
+    "r_loss_factor",
+    "learning_rate",
+    "lr_decay",
+    "dropout_rate",
+    "batch_size",
+    "kl_warmup_epochs",
+    "iwae_samples",
+    "vamp_components",
+)
 # What a sweep can minimise (see vaelab.sweep.scores): the validation NLL, the VAE's trainable parameter count,
 # and the classifier-feature FID of its prior samples against the validation images.
 OBJECTIVES = ("val_nll", "params", "sample_fid")

@@ -4,7 +4,8 @@ For each image, K latent points z_k are drawn from the encoder's q(z|x), and
 
     -log p(x) ~ -log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)
 
-with the Bernoulli decoder p(x|z) (computed from its logits) and the prior p(z) = N(0, I). Its expectation
+with the Bernoulli decoder p(x|z) (computed from its logits) and the model's prior p(z): N(0, I), or for a
+VampPrior model the mixture over its pseudo-images, encoded once per estimate. Its expectation
 is an upper bound on -log p(x) that tightens as K grows; with K = 1 its expectation equals the negative
 ELBO. It is a likelihood only on binary images (data.binarize dynamic or fixed); see vaelab.metric_names.
 
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vaelab.losses import bernoulli_log_likelihood
+from vaelab.losses import bernoulli_log_likelihood, gaussian_log_density, mixture_log_density
 
 if TYPE_CHECKING:
     from vaelab.data.shards import ShardedImages
@@ -90,6 +91,11 @@ def _weights_by_image(
     from vaelab.evaluation import passes
 
     compute, encode = _compiled_weights(model), passes.encode(model)
+    components = model.prior_components()
+    if components is not None:  # the VampPrior's Gaussians: the same for every pass, so encoded once
+        means, log_vars = (np.asarray(t, dtype=np.float32) for t in components)
+        weights_of = compute
+        compute = lambda *args: weights_of(*args, means, log_vars)  # noqa: E731 - the normal pass's signature plus the prior
     images_per_pass = max(1, max_decoded // k)
     draws_per_pass = min(k, max_decoded)
     for first in range(0, len(x), images_per_pass):
@@ -105,25 +111,36 @@ def _weights_by_image(
 
 
 def _compiled_weights(model: VAE):
-    """A compiled ``(x, mu, log_var, eps) -> (images, draws)`` of log importance weights, cached on the model."""
+    """A compiled ``(x, mu, log_var, eps) -> (images, draws)`` of log importance weights, cached on the model;
+    a VampPrior model's takes its prior's ``means, log_vars`` (C, z_dim) as two more arguments."""
     import tensorflow as tf
 
     from vaelab.evaluation import passes
 
-    def log_weights(x, mu, log_var, eps):
+    def log_likelihood_at(x, mu, log_var, eps):
         images, draws, z_dim = tf.shape(eps)[0], tf.shape(eps)[1], tf.shape(eps)[2]
         z = mu[:, None, :] + tf.exp(0.5 * log_var)[:, None, :] * eps  # (images, draws, z_dim)
         logits = model.decode_logits(tf.reshape(z, (images * draws, z_dim)), training=False)
         repeated = tf.repeat(x, draws, axis=0)  # image-major, like z
-        log_likelihood = tf.reshape(bernoulli_log_likelihood(repeated, logits), (images, draws))
+        return z, tf.reshape(bernoulli_log_likelihood(repeated, logits), (images, draws))
+
+    def log_weights(x, mu, log_var, eps):
+        z, log_likelihood = log_likelihood_at(x, mu, log_var, eps)
         # log N(z; 0, I) - log N(z; mu, diag(exp(log_var))); the log(2 pi) terms cancel.
         log_prior_over_posterior = -0.5 * tf.reduce_sum(tf.square(z), -1) + 0.5 * tf.reduce_sum(tf.square(eps) + log_var[:, None, :], -1)
         return log_likelihood + log_prior_over_posterior
+
+    def log_weights_vamp(x, mu, log_var, eps, means, log_vars):
+        z, log_likelihood = log_likelihood_at(x, mu, log_var, eps)
+        log_prior = tf.reshape(mixture_log_density(tf.reshape(z, (-1, tf.shape(z)[2])), means, log_vars), tf.shape(log_likelihood))
+        return log_likelihood + log_prior - gaussian_log_density(z, mu[:, None, :], log_var[:, None, :])
 
     def build():
         latent = passes.latent_spec(model)
         # Images and draws per pass open: the last pass of an image's draws, or of the images, is shorter.
         draws = tf.TensorSpec((None, None, latent.shape[-1]), tf.float32)
-        return passes.compiled(log_weights, passes.images_spec(model.encoder), latent, latent, draws)
+        if model.prior_components() is None:
+            return passes.compiled(log_weights, passes.images_spec(model.encoder), latent, latent, draws)
+        return passes.compiled(log_weights_vamp, passes.images_spec(model.encoder), latent, latent, draws, latent, latent)
 
     return passes.cached_on(model, "log_weights", build)

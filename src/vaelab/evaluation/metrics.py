@@ -22,8 +22,9 @@ from keras import ops
 from vaelab.config.schema import Config
 from vaelab.errors import DataError
 from vaelab.evaluation import passes
-from vaelab.losses import bernoulli_negative_elbo, kl_divergence, reconstruction_error
+from vaelab.losses import bernoulli_log_likelihood, gaussian_log_density, kl_divergence, reconstruction_error
 from vaelab.metric_names import evaluate_neg_elbo_metric
+from vaelab.priors import log_prior
 
 if TYPE_CHECKING:
     from vaelab.data.processed import Splits
@@ -165,9 +166,23 @@ def reconstruct(model: VAE, x: ShardedImages | np.ndarray, batch_size: int) -> n
 
 
 def sample_prior(model: VAE, n: int, seed: int, batch_size: int = 1000) -> np.ndarray:
-    """``n`` images decoded from ``z ~ N(0, I)``; the same seed gives the same images."""
-    z = np.random.default_rng(seed).standard_normal((n, latent_dim(model))).astype("float32")
-    return passes.in_batches(passes.decode(model), z, batch_size)
+    """``n`` images decoded from ``z ~ p(z)`` (:func:`prior_points`); the same seed gives the same images."""
+    return passes.in_batches(passes.decode(model), prior_points(model, n, seed), batch_size)
+
+
+def prior_points(model: passes.Samples, n: int, seed: int) -> np.ndarray:
+    """``n`` latent points ``(n, z_dim)`` float32 drawn from the model's prior with a generator seeded by ``seed``.
+
+    N(0, I): standard normal draws. VampPrior: a uniformly drawn component c for each point, then a draw from
+    its Gaussian ``q(z | u_c)``, the components' means and variances read once from the model.
+    """
+    rng = np.random.default_rng(seed)
+    components = model.prior_components()
+    if components is None:
+        return rng.standard_normal((n, latent_dim(model))).astype("float32")
+    means, log_vars = (ops.convert_to_numpy(t) for t in components)
+    chosen = rng.integers(len(means), size=n)
+    return (means[chosen] + np.exp(0.5 * log_vars[chosen]) * rng.standard_normal(means[chosen].shape)).astype("float32")
 
 
 def decode_grid(model: VAE, grid_size: int, span: float = 0.9) -> np.ndarray:
@@ -202,12 +217,14 @@ def _per_image_terms(model: VAE):
         z = mu + ops.exp(0.5 * log_var) * eps
         logits_mean = model.decode_logits(mu, training=False)
         logits_sampled = model.decode_logits(z, training=False)
-        kl = kl_divergence(mu, log_var)
+        components = model.prior_components()
+        # A VampPrior has no closed-form KL: the estimate log q(z|x) - log p(z) at the z decoded, as in training.
+        kl = kl_divergence(mu, log_var) if components is None else gaussian_log_density(z, mu, log_var) - log_prior(z, components)
         per_image = (
             reconstruction_error(x, logits_mean, "mse"),
             kl,
             model.r_loss_factor * reconstruction_error(x, logits_sampled, model.reconstruction) + kl,
-            bernoulli_negative_elbo(x, logits_sampled, mu, log_var),
+            kl - bernoulli_log_likelihood(x, logits_sampled),
         )
         return per_image, mu
 

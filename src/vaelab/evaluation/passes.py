@@ -35,6 +35,13 @@ class Decodes(Protocol):
     def decoder(self) -> keras.Model: ...
 
 
+class Samples(Decodes, Protocol):
+    """What sampling the prior asks of a model besides decoding: ``prior_components()``, the VampPrior's Gaussians
+    ``(means, log_vars)`` or None for N(0, I) (see :meth:`vaelab.model.VAE.prior_components`)."""
+
+    def prior_components(self) -> Any: ...
+
+
 def decode(model: Decodes):
     """``z (batch, z_dim) -> pixel probabilities (batch, H, W, C)``."""
     return cached_on(model, "decode", lambda: compiled(lambda z: model.decoder(z, training=False), latent_spec(model)))

@@ -98,11 +98,15 @@ def plot_manifold(images_grid: np.ndarray, path: Path | str) -> None:
     _grid_figure(image_grid(flat, rows, cols, gap=1), "Decoder output over the latent plane (z[0] across, z[1] up)", path)
 
 
-def plot_samples(images: np.ndarray, path: Path | str, temperature: float = 1.0) -> None:
-    """Images decoded from z ~ N(0, temperature^2 I), in the smallest square grid that holds them."""
+def plot_samples(images: np.ndarray, path: Path | str, temperature: float = 1.0, prior: str = "normal") -> None:
+    """Images decoded from z ~ N(0, temperature^2 I) (or the VampPrior, ``prior`` "vamp"), in the smallest square grid
+    that holds them."""
     images = np.asarray(images)
     side = int(np.ceil(np.sqrt(len(images))))
-    prior = "N(0, I)" if temperature == 1.0 else f"N(0, {temperature:g}^2 I)"
+    if prior == "vamp":
+        prior = "the VampPrior" if temperature == 1.0 else f"the VampPrior at temperature {temperature:g}"
+    else:
+        prior = "N(0, I)" if temperature == 1.0 else f"N(0, {temperature:g}^2 I)"
     _grid_figure(image_grid(images, side, side, gap=2), f"{len(images)} images decoded from z ~ {prior}", path)
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import keras
 
     from vaelab.data.shards import ShardedImages
-    from vaelab.evaluation.passes import Decodes
+    from vaelab.evaluation.passes import Samples
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +73,7 @@ def label_entropy_bits(probabilities: np.ndarray) -> float:
 
 def sample_quality(
     classifier: keras.Model,
-    vae: Decodes,
+    vae: Samples,
     real_images: ShardedImages | np.ndarray,
     n_samples: int,
     seed: int,
@@ -83,16 +83,16 @@ def sample_quality(
     """``sample_fid_classifier``, ``sample_confidence`` and ``sample_label_entropy_bits`` of ``n_samples``
     images decoded from the prior, against ``real_images`` (the test set).
 
-    The latent points are those of ``evaluation.sample_prior`` with the same seed (the first ones are the
+    The latent points are :func:`~vaelab.evaluation.metrics.prior_points` with the same seed (the first ones are the
     samples picture). Samples are decoded and scored a batch at a time, so only their features are kept.
     With ``binary`` (a model of binarized data, whose test images are bits), each sample is the model's own
     draw of bits from the decoded pixel probabilities, seeded, so that like is compared with like.
     """
     from vaelab.evaluation import passes
     from vaelab.evaluation.classifier import features_and_probabilities
-    from vaelab.evaluation.metrics import latent_dim
+    from vaelab.evaluation.metrics import prior_points
 
-    z = np.random.default_rng(seed).standard_normal((n_samples, latent_dim(vae))).astype("float32")
+    z = prior_points(vae, n_samples, seed)
     bits = np.random.default_rng([seed, 1])  # its own stream: the latent points stay those of sample_prior
     decode = passes.decode(vae)
 

@@ -66,7 +66,7 @@ def write_plots(model: VAE, splits: Splits, config: Config) -> list[Path]:
         # The labels above: two class names make the split labelled.
         shifted = metrics.latent_arithmetic(model, splits.x_test, mu, splits.y_test[:n], plots.ARITHMETIC_STRENGTHS, ev.batch_size)
         plots.plot_latent_arithmetic(shifted, plots.ARITHMETIC_STRENGTHS, splits.class_names, out / "latent_arithmetic.png")
-    plots.plot_samples(metrics.sample_prior(model, ev.sample_grid**2, seed), out / "samples.png")
+    plots.plot_samples(metrics.sample_prior(model, ev.sample_grid**2, seed), out / "samples.png", prior=model.prior)
     if mu.shape[1] == 2:
         plots.plot_manifold(metrics.decode_grid(model, ev.manifold_grid), out / "manifold.png")
     if config.paths.history.exists():

@@ -5,9 +5,11 @@ What one logged model holds (``<run>/model``, a pyfunc "model from code"):
 - ``python_model.py``: a copy of :mod:`vaelab.tracking.generative_model`, whose :class:`GenerativeVAE` answers
   ``predict(data, params={"mode": ...})`` with reconstruct, encode, decode, sample or interpolate;
 - ``artifacts/saved_model/``: a TensorFlow SavedModel with the endpoints ``encode`` (images -> mean, log_var)
-  and ``decode`` (latent vectors -> images), exported from the Keras model, so loading needs neither vaelab's
-  custom layers nor Keras;
-- ``model_config``: the settings the code needs and a user wants to read (z_dim, image shape, data, prior);
+  and ``decode`` (latent vectors -> images), and for a VampPrior model ``prior`` (no input -> the means and
+  log-variances of its C components, the pseudo-images encoded), exported from the Keras model, so loading
+  needs neither vaelab's custom layers nor Keras;
+- ``model_config``: the settings the code needs and a user wants to read (z_dim, image shape, data, prior, and
+  for a VampPrior its number of components);
 - a signature with a params schema and no input schema: one model takes images (most modes) or latent vectors
   (decode), and MLflow's tensor specs cannot be optional, so the model code checks shapes itself.
 
@@ -41,15 +43,18 @@ FORMAT_VERSION = 2  # 1: the Keras flavour's reconstruct-only SavedModel; 2: Gen
 def model_settings(model: VAE, dataset: str | None, binarize: str | None) -> dict[str, Any]:
     """What the logged model carries about itself (its ``model_config``)."""
     mu = model.encoder.outputs[0]
-    return {
+    settings = {
         "format_version": FORMAT_VERSION,
         "z_dim": int(mu.shape[-1]),
         "image_shape": [int(side) for side in model.encoder.inputs[0].shape[1:]],
         "dataset": dataset,
         "binarize": binarize,
         "reconstruction": model.reconstruction,
-        "prior": "normal",
+        "prior": model.prior,
     }
+    if model.prior == "vamp":
+        settings["vamp_components"] = model.vamp_components
+    return settings
 
 
 def log_generative_model(model: VAE, settings: dict[str, Any]) -> str:
@@ -85,6 +90,8 @@ def export_saved_model(model: VAE, path: Path) -> None:
         "encode", lambda images: model.encoder(images, training=False), input_signature=[tf.TensorSpec((None, *image_shape), tf.float32)]
     )
     archive.add_endpoint("decode", lambda z: model.decoder(z, training=False), input_signature=[tf.TensorSpec((None, z_dim), tf.float32)])
+    if model.prior_components() is not None:
+        archive.add_endpoint("prior", lambda: model.prior_components(training=False), input_signature=[])
     # The exporter prints a page of endpoint details even when told not to; keep it out of the training output.
     with contextlib.redirect_stdout(io.StringIO()):
         archive.write_out(str(path), verbose=False)

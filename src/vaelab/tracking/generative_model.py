@@ -3,7 +3,8 @@
 One class, :class:`GenerativeVAE`, answers everywhere: in a notebook (``vaelab.load(...)``), behind
 ``vaelab generate`` and behind MLflow (``mlflow.pyfunc.load_model(...).predict(data, params={"mode": ...})``
 and ``mlflow models serve``). MLflow logs this file as the model's code ("models from code") beside a
-TensorFlow SavedModel with two endpoints, ``encode`` and ``decode``, so a logged model needs numpy,
+TensorFlow SavedModel with two endpoints, ``encode`` and ``decode`` (and ``prior``, the VampPrior's components,
+for a model trained with one), so a logged model needs numpy,
 TensorFlow and MLflow to load and serve, not vaelab: this file imports nothing else, on purpose.
 
 The model's settings (``z_dim``, ``image_shape``, the data it was trained on, its prior) travel as the MLflow
@@ -58,17 +59,27 @@ def _no_network(_: Array) -> Any:
 
 
 class GenerativeVAE(PythonModel):
-    """A VAE's encoder q(z|x) and decoder p(x|z) with its prior N(0, I), on float32 numpy arrays.
+    """A VAE's encoder q(z|x) and decoder p(x|z) with its prior, on float32 numpy arrays.
+
+    The prior is N(0, I), or for ``prior`` "vamp" the uniform mixture of the Gaussians ``prior_components``
+    ``(means, log_vars)``, each (C, z_dim): the encoder's posteriors at the VampPrior's pseudo-images.
 
     Images are ``(N, H, W, C)`` (or ``(N, H, W)`` for one channel) with pixels in [0, 1]; latent vectors are
     ``(N, z_dim)``. Settings are attributes: ``z_dim``, ``image_shape``, ``dataset``, ``binarize``, ``prior``
     and the whole ``settings`` dict.
     """
 
-    def __init__(self, encoder: Encoder | None = None, decoder: Decoder | None = None, settings: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        encoder: Encoder | None = None,
+        decoder: Decoder | None = None,
+        settings: Mapping[str, Any] | None = None,
+        prior_components: tuple[Array, Array] | None = None,
+    ):
         self._encoder: Encoder = encoder or _no_network
         self._decoder: Decoder = decoder or _no_network
         self.settings: dict[str, Any] = dict(settings or {})
+        self.prior_components = prior_components
         # Where it was loaded from, set by vaelab.load: the MLflow model URI (or file) and the run that logged it.
         self.model_uri: str | None = None
         self.run_id: str | None = None
@@ -82,6 +93,8 @@ class GenerativeVAE(PythonModel):
         self._encoder = lambda images: posterior_pair(exported.encode(images))
         self._decoder = lambda z: np.asarray(exported.decode(z))
         self.settings = dict(context.model_config or {})
+        if self.prior == "vamp":  # computed once: the pseudo-images do not change after training
+            self.prior_components = posterior_pair(exported.prior())
 
     # The np.ndarray hint tells MLflow not to infer a schema from it (see the signature in vaelab.tracking.export).
     def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None):
@@ -154,13 +167,25 @@ class GenerativeVAE(PythonModel):
         return self.decode(self.encode(images)[0])
 
     def sample(self, n: int = 16, seed: int | None = None, temperature: float = 1.0) -> Array:
-        """``n`` images decoded from z ~ N(0, temperature^2 I); the same seed gives the same images."""
+        """``n`` images decoded from the prior; the same seed gives the same images.
+
+        N(0, I): z ~ N(0, temperature^2 I). VampPrior: for each image a uniformly drawn component c, then
+        z ~ N(means[c], temperature^2 exp(log_vars[c])), so temperature 0 gives the components' means.
+        """
         n, temperature = _count("n", n), float(temperature)
         if not (math.isfinite(temperature) and temperature >= 0):
             raise _invalid(f"temperature must be a finite number >= 0 (1 = the prior itself); received temperature={temperature!r}")
-        if self.prior != "normal":
-            raise _invalid(f"this model's prior is {self.prior!r}; this version of the model code samples only the normal prior")
-        z = temperature * np.random.default_rng(seed).standard_normal((n, self.z_dim))
+        rng = np.random.default_rng(seed)
+        if self.prior == "normal":
+            z = temperature * rng.standard_normal((n, self.z_dim))
+        elif self.prior == "vamp" and self.prior_components is not None:
+            means, log_vars = self.prior_components
+            chosen = rng.integers(len(means), size=n)
+            z = means[chosen] + temperature * np.exp(0.5 * log_vars[chosen]) * rng.standard_normal((n, self.z_dim))
+        else:
+            raise _invalid(
+                f"this model's prior is {self.prior!r} and it carries no components to sample; sampling needs prior normal or vamp"
+            )
         return self.decode(z.astype("float32"))
 
     def interpolate(self, first, second, steps: int = 8, method: str = "linear") -> Array:
