@@ -212,6 +212,9 @@ _SEARCHABLE = (
     "iwae_samples",
     "vamp_components",
 )
+# What a sweep can minimise (see vaelab.sweep.scores): the validation NLL, the VAE's trainable parameter count,
+# and the classifier-feature FID of its prior samples against the validation images.
+OBJECTIVES = ("val_nll", "params", "sample_fid")
 
 
 class SweepSection(_Section):
@@ -239,6 +242,11 @@ class SweepSection(_Section):
     # Each worker process runs this many trials, then a fresh process takes its place: every Keras fit() leaves
     # graphs behind that TensorFlow never frees, so a long-lived process grows by each trial. null = no limit.
     trials_per_process: PositiveInt | None = 1
+    # What trials are scored by, all minimised. Several make a multi-objective study with a Pareto front, which
+    # Optuna cannot prune (the pruner keys are then unused); choose_by and choose_limits pick its winner.
+    objectives: tuple[str, ...] = ("val_nll",)
+    choose_by: str | None = None  # the winner is the front's lowest in this objective; null = the first one
+    choose_limits: dict[str, float] = Field(default_factory=dict)  # objective -> upper bound the winner must keep
     space: dict[str, SearchRange] = Field(
         default_factory=lambda: {
             "z_dim": SearchRange(low=2, high=64, log=True),
@@ -249,11 +257,31 @@ class SweepSection(_Section):
 
     @model_validator(mode="after")
     def _pruning_can_start(self) -> SweepSection:
-        if self.pruner != "none" and self.pruner_min_epochs > self.epochs:
+        # Only a study of the validation NLL alone is pruned (vaelab.sweep.storage.prunes).
+        if self.pruner != "none" and self.objectives == ("val_nll",) and self.pruner_min_epochs > self.epochs:
             raise ValueError(
                 f"pruner_min_epochs must be at most epochs, or the {self.pruner} pruner could prune no trial; "
                 f"received pruner_min_epochs={self.pruner_min_epochs}, epochs={self.epochs} (or set pruner: none)"
             )
+        return self
+
+    @field_validator("objectives")
+    @classmethod
+    def _known_objectives(cls, objectives: tuple[str, ...]) -> tuple[str, ...]:
+        if not objectives:
+            raise ValueError(f"give at least one objective; allowed: {', '.join(OBJECTIVES)}")
+        for name in objectives:
+            if name not in OBJECTIVES:
+                raise ValueError(f"unknown objective {name!r}; allowed: {', '.join(OBJECTIVES)}")
+            if objectives.count(name) > 1:
+                raise ValueError(f"objective {name!r} is named twice; name each once")
+        return objectives
+
+    @model_validator(mode="after")
+    def _choice_names_objectives(self) -> SweepSection:
+        for key, name in [("choose_by", self.choose_by), *(("choose_limits", name) for name in self.choose_limits)]:
+            if name is not None and name not in self.objectives:
+                raise ValueError(f"{key} names {name!r}, which is not one of sweep.objectives ({', '.join(self.objectives)})")
         return self
 
     @field_validator("space")

@@ -66,7 +66,8 @@ from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, TrainingError, VaelabError
 from vaelab.sweep.objective import Objective
 from vaelab.sweep.promote import record_settings
-from vaelab.sweep.report import FAIL_REASON_ATTR, PARENT_RUN_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metric
+from vaelab.sweep.report import FAIL_REASON_ATTR, PARENT_RUN_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metrics
+from vaelab.sweep.scores import require_classifier
 from vaelab.sweep.storage import (
     DEFAULT_STORAGE,
     GRACE_PERIOD,
@@ -79,6 +80,7 @@ from vaelab.sweep.storage import (
     open_artifact_store,
     open_storage,
     open_study,
+    prunes,
     resolve_artifact_folder,
     resolve_storage,
     uses_heartbeats,
@@ -152,7 +154,7 @@ def run_worker(
             _within_budget(objective, n_trials),
             n_trials=1,
             catch=(TrainingError, SurplusTrial),
-            callbacks=[partial(log_finished_trial, metric=objective_metric(config))],
+            callbacks=[partial(log_finished_trial, metrics=objective_metrics(config))],
         )
         ran += 1
     return False
@@ -232,6 +234,7 @@ def run_sweep(
     n_trials = n_trials or config.sweep.n_trials
     spec = resolve_storage(storage, config)
     _check_workers(workers, spec)
+    require_classifier(config)
     started = time.time()
     timeout = config.sweep.timeout_minutes
     options: WorkerOptions = {
@@ -247,6 +250,11 @@ def run_sweep(
     record_settings(study, config)
     missing = n_trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     log.info("study %r in %s: %d more trials wanted", study_name, redact_url(spec), max(missing, 0))
+    if len(config.sweep.objectives) > 1:
+        log.info("Optuna cannot prune a study of several objectives: every trial runs all sweep.epochs=%d", config.sweep.epochs)
+    elif not prunes(config):
+        only = config.sweep.objectives[0]
+        log.info("%s is known only after a trial's last epoch, so none is pruned: each runs all sweep.epochs=%d", only, config.sweep.epochs)
 
     parent_id = study.user_attrs.get(PARENT_RUN_ATTR)
     if parent_id and not runs.run_exists(parent_id):
@@ -264,9 +272,23 @@ def run_sweep(
         duration = time.time() - started
         summary = report.write_report(study, folder, config, n_trials=n_trials, storage=redact_url(spec), duration_seconds=duration)
         report.log_report(summary, folder, config)
+    if "choice_problem" in summary:
+        raise ConfigError(summary["choice_problem"])
     if summary["best_value"] is None:
         raise TrainingError(f"no trial of study {study_name!r} completed ({summary['trials']}); see {folder / 'trials.csv'}")
     return summary
+
+
+def winner_line(summary: dict, config: Config) -> str:
+    """The winner as ``vaelab sweep`` prints it at the end: its number, its values, and with several objectives the rule."""
+    values = summary.get("best_values") or {objective_metrics(config)[0]: summary["best_value"]}
+    digits = ".4f" if len(values) == 1 else ".6g"  # .6g shows a parameter count as the integer it is
+    shown = ", ".join(f"{metric}={value:{digits}}" for metric, value in values.items())
+    if "pareto_front" in summary:
+        head = f"Chosen trial {summary['best_trial']} ({summary['choice']}; the front has {len(summary['pareto_front'])} trials)"
+    else:
+        head = f"Best trial {summary['best_trial']}"
+    return f"{head}: {shown}."
 
 
 def _check_workers(workers: int, spec: str) -> None:
@@ -380,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 exit_codes.append(RECYCLE_EXIT)
             return
         summary = run_sweep(config, workers=args.workers, storage=args.storage, study_name=args.study, n_trials=args.n_trials, **timing)
-        best = f"Best trial {summary['best_trial']}: {objective_metric(config)}={summary['best_value']:.4f}."
+        best = winner_line(summary, config)
         if not args.promote:
             print(f"{best} Train it through the pipeline with:\n  {summary['command']}\nor: vaelab promote {summary['study']}")
             return

@@ -16,6 +16,11 @@ The training images stream from the processed shards batch by batch, so a worker
 ``sweep.max_train``. Of the validation split, only the ``evaluate.nll_images`` scored images are read each
 epoch (all of them, a batch at a time, when that is null or covers the split).
 
+With several ``sweep.objectives`` a trial returns one value per objective, each taken after its last epoch
+(the NLL as above, the others by :mod:`vaelab.sweep.scores`), and logs each as ``final_<metric>`` on its MLflow
+run. The NLL is still logged after every epoch, but not reported to Optuna, which cannot prune such a study
+(nor one scored by ``params`` or ``sample_fid`` alone, known only at the end).
+
 A trial that ends COMPLETE or PRUNED uploads two pictures of its model as it was after its last epoch to the
 study's artifact store (:func:`upload_trial_pictures`), where optuna-dashboard shows them beside the trial's params.
 
@@ -37,8 +42,9 @@ from vaelab.config.load import with_overrides
 from vaelab.config.schema import Config
 from vaelab.data.shards import ShardedImages
 from vaelab.errors import ConfigError, DataError, TrainingError
-from vaelab.sweep.report import FAIL_REASON_ATTR, objective_metric
-from vaelab.sweep.storage import WORKER_ATTR, worker_id
+from vaelab.sweep import scores
+from vaelab.sweep.report import FAIL_REASON_ATTR, objective_metric, objective_metrics
+from vaelab.sweep.storage import WORKER_ATTR, prunes, worker_id
 
 if TYPE_CHECKING:
     import numpy as np
@@ -81,7 +87,9 @@ class Objective:
         self.study_name = study_name or config.sweep.study_name
         self.artifact_store = artifact_store
         self.metric = objective_metric(config)  # sweep.space holds train.* keys only, so every trial's is the same
+        self.metrics = objective_metrics(config)
         self._check_space()
+        self.judge = scores.load_judge(config, splits) if "sample_fid" in config.sweep.objectives else None
 
     def suggest(self, trial: optuna.Trial) -> dict[str, int | float]:
         """One value per ``sweep.space`` key; integer train settings (z_dim, batch_size) stay integers."""
@@ -97,7 +105,7 @@ class Objective:
         overrides = {f"train.{key}": value for key, value in values.items()}
         return with_overrides(self.config, {**overrides, "train.epochs": self.config.sweep.epochs})
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         import keras
         import optuna
 
@@ -114,7 +122,7 @@ class Objective:
                 trial.set_user_attr("mlflow_run_id", run.info.run_id)
                 runs.log_params({"optuna.trial_number": trial.number})
                 try:
-                    value = self._train(trial, config)
+                    values = self._train(trial, config)
                 except optuna.TrialPruned as err:
                     pruned = err  # raised once the run has ended, so MLflow records it FINISHED, not FAILED
                     runs.set_tags({STATE_TAG: "PRUNED"})
@@ -123,7 +131,7 @@ class Objective:
                     runs.set_tags({STATE_TAG: "FAIL", "optuna.fail_reason": str(err)})
                     raise
                 else:
-                    runs.log_metrics({f"final_{self.metric}": value})
+                    runs.log_metrics({f"final_{metric}": value for metric, value in zip(self.metrics, values, strict=True)})
                     runs.set_tags({STATE_TAG: "COMPLETE"})
         finally:
             # Each trial builds a new model; without this, graphs and weights of every earlier one stay alive.
@@ -131,9 +139,9 @@ class Objective:
             gc.collect()
         if pruned is not None:
             raise pruned
-        return value
+        return values[0] if len(values) == 1 else values
 
-    def _train(self, trial: optuna.Trial, config: Config) -> float:
+    def _train(self, trial: optuna.Trial, config: Config) -> tuple[float, ...]:
         import optuna
 
         from vaelab import precision
@@ -150,7 +158,16 @@ class Objective:
             upload_trial_pictures(trial, self.artifact_store, result.model, result.history, config.base.seed)
         if reporter.pruned_after is not None:
             raise optuna.TrialPruned(f"after epoch {reporter.pruned_after}: {self.metric}={reporter.last_value:.4g}")
-        return reporter.last_value
+        return tuple(self._final_value(name, result.model, reporter.last_value, config) for name in config.sweep.objectives)
+
+    def _final_value(self, name: str, model: VAE, nll: float, config: Config) -> float:
+        """The trial's value for objective ``name`` after its last epoch; ``nll`` is the reporter's last."""
+        if name == "val_nll":
+            return nll
+        if name == "params":
+            return float(scores.trainable_parameters(model))
+        assert self.judge is not None  # __init__ loads it when sample_fid is an objective, the one left
+        return scores.sample_fid(self.judge, model, self.splits.x_val, config)
 
     def _check_space(self) -> None:
         """Both ends of every range must be valid settings, so a bad range fails now rather than mid-study."""
@@ -233,6 +250,8 @@ def _validation_reporter(trial: optuna.Trial, x_val: ShardedImages | np.ndarray,
             self.last_value = value
             if logs is not None:
                 logs[metric] = value  # the same dict goes on to MlflowEpochLogger
+            if not prunes(config):  # Optuna refuses reports from studies of several objectives
+                return
             trial.report(value, epoch + 1)  # steps are 1-based epochs, like the MLflow metric steps
             if trial.should_prune():
                 self.pruned_after = epoch + 1

@@ -59,7 +59,7 @@ def promote(config: Config, study: optuna.Study, *, out_dir: Path = SWEEPS_DIR, 
 
     ``config``: the settings of a study that recorded none (see :func:`experiment_overrides`).
     """
-    trial = chosen_trial(study)
+    trial = chosen_trial(study, config)
     if trial is None:
         counts = ", ".join(f"{state}: {n}" for state, n in _state_counts(study).items()) or "no trials"
         raise ConfigError(

@@ -22,7 +22,7 @@ import numpy as np
 from vaelab.config.schema import Config
 from vaelab.errors import ConfigError, VaelabError, first_line
 from vaelab.files import ensure_dir
-from vaelab.sweep.report import objective_metric
+from vaelab.sweep.report import objective_metrics
 from vaelab.tracking.redact import redact_url
 
 if TYPE_CHECKING:
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OBJECTIVE_ATTR = "objective"  # study user attr: the metric its trials are scored by, e.g. val_nll_k100_grayscale_nats
+# Study user attr: the metric its trials are scored by, e.g. val_nll_k100_grayscale_nats; with several objectives,
+# their metrics joined by ", ".
+OBJECTIVE_ATTR = "objective"
 
 SWEEPS_DIR = Path("sweeps")
 DEFAULT_STORAGE = "sweeps/optuna.journal"
@@ -95,11 +97,26 @@ def open_storage(spec: str, *, heartbeat_interval: int = HEARTBEAT_INTERVAL, gra
 
 
 def make_sampler(config: Config, seed: int) -> optuna.samplers.BaseSampler:
+    """``sweep.sampler``, seeded; both handle several objectives too.
+
+    TPE with several objectives is Optuna's multi-objective TPE, which models the front from the first trials
+    on. NSGA-II, Optuna's other multi-objective sampler, evolves generations of 50 trials by default, so a
+    16-trial study would never get past its random first generation.
+    """
     import optuna
 
     if config.sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+def prunes(config: Config) -> bool:
+    """Whether the study can stop trials early: only the validation NLL alone is known after every epoch.
+
+    Optuna cannot prune a study of several objectives (``Trial.report`` refuses them), and ``params`` or
+    ``sample_fid`` alone are scored only after the last epoch.
+    """
+    return config.sweep.objectives == ("val_nll",)
 
 
 def make_pruner(config: Config) -> optuna.pruners.BasePruner:
@@ -124,15 +141,21 @@ def make_pruner(config: Config) -> optuna.pruners.BasePruner:
 
 
 def open_study(config: Config, storage, study_name: str, worker_index: int = 0) -> optuna.Study:
-    """Create the study, or load the one of that name, with this config's sampler and pruner."""
+    """Create the study, or load the one of that name, with this config's sampler and pruner.
+
+    One "minimize" direction per ``sweep.objectives`` entry; without pruning (:func:`prunes`) the pruner is
+    Optuna's NopPruner and trials run every epoch.
+    """
     import optuna
 
     # log_finished_trial reports each trial in one line; Optuna would add its own, with tracebacks for failures.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    metrics = objective_metrics(config)
+    pruner = make_pruner(config) if prunes(config) else optuna.pruners.NopPruner()
     study = optuna.create_study(
-        storage=storage, study_name=study_name, direction="minimize", pruner=make_pruner(config), load_if_exists=True
+        storage=storage, study_name=study_name, directions=["minimize"] * len(metrics), pruner=pruner, load_if_exists=True
     )
-    _check_objective(study, objective_metric(config))
+    _check_objective(study, metrics)
     # Seeded from base.seed and also from the trials so far and the worker: with base.seed alone, a resumed
     # study or a second worker would propose the very parameters already tried.
     entropy = [config.base.seed, len(study.get_trials(deepcopy=False)), worker_index]
@@ -140,22 +163,40 @@ def open_study(config: Config, storage, study_name: str, worker_index: int = 0) 
     return study
 
 
-def _check_objective(study: optuna.Study, objective: str) -> None:
+def _check_objective(study: optuna.Study, metrics: tuple[str, ...]) -> None:
     """Record what a new study's trials are scored by; refuse to add trials scored otherwise to an old one.
 
     Values of different objectives (another K, binarized against grayscale data, the negative ELBO that
     studies before this attribute were scored by) are not alike, and the sampler and pruner would compare them.
+    Optuna keeps a study's directions from its creation, so a study of another number of objectives is refused
+    even without trials.
     """
+    import optuna
+
+    if len(study.directions) != len(metrics):
+        raise ConfigError(
+            f"sweep.study_name {study.study_name!r} has {len(study.directions)} objectives, but sweep.objectives names "
+            f"{len(metrics)} ({', '.join(metrics)}); Optuna cannot change a study's objectives: choose another "
+            "sweep.study_name, or the sweep.objectives it was run with"
+        )
+    objective = ", ".join(metrics)
     recorded = study.user_attrs.get(OBJECTIVE_ATTR)
     if recorded == objective:
         return
     if recorded is None and not study.get_trials(deepcopy=False):
         study.set_user_attr(OBJECTIVE_ATTR, objective)
+        if len(metrics) > 1:  # names the values in trials.csv and the plots' axes
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(metrics))
         return
     earlier = recorded or "the validation negative ELBO (a study from before vaelab named its objective)"
+    # Both scored by the validation NLL alone: only its settings can differ.
+    nll_only = all(name.startswith("val_nll") and ", " not in name for name in (objective, recorded or "val_nll"))
+    settings = "evaluate.nll_samples and data.binarize" if nll_only else "sweep.objectives, evaluate.nll_samples and data.binarize"
     raise ConfigError(
         f"sweep.study_name {study.study_name!r}: its trials were scored by {earlier}, but these params score "
-        f"by {objective}; choose another sweep.study_name, or the evaluate.nll_samples and data.binarize it used"
+        f"by {objective}; choose another sweep.study_name, or the {settings} it used"
     )
 
 
