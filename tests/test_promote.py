@@ -189,3 +189,26 @@ def test_promoting_a_study_without_a_complete_trial_is_a_one_line_error(tmp_path
     )
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("vaelab: error: no study 'other' yet in ") and unknown.stderr.count("\n") == 1
+
+
+def test_the_winner_and_the_overrides_follow_the_studys_recorded_settings(tmp_path: Path, project_root: Path) -> None:
+    """Swept with two objectives, chosen by params and with another seed; promoted with params.yaml's settings."""
+    from vaelab.config.load import load_config, with_overrides
+    from vaelab.sweep.promote import SETTINGS_ATTR, experiment_overrides, record_settings, winner
+
+    project_config = load_config(project_root / "params.yaml")
+    swept = with_overrides(
+        project_config,
+        {"base.seed": 7, "sweep.objectives": ["val_nll", "params"], "sweep.choose_by": "params", "sweep.n_trials": 5},
+    )
+    study = optuna.create_study(study_name="two", directions=["minimize", "minimize"], storage=open_storage(str(tmp_path / "j")))
+    record_settings(study, swept)
+    record_settings(study, project_config)  # a resumed study keeps what it started with
+    assert study.user_attrs[SETTINGS_ATTR]["base.seed"] == 7
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {"z_dim": optuna.distributions.IntDistribution(2, 64)}
+    for z_dim, values in ((4, [100.0, 9000.0]), (8, [90.0, 12000.0]), (16, [95.0, 30000.0])):
+        study.add_trial(optuna.trial.create_trial(params={"z_dim": z_dim}, distributions=distributions, values=values))
+    chosen = winner(study, project_config)  # params.yaml alone would choose by val_nll: trial 1
+    assert chosen is not None and chosen.number == 0
+    # sweep.* keys never reach the experiment; the seed does, then the trial's params.
+    assert experiment_overrides(study, chosen, project_config, project_root) == {"base.seed": 7, "train.z_dim": 4}

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 PROMOTED_ATTR = "promoted"  # study user attr: the record of the last promotion
 SETTINGS_ATTR = "settings"  # study user attr: the params its trials ran under (record_settings)
+CHOICE_KEYS = ("sweep.objectives", "sweep.choose_by", "sweep.choose_limits")  # the rule that picks the winner
 RECORD_FILE = "promoted.json"
 
 
@@ -59,7 +60,7 @@ def promote(config: Config, study: optuna.Study, *, out_dir: Path = SWEEPS_DIR, 
 
     ``config``: the settings of a study that recorded none (see :func:`experiment_overrides`).
     """
-    trial = chosen_trial(study, config)
+    trial = winner(study, config)
     if trial is None:
         counts = ", ".join(f"{state}: {n}" for state, n in _state_counts(study).items()) or "no trials"
         raise ConfigError(
@@ -131,8 +132,10 @@ def describe(record: dict[str, Any]) -> str:
 
 
 def study_settings(config: Config) -> dict[str, Any]:
-    """The params a study's trials run under, as dotted keys; its own ``sweep.*`` keys left out."""
-    return {key: value for key, value in config.flat().items() if not key.startswith("sweep.")}
+    """The params a study's trials run under, as dotted keys, and of its own ``sweep.*`` keys those that choose
+    its winner, so that promotion picks the trial its ``best_params.yaml`` names."""
+    flat = config.flat()
+    return {key: value for key, value in flat.items() if not key.startswith("sweep.") or key in CHOICE_KEYS}
 
 
 def record_settings(study: optuna.Study, config: Config) -> None:
@@ -142,13 +145,19 @@ def record_settings(study: optuna.Study, config: Config) -> None:
         study.set_user_attr(SETTINGS_ATTR, study_settings(config))
 
 
+def winner(study: optuna.Study, config: Config) -> FrozenTrial | None:
+    """:func:`~vaelab.sweep.choice.chosen_trial` by the rule the study recorded (else ``config``'s)."""
+    recorded = study.user_attrs.get(SETTINGS_ATTR, {})
+    return chosen_trial(study, with_overrides(config, {key: recorded[key] for key in CHOICE_KEYS if key in recorded}))
+
+
 def experiment_overrides(study: optuna.Study, trial: FrozenTrial, config: Config, project: Path) -> dict[str, Any]:
     """The ``-S`` overrides of the experiment: where the study's settings differ from the project's params.yaml
     (a preset or ``--set`` the sweep ran with), then the trial's params. A study that recorded no settings is
     taken to have run under ``config``."""
     settings = study.user_attrs.get(SETTINGS_ATTR) or study_settings(config)
     base = load_config(project / "params.yaml").flat()
-    differing = {key: value for key, value in settings.items() if key in base and base[key] != value}
+    differing = {key: value for key, value in settings.items() if key in base and base[key] != value and not key.startswith("sweep.")}
     return {**differing, **_trial_overrides(trial)}
 
 
