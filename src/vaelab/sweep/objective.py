@@ -3,6 +3,10 @@
 Each trial trains ``sweep.epochs`` epochs on the first ``sweep.max_train`` training images and, after every
 epoch (so a pruner can stop it early), reports the importance-sampled NLL of the validation split in nats, lower
 is better, named by :func:`vaelab.sweep.report.objective_metric` (e.g. ``val_nll_k100_grayscale_nats``).
+Before the last epoch only the pruner reads it, so there it is estimated on the first ``sweep.pruning_nll_images``
+of the scored images (logged as ``<metric>_first<n>``): all trials are compared on the same images at the same
+epoch, and bench/intermediate_nll.json shows recorded studies' pruners stopping the same trials as with the
+full estimate. The last epoch's value, the one the study optimises, is the full estimate, unchanged.
 
 Why that figure: it is the one the evaluate stage reports on the test split, by the same
 :func:`vaelab.evaluation.likelihood.estimate_nll` with the same settings (``evaluate.nll_samples`` draws per image on
@@ -206,13 +210,20 @@ def trial_run_name(number: int, config: Config) -> str:
 
 
 def _validation_reporter(trial: optuna.Trial, x_val: ShardedImages | np.ndarray, config: Config):
-    """A Keras callback that reports the validation NLL to ``trial`` after each epoch and stops a pruned trial."""
+    """A Keras callback that reports the validation NLL to ``trial`` after each epoch and stops a pruned trial.
+
+    Before the last epoch it reports the estimate on the first ``sweep.pruning_nll_images`` scored images; at
+    the last, the full one, which the trial returns."""
     import keras  # here, not at the top: `vaelab sweep --help` should not load TensorFlow
 
     from vaelab.evaluation.likelihood import estimate_nll
 
     metric = objective_metric(config)
     evaluate = config.evaluate
+    scored = len(x_val) if evaluate.nll_images is None else min(evaluate.nll_images, len(x_val))
+    pruning_images = config.sweep.pruning_nll_images
+    if pruning_images is not None and pruning_images >= scored:
+        pruning_images = None  # the full estimate: no cheaper one to report under another name
 
     class ValidationReporter(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -224,21 +235,30 @@ def _validation_reporter(trial: optuna.Trial, x_val: ShardedImages | np.ndarray,
         def on_epoch_end(self, epoch, logs=None):
             if self.model.stop_training:  # training's NaN guard stopped it, and train() raises the error
                 return
-            # The evaluate stage's call on the test split (vaelab.stages), here on the validation split.
-            value = estimate_nll(self.model, x_val, evaluate.nll_samples, evaluate.nll_images, config.base.seed, evaluate.batch_size)
+            # The evaluate stage's call on the test split (vaelab.stages), here on the validation split; before the
+            # last epoch on its first pruning_nll_images images only, since then only the pruner reads it.
+            first = None if epoch + 1 >= config.sweep.epochs else pruning_images
+            value = estimate_nll(self.model, x_val, evaluate.nll_samples, evaluate.nll_images, config.base.seed, evaluate.batch_size, first)
+            name = metric if first is None else pruning_metric(metric, first)
             if not math.isfinite(value):
-                self.failure = f"{metric} became {value} after epoch {epoch + 1}"
+                self.failure = f"{name} became {value} after epoch {epoch + 1}"
                 self.model.stop_training = True
                 return
             self.last_value = value
             if logs is not None:
-                logs[metric] = value  # the same dict goes on to MlflowEpochLogger
+                logs[name] = value  # the same dict goes on to MlflowEpochLogger
             trial.report(value, epoch + 1)  # steps are 1-based epochs, like the MLflow metric steps
             if trial.should_prune():
                 self.pruned_after = epoch + 1
                 self.model.stop_training = True
 
     return ValidationReporter()
+
+
+def pruning_metric(metric: str, images: int) -> str:
+    """The name of the cheaper estimate on ``images`` images a trial reports before its last epoch, e.g.
+    ``val_nll_k100_grayscale_nats_first100``: not the objective's own name, whose figure covers all scored images."""
+    return f"{metric}_first{images}"
 
 
 def _is_integer_setting(config: Config, key: str) -> bool:
