@@ -46,38 +46,48 @@ PER_PROCESS = (INTERPRETER, STARTUP, DATA)
 PARTS = (INTERPRETER, STARTUP, DATA, BUILD, TRAINING, OBJECTIVE, PICTURES, MLFLOW, OTHER)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}  # CPU: both cores' work, steadier on a shared machine
+
+
+def _now() -> dict[str, float]:
+    return {kind: clock() for kind, clock in CLOCKS.items()}
+
+
 @dataclass
 class _Open:
-    started: float
-    inside: float = 0.0  # seconds of the parts timed inside this one
+    started: dict[str, float]
+    inside: dict[str, float]  # seconds of the parts timed inside this one, by clock
 
 
 class Clock:
-    """Seconds per part; a part timed inside another is taken out of the outer one's."""
+    """Wall and CPU seconds per part; a part timed inside another is taken out of the outer one's."""
 
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = dict.fromkeys(PARTS, 0.0)
+        self.seconds: dict[str, dict[str, float]] = {kind: dict.fromkeys(PARTS, 0.0) for kind in CLOCKS}
         self._open: list[_Open] = []
 
     @contextmanager
     def part(self, name: str):
-        frame = _Open(time.perf_counter())
+        frame = _Open(_now(), dict.fromkeys(CLOCKS, 0.0))
         self._open.append(frame)
         try:
             yield
         finally:
             self._open.pop()
-            spent = time.perf_counter() - frame.started
-            self.seconds[name] += spent - frame.inside
-            if self._open:
-                self._open[-1].inside += spent
+            now = _now()
+            for kind in CLOCKS:
+                spent = now[kind] - frame.started[kind]
+                self.seconds[kind][name] += spent - frame.inside[kind]
+                if self._open:
+                    self._open[-1].inside[kind] += spent
 
     def split_open_part(self, name: str) -> None:
         """Book the innermost open part's own time so far to ``name`` instead (model build, up to now)."""
-        frame = self._open[-1]
-        spent = time.perf_counter() - frame.started - frame.inside
-        self.seconds[name] += spent
-        frame.inside += spent
+        frame, now = self._open[-1], _now()
+        for kind in CLOCKS:
+            spent = now[kind] - frame.started[kind] - frame.inside[kind]
+            self.seconds[kind][name] += spent
+            frame.inside[kind] += spent
 
     def timed(self, name: str, function):
         def wrapper(*args, **kwargs):
@@ -163,19 +173,25 @@ def run_process(params: str, overrides: list[str], trials: int, first_number: in
     # The same seeded sampler in every process and version: trial i gets the same parameters everywhere.
     sampler = optuna.samplers.RandomSampler(seed=config.base.seed)
     study = optuna.create_study(direction="minimize", sampler=sampler, pruner=optuna.pruners.NopPruner())
-    per_trial, rss_mb = [], []
+    per_trial: dict[str, list[dict[str, float]]] = {kind: [] for kind in CLOCKS}
+    rss_mb = []
     for number in range(first_number + trials):
         trial = study.ask()
         if number < first_number:  # draw and drop the earlier trials' parameters: this one gets its own
             objective.suggest(trial)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
-        before = dict(clock.seconds)
+        before = {kind: dict(seconds) for kind, seconds in clock.seconds.items()}
         with clock.part(OTHER):
             study.tell(trial, objective(trial))
-        per_trial.append({name: clock.seconds[name] - before[name] for name in PARTS if name not in PER_PROCESS})
+        for kind, seconds in clock.seconds.items():
+            per_trial[kind].append({name: seconds[name] - before[kind][name] for name in PARTS if name not in PER_PROCESS})
         rss_mb.append(_rss_mb())
-    return {"process": {name: clock.seconds[name] for name in PER_PROCESS}, "trials": per_trial, "rss_mb": rss_mb}
+    result: dict[str, Any] = {
+        kind: {"process": {name: seconds[name] for name in PER_PROCESS}, "trials": per_trial[kind]}
+        for kind, seconds in clock.seconds.items()
+    }
+    return {**result, "rss_mb": rss_mb}
 
 
 def _value(text: str):
@@ -199,14 +215,17 @@ def run_version(folder: Path, overrides: list[str], trials: int, workdir: Path, 
         command = [sys.executable, "-m", "bench.objective_cost", "--child", "--params", str(folder / "params.yaml")]
         command += ["--trials", str(min(per_process, trials - first)), "--first", str(first), "--scratch", str(scratch)]
         command += [f"--set={item}" for item in overrides]
-        started = time.perf_counter()
+        before, started = os.times(), time.perf_counter()
         done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - started
+        after, wall = os.times(), time.perf_counter() - started
         if done.returncode != 0:
             raise RuntimeError(f"{folder}: the trial process failed:\n{done.stderr[-3000:]}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
+        cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
         # The interpreter's own start and exit happen outside the clock.
-        result["process"][INTERPRETER] = wall - sum(result["process"].values()) - sum(sum(t.values()) for t in result["trials"])
+        for kind, total in (("wall", wall), ("cpu", cpu)):
+            timed = result[kind]
+            timed["process"][INTERPRETER] = total - sum(timed["process"].values()) - sum(sum(t.values()) for t in timed["trials"])
         processes.append(result)
     return {"trials_per_process": per_process, "processes": processes}
 
@@ -234,21 +253,22 @@ def _trials_per_process(folder: Path, overrides: list[str], trials: int) -> int:
     return trials if value is None else min(int(value), trials)
 
 
-def per_trial_seconds(run: dict) -> dict[str, float]:
-    """Mean seconds per trial and part, each process's start shared by its trials."""
-    trials = [trial for process in run["processes"] for trial in process["trials"]]
-    seconds = {name: sum(process["process"][name] for process in run["processes"]) / len(trials) for name in PER_PROCESS}
+def per_trial_seconds(run: dict, kind: str = "wall") -> dict[str, float]:
+    """Mean seconds per trial and part by the ``kind`` clock, each process's start shared by its trials."""
+    timed = [process[kind] for process in run["processes"]]
+    trials = [trial for process in timed for trial in process["trials"]]
+    seconds = {name: sum(process["process"][name] for process in timed) / len(trials) for name in PER_PROCESS}
     for name in PARTS:
         if name not in PER_PROCESS:
             seconds[name] = statistics.fmean(trial[name] for trial in trials)
     return seconds
 
 
-def summarize(results: dict[str, list[dict]]) -> dict:
-    """Per version: median over rounds of the seconds per trial and part, the total, and the shares the issue names."""
+def summarize(results: dict[str, list[dict]], kind: str = "wall") -> dict:
+    """Per version: median over rounds of the ``kind`` seconds per trial and part, the total, and the shares the issue names."""
     versions: dict[str, dict[str, Any]] = {}
     for label, rounds in results.items():
-        rows = [per_trial_seconds(run) for run in rounds]
+        rows = [per_trial_seconds(run, kind) for run in rounds]
         medians = {name: statistics.median(row[name] for row in rows) for name in PARTS}
         totals = [sum(row.values()) for row in rows]
         total = statistics.median(totals)
@@ -271,9 +291,12 @@ def summarize(results: dict[str, list[dict]]) -> dict:
     return versions
 
 
-def markdown(versions: dict) -> str:
+def markdown(versions: dict, kind: str = "wall") -> str:
     labels = list(versions)
-    lines = ["| part of a trial | " + " | ".join(f"{label}: s (share)" for label in labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines = [
+        f"| part of a trial ({kind} s) | " + " | ".join(f"{label}: s (share)" for label in labels) + " |",
+        "|---" * (len(labels) + 1) + "|",
+    ]
     for name in PARTS:
         cells = [f"{versions[label]['seconds_per_trial'][name]:.1f} ({versions[label]['shares'][name]:.0%})" for label in labels]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -317,11 +340,12 @@ def main(argv: list[str] | None = None) -> None:
             for label, folder in versions.items():
                 results[label].append(run_version(Path(folder).resolve(), args.set, args.trials, Path.cwd(), Path(scratch)))
     about["load_average_end"] = list(os.getloadavg())
-    summary = summarize(results)
+    summaries = {kind: summarize(results, kind) for kind in CLOCKS}
+    tables = {kind: markdown(summary, kind) for kind, summary in summaries.items()}
     settings = {"rounds": args.rounds, "trials_per_round": args.trials, "overrides": args.set, "versions": versions}
-    figures = {"machine": about, "settings": settings, "versions": summary, "table": markdown(summary), "runs": results}
+    figures = {"machine": about, "settings": settings, "versions": summaries, "tables": tables, "runs": results}
     args.out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
-    print(markdown(summary))
+    print("\n\n".join(tables.values()))
 
 
 if __name__ == "__main__":
