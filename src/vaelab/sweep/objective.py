@@ -153,7 +153,7 @@ class Objective:
         if self.artifact_store is not None:
             upload_trial_pictures(trial, self.artifact_store, result.model, result.history, config.base.seed)
         if reporter.pruned_after is not None:
-            raise optuna.TrialPruned(f"after epoch {reporter.pruned_after}: {self.metric}={reporter.last_value:.4g}")
+            raise optuna.TrialPruned(f"after epoch {reporter.pruned_after}: {reporter.last_name}={reporter.last_value:.4g}")
         return reporter.last_value
 
     def _check_space(self) -> None:
@@ -229,6 +229,7 @@ def _validation_reporter(trial: optuna.Trial, x_val: ShardedImages | np.ndarray,
         def __init__(self) -> None:
             super().__init__()
             self.last_value = math.nan
+            self.last_name = metric  # the name of the estimate last_value is: the full one, or a cheaper one
             self.pruned_after: int | None = None
             self.failure: str | None = None
 
@@ -239,12 +240,12 @@ def _validation_reporter(trial: optuna.Trial, x_val: ShardedImages | np.ndarray,
             # last epoch on its first pruning_nll_images images only, since then only the pruner reads it.
             first = None if epoch + 1 >= config.sweep.epochs else pruning_images
             value = estimate_nll(self.model, x_val, evaluate.nll_samples, evaluate.nll_images, config.base.seed, evaluate.batch_size, first)
-            name = metric if first is None else pruning_metric(metric, first)
+            name = metric if first is None else _pruning_metric(metric, first)
             if not math.isfinite(value):
                 self.failure = f"{name} became {value} after epoch {epoch + 1}"
                 self.model.stop_training = True
                 return
-            self.last_value = value
+            self.last_value, self.last_name = value, name
             if logs is not None:
                 logs[name] = value  # the same dict goes on to MlflowEpochLogger
             trial.report(value, epoch + 1)  # steps are 1-based epochs, like the MLflow metric steps
@@ -255,7 +256,7 @@ def _validation_reporter(trial: optuna.Trial, x_val: ShardedImages | np.ndarray,
     return ValidationReporter()
 
 
-def pruning_metric(metric: str, images: int) -> str:
+def _pruning_metric(metric: str, images: int) -> str:
     """The name of the cheaper estimate on ``images`` images a trial reports before its last epoch, e.g.
     ``val_nll_k100_grayscale_nats_first100``: not the objective's own name, whose figure covers all scored images."""
     return f"{metric}_first{images}"
