@@ -210,7 +210,7 @@ class SweepSection(_Section):
     # the value the study optimises. null = the full estimate after every epoch. bench/intermediate_nll.json.
     pruning_nll_images: PositiveInt | None = 200
     # Each worker process runs this many trials, then a fresh process takes its place: every Keras fit() leaves
-    # graphs behind that TensorFlow never frees, so a long-lived process grows by each trial (about 26 MB), while a
+    # graphs behind that TensorFlow never frees, so a long-lived process grows by each trial (26-39 MB), while a
     # fresh process costs seconds of start-up (bench/objective_cost.json). null = no limit.
     trials_per_process: PositiveInt | None = 4
     space: dict[str, SearchRange] = Field(
