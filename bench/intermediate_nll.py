@@ -1,6 +1,6 @@
 """Whether pruning on a cheaper NLL estimate before the last epoch stops the same trials: writes bench/intermediate_nll.json.
 
-``python -m bench.intermediate_nll record --seed 42 --seed 7`` (about 15 minutes a seed) runs an unpruned study
+``python -m bench.intermediate_nll record --seed 42 --seed 7`` (30-45 minutes a seed on a busy 2-core machine) runs an unpruned study
 per seed in this process, on the project's processed data, and records after every epoch the validation NLL
 (``evaluate.nll_samples`` draws) of each of the ``evaluate.nll_images`` scored images. A cheaper estimate at an
 intermediate epoch is the mean over the first ``n`` of those images (``sweep.pruning_nll_images``), so one

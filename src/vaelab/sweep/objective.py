@@ -5,8 +5,8 @@ epoch (so a pruner can stop it early), reports the importance-sampled NLL of the
 is better, named by :func:`vaelab.sweep.report.objective_metric` (e.g. ``val_nll_k100_grayscale_nats``).
 Before the last epoch only the pruner reads it, so there it is estimated on the first ``sweep.pruning_nll_images``
 of the scored images (logged as ``<metric>_first<n>``): all trials are compared on the same images at the same
-epoch, and bench/intermediate_nll.json shows recorded studies' pruners stopping the same trials as with the
-full estimate. The last epoch's value, the one the study optimises, is the full estimate, unchanged.
+epoch, and bench/intermediate_nll.json shows the default pruner stopping the same trials of recorded studies as
+with the full estimate. The last epoch's value, the one the study optimises, is the full estimate, unchanged.
 
 Why that figure: it is the one the evaluate stage reports on the test split, by the same
 :func:`vaelab.evaluation.likelihood.estimate_nll` with the same settings (``evaluate.nll_samples`` draws per image on
