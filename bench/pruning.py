@@ -9,6 +9,7 @@ start-up trials make a pruned study sample the very parameters of the unpruned o
 trials 11 to 16 would be sampled from a different history, so the 16-trial figures are an approximation.
 
 ``--curves FILE`` replays the curves of an earlier pruning.json instead of recording them again.
+bench/intermediate_nll.py replays the same candidates to judge a cheaper estimate before the last epoch.
 """
 
 from __future__ import annotations

@@ -126,6 +126,22 @@ def test_estimate_on_a_seeded_subset_of_test_images(one_d_vae) -> None:
     np.testing.assert_array_equal(subset_indices(10, 12, seed=7), np.arange(10))
 
 
+def test_the_cheaper_estimate_is_the_mean_over_the_first_of_the_chosen_images(one_d_vae) -> None:
+    x = _binary_images(10, seed=5)
+    chosen = subset_indices(10, 4, seed=7)
+    per_image = importance_sampled_nll(one_d_vae, x[chosen], k=5, seed=7, indices=chosen)
+    full = estimate_nll(one_d_vae, x, k=5, n_images=4, seed=7)
+    # The first two chosen images, each estimated with its own draws as in the full estimate.
+    assert estimate_nll(one_d_vae, x, k=5, n_images=4, seed=7, first=2) == pytest.approx((per_image[0] + per_image[1]) / 2, rel=1e-6)
+    assert abs(estimate_nll(one_d_vae, x, k=5, n_images=4, seed=7, first=2) - full) > 1e-3  # not the full one
+    # As many as are chosen, or more: the full estimate itself, to the last bit.
+    assert estimate_nll(one_d_vae, x, k=5, n_images=4, seed=7, first=4) == full
+    assert estimate_nll(one_d_vae, x, k=5, n_images=4, seed=7, first=9) == full
+    assert estimate_nll(one_d_vae, x, k=5, n_images=None, seed=7, first=3) == pytest.approx(
+        importance_sampled_nll(one_d_vae, x[:3], k=5, seed=7).mean(), rel=1e-6
+    )
+
+
 def test_progress_counts_the_images_finished_after_each_pass(one_d_vae) -> None:
     seen: list[int] = []
     importance_sampled_nll(one_d_vae, _binary_images(5, seed=2), k=4, seed=0, max_decoded=8, progress=seen.append)

@@ -144,22 +144,26 @@ def test_objective_is_named_after_the_evaluate_stage_nll_on_the_validation_split
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pruning_images", [None, 48, 10])
 def test_a_trial_reports_the_evaluate_stage_nll_of_its_model_on_the_validation_images(
-    sweep_config, sweep_processed, sweep_workdir, mlflow_uri, monkeypatch
+    sweep_config, sweep_processed, sweep_workdir, mlflow_uri, monkeypatch, pruning_images
 ):
-    """Each epoch's value is estimate_nll with evaluate.* on the validation split, recomputed here on the model."""
+    """Each epoch's value is estimate_nll with evaluate.* on the validation split, recomputed here on the model;
+    before the last epoch on the first sweep.pruning_nll_images of its images, if that is fewer than all 48."""
     import keras
 
     from vaelab import training
     from vaelab.evaluation import likelihood
 
-    config = sweep_config()
+    config = sweep_config(sweep__pruning_nll_images=pruning_images)
     x_val = np.asarray(load_splits(sweep_processed).x_val)  # all 64; estimate_nll picks its 48
-    recomputed: dict[int, float] = {}
+    full: dict[int, float] = {}
+    first_ten: dict[int, float] = {}
 
     class Recompute(keras.callbacks.Callback):  # runs after the sweep's reporter, on the same weights
         def on_epoch_end(self, epoch, logs=None):
-            recomputed[epoch + 1] = likelihood.estimate_nll(self.model, x_val, 20, 48, config.base.seed, 24)
+            full[epoch + 1] = likelihood.estimate_nll(self.model, x_val, 20, 48, config.base.seed, 24)
+            first_ten[epoch + 1] = likelihood.estimate_nll(self.model, x_val, 20, 48, config.base.seed, 24, first=10)
 
     real_train = training.train
 
@@ -172,14 +176,22 @@ def test_a_trial_reports_the_evaluate_stage_nll_of_its_model_on_the_validation_i
 
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE
-    assert sorted(recomputed) == [1, 2]
-    assert trial.intermediate_values == recomputed
-    assert trial.value == recomputed[2]
+    assert sorted(full) == [1, 2]
+    assert first_ten[1] != full[1]  # so that the two cases below differ
     client = MlflowClient(mlflow_uri)
     run_id = trial.user_attrs["mlflow_run_id"]
-    history = client.get_metric_history(run_id, OBJECTIVE)
-    assert sorted((m.step, m.value) for m in history) == sorted(recomputed.items())
-    assert client.get_run(run_id).data.metrics[f"final_{OBJECTIVE}"] == recomputed[2]
+    history = {(m.step, m.value) for m in client.get_metric_history(run_id, OBJECTIVE)}
+    if pruning_images == 10:
+        # The pruner saw the 10-image estimate after epoch 1; MLflow has it under its own name.
+        assert trial.intermediate_values == {1: first_ten[1], 2: full[2]}
+        assert history == {(2, full[2])}
+        assert [(m.step, m.value) for m in client.get_metric_history(run_id, f"{OBJECTIVE}_first10")] == [(1, first_ten[1])]
+    else:  # null, or all the scored images: the full estimate after every epoch
+        assert trial.intermediate_values == full
+        assert history == set(full.items())
+    # The study's value is the full estimate after the last epoch, exactly, whatever the pruner saw before it.
+    assert trial.value == full[2]
+    assert client.get_run(run_id).data.metrics[f"final_{OBJECTIVE}"] == full[2]
 
 
 def test_winner_command_keeps_every_digit():

@@ -114,3 +114,27 @@ def test_bad_pruner_settings_are_one_line_errors(project_root, overrides, messag
     with pytest.raises(ConfigError) as caught:
         load_config(project_root / "params.yaml", overrides)
     assert str(caught.value) == f"override: {message}"
+
+
+def test_intermediate_estimate_judge_flags_a_size_that_changes_what_the_pruner_stops():
+    from bench.intermediate_nll import judge, mixed_curve, smallest_same
+
+    assert mixed_curve({"2": [1.0, 2.0, 3.0, 4.0], "4": [5.0, 6.0, 7.0, 8.0]}, "2", "4") == [1.0, 2.0, 3.0, 8.0]
+    # Per trial, the curve of the 2-image estimate and of the full (4-image) one. Trials 0 and 1 read alike on both.
+    # Trial 2's full estimate after epoch 1, 10.5, is below median(10, 12) = 11, and it stays below the medians
+    # after (9 < 10, 8 < 9, 6 < 8): it finishes. Its 2-image estimate, 13, is above 11: pruned after epoch 1.
+    recorded = {
+        "1": [
+            {"curves": {"2": [10.0, 9.0, 8.0, 7.5], "4": [10.0, 9.0, 8.0, 7.0]}},
+            {"curves": {"2": [12.0, 11.0, 10.0, 9.5], "4": [12.0, 11.0, 10.0, 9.0]}},
+            {"curves": {"2": [13.0, 9.0, 8.0, 6.5], "4": [10.5, 9.0, 8.0, 6.0]}},
+        ]
+    }
+    verdicts = judge(recorded)
+    assert verdicts["median s2 e1"]["2"]["1"] == {"same": False, "epochs": [4, 4, 1], "full_epochs": [4, 4, 4]}
+    assert verdicts["none"]["2"]["1"]["same"] is True
+    assert smallest_same(verdicts, "median s2 e1") is None
+    assert smallest_same(verdicts, "none") == 2
+    # A size is accepted only when every larger one is too.
+    by_size = {"500": {"42": {"same": True}}, "200": {"42": {"same": False}}, "100": {"42": {"same": True}}}
+    assert smallest_same({"p": by_size}, "p") == 500

@@ -239,9 +239,14 @@ class SweepSection(_Section):
     # Pruned when its best value so far is worse than this percentile of the finished trials' (50 = median).
     pruner_percentile: Annotated[float, Field(gt=0, lt=100)] = 40.0
     pruner_reduction_factor: Annotated[StrictInt, Field(ge=2)] = 3  # 1 in this many trials goes on at each rung
+    # Before the last epoch a trial is scored, for the pruner only, on the first this many of the evaluate.nll_images
+    # validation images (same K, same draws): a fraction of the cost. Its last epoch always gets the full estimate,
+    # the value the study optimises. null = the full estimate after every epoch. bench/intermediate_nll.json.
+    pruning_nll_images: PositiveInt | None = 200
     # Each worker process runs this many trials, then a fresh process takes its place: every Keras fit() leaves
-    # graphs behind that TensorFlow never frees, so a long-lived process grows by each trial. null = no limit.
-    trials_per_process: PositiveInt | None = 1
+    # graphs behind that TensorFlow never frees, so a long-lived process grows by each trial (26-39 MB), while a
+    # fresh process costs seconds of start-up (bench/objective_cost.json). null = no limit.
+    trials_per_process: PositiveInt | None = 4
     # What trials are scored by, all minimised. Several make a multi-objective study with a Pareto front, which
     # Optuna cannot prune (the pruner keys are then unused); choose_by and choose_limits pick its winner.
     objectives: tuple[str, ...] = ("val_nll",)

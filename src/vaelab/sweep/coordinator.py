@@ -22,10 +22,12 @@ on this machine is marked FAIL when a worker next looks.
 
 Memory: every Keras ``fit`` leaves graphs behind that TensorFlow does not free, so a process that trains trial
 after trial grows by each one. Trials therefore run in worker processes (one per ``--workers``, also for a
-single worker) that exit after ``sweep.trials_per_process`` trials (default 1) and are replaced by fresh ones
-until the study is done. The processed data is read from its shards by each process, a few rows at a time, so
-no process holds a copy of it; the study's pruning, heartbeats, retries and MLflow parent run are in the
-storage and the tracking store, which every process opens anew. ``trials_per_process: null`` keeps one
+single worker) that exit after ``sweep.trials_per_process`` trials and are replaced by fresh ones until the
+study is done. The default, 4, weighs the two costs: a process grows by 26-39 MB a trial, so by some 120 MB
+before it is replaced, while each fresh one pays seconds of TensorFlow start-up (bench/objective_cost.json).
+The processed data is read from its shards by each process, a few rows at a time, so no process holds a copy
+of it; the study's pruning, heartbeats, retries and MLflow parent run are in the storage and the tracking
+store, which every process opens anew. ``trials_per_process: null`` keeps one
 process throughout (with one worker, the coordinator's own).
 
 Several machines: run the same command on each, sharing one PostgreSQL database through the environment

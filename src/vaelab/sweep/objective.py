@@ -3,6 +3,10 @@
 Each trial trains ``sweep.epochs`` epochs on the first ``sweep.max_train`` training images and, after every
 epoch (so a pruner can stop it early), reports the importance-sampled NLL of the validation split in nats, lower
 is better, named by :func:`vaelab.sweep.report.objective_metric` (e.g. ``val_nll_k100_grayscale_nats``).
+Before the last epoch only the pruner reads it, so there it is estimated on the first ``sweep.pruning_nll_images``
+of the scored images (logged as ``<metric>_first<n>``): all trials are compared on the same images at the same
+epoch, and bench/intermediate_nll.json shows the default pruner stopping the same trials of recorded studies as
+with the full estimate. The last epoch's value, the one the study optimises, is the full estimate, unchanged.
 
 Why that figure: it is the one the evaluate stage reports on the test split, by the same
 :func:`vaelab.evaluation.likelihood.estimate_nll` with the same settings (``evaluate.nll_samples`` draws per image on
@@ -157,7 +161,7 @@ class Objective:
         if self.artifact_store is not None:
             upload_trial_pictures(trial, self.artifact_store, result.model, result.history, config.base.seed)
         if reporter.pruned_after is not None:
-            raise optuna.TrialPruned(f"after epoch {reporter.pruned_after}: {self.metric}={reporter.last_value:.4g}")
+            raise optuna.TrialPruned(f"after epoch {reporter.pruned_after}: {reporter.last_name}={reporter.last_value:.4g}")
         return tuple(self._final_value(name, result.model, reporter.last_value, config) for name in config.sweep.objectives)
 
     def _final_value(self, name: str, model: VAE, nll: float, config: Config) -> float:
@@ -223,33 +227,44 @@ def trial_run_name(number: int, config: Config) -> str:
 
 
 def _validation_reporter(trial: optuna.Trial, x_val: ShardedImages | np.ndarray, config: Config):
-    """A Keras callback that reports the validation NLL to ``trial`` after each epoch and stops a pruned trial."""
+    """A Keras callback that reports the validation NLL to ``trial`` after each epoch and stops a pruned trial.
+
+    Before the last epoch it reports the estimate on the first ``sweep.pruning_nll_images`` scored images; at
+    the last, the full one, which the trial returns."""
     import keras  # here, not at the top: `vaelab sweep --help` should not load TensorFlow
 
     from vaelab.evaluation.likelihood import estimate_nll
 
     metric = objective_metric(config)
     evaluate = config.evaluate
+    scored = len(x_val) if evaluate.nll_images is None else min(evaluate.nll_images, len(x_val))
+    pruning_images = config.sweep.pruning_nll_images
+    if pruning_images is not None and pruning_images >= scored:
+        pruning_images = None  # the full estimate: no cheaper one to report under another name
 
     class ValidationReporter(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
             self.last_value = math.nan
+            self.last_name = metric  # the name of the estimate last_value is: the full one, or a cheaper one
             self.pruned_after: int | None = None
             self.failure: str | None = None
 
         def on_epoch_end(self, epoch, logs=None):
             if self.model.stop_training:  # training's NaN guard stopped it, and train() raises the error
                 return
-            # The evaluate stage's call on the test split (vaelab.stages), here on the validation split.
-            value = estimate_nll(self.model, x_val, evaluate.nll_samples, evaluate.nll_images, config.base.seed, evaluate.batch_size)
+            # The evaluate stage's call on the test split (vaelab.stages), here on the validation split; before the
+            # last epoch on its first pruning_nll_images images only, since then only the pruner reads it.
+            first = None if epoch + 1 >= config.sweep.epochs else pruning_images
+            value = estimate_nll(self.model, x_val, evaluate.nll_samples, evaluate.nll_images, config.base.seed, evaluate.batch_size, first)
+            name = metric if first is None else _pruning_metric(metric, first)
             if not math.isfinite(value):
-                self.failure = f"{metric} became {value} after epoch {epoch + 1}"
+                self.failure = f"{name} became {value} after epoch {epoch + 1}"
                 self.model.stop_training = True
                 return
-            self.last_value = value
+            self.last_value, self.last_name = value, name
             if logs is not None:
-                logs[metric] = value  # the same dict goes on to MlflowEpochLogger
+                logs[name] = value  # the same dict goes on to MlflowEpochLogger
             if not prunes(config):  # Optuna refuses reports from studies of several objectives
                 return
             trial.report(value, epoch + 1)  # steps are 1-based epochs, like the MLflow metric steps
@@ -258,6 +273,12 @@ def _validation_reporter(trial: optuna.Trial, x_val: ShardedImages | np.ndarray,
                 self.model.stop_training = True
 
     return ValidationReporter()
+
+
+def _pruning_metric(metric: str, images: int) -> str:
+    """The name of the cheaper estimate on ``images`` images a trial reports before its last epoch, e.g.
+    ``val_nll_k100_grayscale_nats_first100``: not the objective's own name, whose figure covers all scored images."""
+    return f"{metric}_first{images}"
 
 
 def _is_integer_setting(config: Config, key: str) -> bool:
