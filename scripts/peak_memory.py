@@ -55,8 +55,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="working folder (default: a new temporary one)")
     args = parser.parse_args()
 
+    from vaelab.config.presets import preset_overrides
     from vaelab.data.synthetic import write_faces
-    from vaelab.presets import preset_overrides
 
     work = args.work or Path(tempfile.mkdtemp(prefix="vaelab-memory-"))
     folder = work / "faces"

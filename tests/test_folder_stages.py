@@ -17,8 +17,8 @@ from PIL import Image
 from tiny import dotted, tiny_settings
 
 from vaelab.config.load import load_config
+from vaelab.config.presets import preset_overrides
 from vaelab.data.synthetic import write_faces
-from vaelab.presets import preset_overrides
 from vaelab.stages import run_download, run_evaluate, run_preprocess, run_train
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from vaelab.config.load import load_config
+from vaelab.config.presets import available, preset_overrides
 from vaelab.errors import ConfigError
-from vaelab.presets import available, dvc_set_flags, preset_overrides
+from vaelab.presets import dvc_set_flags
 
 CELEBA_FLAGS = [
     "-S", "base.experiment=vaelab-faces",

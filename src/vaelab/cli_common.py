@@ -49,7 +49,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    from vaelab.presets import preset_overrides
+    from vaelab.config.presets import preset_overrides
 
     overrides: dict[str, object] = {}
     for name in args.presets:

@@ -7,5 +7,6 @@
 - :mod:`.disk`: the paths checked against what exists on disk.
 - :mod:`.memory`: the sizes checked against this machine's RAM (counted by :mod:`vaelab.sizes`).
 - :mod:`.messages`: the one-line wording of every config error.
+- :mod:`.presets`: ``presets/*.yaml``, each as dotted overrides checked against the params file.
 - :mod:`.load`: :func:`~.load.load_config` and :func:`~.load.with_overrides`, the two doors.
 """
