@@ -136,14 +136,20 @@ def test_vamp_kl_estimate_averages_to_the_closed_form_when_its_one_component_is_
     assert np.all(np.abs(estimates.mean(axis=1) - closed) < 4 * errors + 1e-6)
 
 
-def test_vamp_prior_kl_is_zero_when_every_image_encodes_alike():
-    # Kernels zero: data and pseudo-images all encode to N(0.3, e^-0.5), so p(z) = q(z|x) and log q - log p is
-    # 0 at every z; the normal prior's KL of the same posterior is the closed form.
-    x = binary_images(8)
+def twins_encoding_alike():
+    """A VampPrior VAE and its normal-prior twin (same weights), every image and pseudo-image encoding to N(0.3, e^-0.5)."""
     vamp, normal = tiny_vae(prior="vamp", vamp_components=3), tiny_vae()
     normal.set_weights([w for w in vamp.get_weights() if w.shape != (3, 28, 28, 1)])
     for model in (vamp, normal):
         zero_kernels(model, 0.3, -0.5)
+    return vamp, normal
+
+
+def test_vamp_prior_kl_is_zero_when_every_image_encodes_alike():
+    # Kernels zero: data and pseudo-images all encode to N(0.3, e^-0.5), so p(z) = q(z|x) and log q - log p is
+    # 0 at every z; the normal prior's KL of the same posterior is the closed form.
+    x = binary_images(8)
+    vamp, normal = twins_encoding_alike()
     _, vamp_reconstruction, vamp_kl = (float(v) for v in vamp._loss_terms(x, training=False))
     _, normal_reconstruction, normal_kl = (float(v) for v in normal._loss_terms(x, training=False))
     assert vamp_kl == pytest.approx(0.0, abs=1e-5)
@@ -201,10 +207,7 @@ def test_the_evaluate_stage_measures_a_vamp_model_against_its_own_prior():
     from vaelab.evaluation.metrics import loss_terms, prior_points
 
     x = binary_images(8)
-    vamp, normal = tiny_vae(prior="vamp", vamp_components=3), tiny_vae()
-    normal.set_weights([w for w in vamp.get_weights() if w.shape != (3, 28, 28, 1)])
-    for model in (vamp, normal):
-        zero_kernels(model, 0.3, -0.5)
+    vamp, normal = twins_encoding_alike()
     vamp_terms, _ = loss_terms(vamp, x, batch_size=4, seed=0)
     normal_terms, _ = loss_terms(normal, x, batch_size=4, seed=0)
     assert vamp_terms["kl_per_image"] == pytest.approx(0.0, abs=1e-5)

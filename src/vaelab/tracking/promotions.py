@@ -12,13 +12,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vaelab.config.schema import Config
 from vaelab.metric_names import HEADLINE_PATTERN, evaluate_nll_metric
 from vaelab.tracking.experiments import open_experiment
 from vaelab.tracking.registry import BEST_ALIAS
+from vaelab.tracking.runs import find_run
 from vaelab.tracking.store import store_errors, tracking_uri, with_retries
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,9 @@ def evaluated_run(config: Config, run_id: str) -> dict[str, Any] | None:
     client = MlflowClient(uri)
     with store_errors(uri):
         experiment_id = open_experiment(config.base.experiment, uri, config)
-        try:
-            run = with_retries(lambda: client.get_run(run_id))
-        except MlflowException as err:
-            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            return None
+        run = find_run(client, run_id)
+    if run is None:
+        return None
     scored = evaluate_nll_metric(config) in run.data.metrics
     if run.info.experiment_id != experiment_id or run.info.status != "FINISHED" or not scored:
         return None
@@ -59,11 +56,7 @@ def registration_of(run_id: str) -> dict[str, Any] | None:
 def record_on_run(run_id: str, tags: dict[str, str], metrics: dict[str, float], step: int, artifact: Path) -> bool:
     """Tags, metrics (at ``step``) and a file on the existing run ``run_id``, whatever its status; False if it is gone."""
     client = MlflowClient(tracking_uri())
-    try:
-        with_retries(lambda: client.get_run(run_id))
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
+    if find_run(client, run_id) is None:
         return False
     for key, value in tags.items():
         with_retries(partial(client.set_tag, run_id, key, value))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, SupportsFloat
 
 import mlflow
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -244,13 +245,17 @@ def log_datasets(splits: Splits, processed_dir: Path | str, manifest_path: Path 
     with_retries(lambda: mlflow.log_inputs(list(datasets.values()), contexts=list(datasets), tags_list=[None] * len(datasets)))
 
 
-def run_exists(run_id: str) -> bool:
-    """Whether ``run_id`` is a live (not deleted) run in the current tracking store."""
-    client = MlflowClient(tracking_uri())
+def find_run(client: MlflowClient, run_id: str) -> Run | None:
+    """Run ``run_id`` of ``client``'s store, or None if the store has no such run (other failures raise)."""
     try:
-        run = with_retries(lambda: client.get_run(run_id))
+        return with_retries(lambda: client.get_run(run_id))
     except MlflowException as err:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        return False
-    return run.info.lifecycle_stage != "deleted"
+        return None
+
+
+def run_exists(run_id: str) -> bool:
+    """Whether ``run_id`` is a live (not deleted) run in the current tracking store."""
+    run = find_run(MlflowClient(tracking_uri()), run_id)
+    return run is not None and run.info.lifecycle_stage != "deleted"
