@@ -8,6 +8,9 @@ timed one. Written per step, in milliseconds:
 
 - ``onednn``: primitive time by kind. A transposed convolution's forward pass is oneDNN's ``backward_data``
   and its data gradient a ``forward_training``: the kinds name the primitive's direction, not the layer's.
+  TensorFlow routes its convolutions through oneDNN only where its oneDNN ops are on (by default, on CPUs with
+  AVX512_VNNI, AVX512_BF16 or AMX; ``TF_ENABLE_ONEDNN_OPTS`` overrides); elsewhere the log holds matmuls at most,
+  and ``onednn_ops`` says which case the figures come from.
 - ``tensorflow_ops``: op time by kind (convolution, matmul, casts, element-wise and reductions, optimizer,
   input pipeline, the rest), summed over threads, and ``busy``: the time at least one op was running.
 - ``wall``: the timed segment's seconds per step from the step clock, and ``outside_ops = wall - busy``:
@@ -143,7 +146,14 @@ def child(precision: str, batch: int, steps: int, profile_dir: str | None) -> No
     _mark(MARK_END)
     if profile_dir:
         tf.profiler.experimental.stop()
-    print(json.dumps({"images_per_second": rate, "steps": total}), flush=True)
+    print(json.dumps({"images_per_second": rate, "steps": total, "onednn_ops": onednn_ops_enabled()}), flush=True)
+
+
+def onednn_ops_enabled() -> bool:
+    """Whether this TensorFlow runs its own ops (convolutions among them) on oneDNN, as it decides at start-up."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def _mark(text: str) -> None:
@@ -168,11 +178,13 @@ def profile(precision: str, batch: int, steps: int) -> dict:
     # Both logs cover the segment's untimed warm-up steps too, so their totals are divided by all its steps.
     profiled_steps = steady["steps"]
     per_step = {kind: round(ms / profiled_steps, 3) for kind, ms in sorted(ops.items())}
-    onednn_steps = json.loads(lines[-1])["steps"]
+    verbose_run = json.loads(lines[-1])
+    onednn_steps = verbose_run["steps"]
     return {
         "precision": precision,
         "batch": batch,
         "timed_steps": steps,
+        "onednn_ops": verbose_run["onednn_ops"],
         "wall_ms_per_step": round(wall_ms, 3),
         "onednn_ms_per_step": {kind: round(ms / onednn_steps, 3) for kind, ms in sorted(onednn.items())},
         "tensorflow_ops_ms_per_step": per_step,
