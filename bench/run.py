@@ -246,7 +246,7 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
     if bf16:
         implementations.append(throughput.KerasReference(config.base.seed, images, policy, name="keras_reference_bf16"))
     else:
-        skipped["keras_reference_bf16"] = skipped["torch_eager_bf16"] = f"skipped: vaelab trains in {policy} here"
+        skipped.update({name: f"skipped: vaelab trains in {policy} here" for name in IMPLEMENTATIONS if name.endswith("_bf16")})
     torch_version = None
     python, reason = throughput.find_torch_python(torch_python)
     if not mode.torch_compiled:
@@ -299,7 +299,7 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
             _ratio(rates, skipped, "vaelab", best) if best else missing(_torch_skip_reason(equal, skipped, policy), "ratio")
         )
         figures["compile_seconds"] = {
-            name: compile_seconds.get(name, {}).get(batch) for name in IMPLEMENTATIONS if TORCH_PEERS.get(name, ("", False))[1]
+            name: compile_seconds.get(name, {}).get(batch) for name, (_, compiled) in TORCH_PEERS.items() if compiled
         }
         training_flops = flops_section["training_flops_per_image"]
         gflops = [rate * training_flops / 1e9 for rate in rates["vaelab"]] if training_flops else []
