@@ -596,3 +596,19 @@ def test_a_compiled_model_without_a_compiler_is_skipped_and_the_server_goes_on(t
     assert set(skipped) == {"skipped"} and skipped["skipped"].startswith("torch.compile failed: ")
     assert "\n" not in skipped["skipped"] and "no-such-g++" in skipped["skipped"]
     assert eager["images_per_second"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_TORCH, reason=f"no PyTorch interpreter at {TORCH_PYTHON} (make bench-torch)")
+def test_the_harness_keeps_each_compiled_peers_compile_time_out_of_its_rounds():
+    peer = throughput.TorchPeer(TORCH_PYTHON, "float32", name="torch_compiled", compiled=True)
+    try:
+        raw = throughput.measure([peer], [4, 8], rounds=1, warmup=1, timed_images=16, peaks={})
+    finally:
+        peer.close()
+    assert raw["failures"] == {}
+    assert set(peer.compile_seconds) == {4, 8} and all(seconds > 0 for seconds in peer.compile_seconds.values())
+    rates = raw["images_per_second"]["torch_compiled"]
+    assert [len(rates[4]), len(rates[8])] == [1, 1]
+    # Had compilation been timed, 16 images in whole seconds would be a few images/s at most.
+    assert min(rates[4][0], rates[8][0]) > 16 / min(peer.compile_seconds.values())
