@@ -119,15 +119,19 @@ def render_markdown(results: dict) -> str:
     lines += ["", "| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in figures)]
     lines += profile_table(results.get("profile"))
     lines += ["", "| goal | target | actual | met | short by |", "|---|---|---|---|---|"]
-    for goal in results["goals"].values():
-        actual = "—" if goal["actual"] is None else f"{goal['actual']:.3g}"
-        met = {True: "yes", False: "**no**", None: "not measured"}[goal["met"]]
-        short = "—" if not goal["shortfall"] else f"{goal['shortfall']:.3g}{goal['unit']} ({goal['shortfall_percent']:.0f}%)"
-        lines.append(f"| {goal['description']} | {goal['comparison']} {goal['target']:g}{goal['unit']} | {actual} | {met} | {short} |")
+    lines += [goal_row(goal) for goal in results["goals"].values()]
     notes = [f"- {key}: {status}" for key, status in results["notes"].items()]
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def goal_row(goal: dict) -> str:
+    """A goal's table row; an unjudged one says why (skipped, not applicable, ...) rather than looking missed."""
+    actual = "—" if goal["actual"] is None else f"{goal['actual']:.3g}"
+    met = {True: "yes", False: "**no**"}.get(goal["met"]) or goal["status"].split(":")[0]
+    short = "—" if not goal["shortfall"] else f"{goal['shortfall']:.3g}{goal['unit']} ({goal['shortfall_percent']:.0f}%)"
+    return f"| {goal['description']} | {goal['comparison']} {goal['target']:g}{goal['unit']} | {actual} | {met} | {short} |"
 
 
 def compile_rows(results: dict) -> list[str]:

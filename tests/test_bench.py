@@ -157,6 +157,9 @@ def test_the_float32_keras_goal_applies_only_where_vaelab_trains_in_bfloat16():
     float32 = judge_goals(_measured_results("float32", "torch_compiled", **ratios), (32,))["vaelab_over_keras_reference_batch_32"]
     assert float32["status"] == NO_NATIVE_BF16 == "not applicable: no native bfloat16 on this machine"
     assert float32["met"] is None and float32["actual"] is None and float32["shortfall"] is None
+    assert report.goal_row(float32) == (
+        "| vaelab in mixed bfloat16 / float32 Keras reference, batch 32 | >= 1.5× | — | not applicable | — |"
+    )
     bf16 = judge_goals(_measured_results("mixed_bfloat16", "torch_compiled", **ratios), (32,))["vaelab_over_keras_reference_batch_32"]
     assert (bf16["actual"], bf16["target"], bf16["met"], bf16["status"]) == (1.4, 1.5, False, "measured")
     assert bf16["shortfall"] == pytest.approx(0.1) and bf16["shortfall_percent"] == pytest.approx(100 / 15)
@@ -175,6 +178,9 @@ def test_equal_precision_goals_ask_1_2x_and_say_by_how_much_they_are_missed():
     assert torch["description"] == "vaelab / torch compiled (the faster PyTorch) at equal precision, batch 32"
     assert (torch["target"], torch["actual"], torch["met"]) == (1.2, 0.9, False)
     assert torch["shortfall"] == pytest.approx(0.3) and torch["shortfall_percent"] == pytest.approx(25)
+    assert report.goal_row(torch) == (
+        "| vaelab / torch compiled (the faster PyTorch) at equal precision, batch 32 | >= 1.2× | 0.9 | **no** | 0.3× (25%) |"
+    )
     assert "vaelab_over_torch_eager_equal_precision_batch_32" not in goals  # the best-PyTorch goal replaces it
     evaluate = goals["evaluate_fraction_of_epoch"]
     assert (evaluate["target"], evaluate["actual"], evaluate["met"]) == (0.5, 1.0, False) and evaluate["shortfall"] == 0.5
