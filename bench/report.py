@@ -34,6 +34,15 @@ def machine(torch_version: str | None) -> dict:
     }
 
 
+def bf16_features() -> dict[str, bool]:
+    """Whether this CPU multiplies bfloat16 natively: AVX512_BF16 (vector dot products) and AMX_BF16 (tiles)."""
+    flags = set(_cpuinfo_field(_read("/proc/cpuinfo"), "flags").split())
+    return {flag: flag in flags for flag in BF16_FLAGS}
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
 def render_markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
@@ -54,10 +63,15 @@ def render_markdown(results: dict) -> str:
         ("plain Keras 3 reference, mixed_bfloat16", "keras_reference_bf16", "{:.0f}"),
         ("PyTorch eager, float32", "torch_eager", "{:.0f}"),
         ("PyTorch eager, autocast bfloat16", "torch_eager_bf16", "{:.0f}"),
+        ("PyTorch `torch.compile`, float32", "torch_compiled", "{:.0f}"),
+        ("PyTorch `torch.compile`, autocast bfloat16", "torch_compiled_bf16", "{:.0f}"),
         ("**vaelab / Keras reference in float32**", "vaelab_over_keras_reference", "{:.2f}×"),
         ("**vaelab / Keras reference at equal precision**", "vaelab_over_keras_reference_equal_precision", "{:.2f}×"),
         ("vaelab / PyTorch eager in float32", "vaelab_over_torch_eager", "{:.2f}×"),
-        ("**vaelab / PyTorch eager at equal precision**", "vaelab_over_torch_eager_equal_precision", "{:.2f}×"),
+        ("vaelab / PyTorch eager at equal precision", "vaelab_over_torch_eager_equal_precision", "{:.2f}×"),
+        ("vaelab / PyTorch compiled in float32", "vaelab_over_torch_compiled", "{:.2f}×"),
+        ("vaelab / PyTorch compiled at equal precision", "vaelab_over_torch_compiled_equal_precision", "{:.2f}×"),
+        ("**vaelab / the faster PyTorch at equal precision**", "vaelab_over_best_torch_equal_precision", "{:.2f}×"),
         ("vaelab GFLOP/s", "vaelab_gflops", "{:.1f}"),
         (f"vaelab, share of the {precision} matmul peak", "vaelab_fraction_of_peak", "{:.0%}"),
     ]
@@ -66,6 +80,7 @@ def render_markdown(results: dict) -> str:
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     executions = [str(results["throughput"][f"batch_{b}"]["vaelab_steps_per_execution"]) for b in results["settings"]["batches"]]
     lines.append("| vaelab steps per execution (as in an MNIST epoch) | " + " | ".join(executions) + " |")
+    lines += compile_rows(results)
 
     flops, pipeline, memory, sweeps = results["flops"], results["pipeline"], results["memory"], results["sweeps"]
     matmul, quality = results["matmul_peak_gflops"], results["quality"]
@@ -102,16 +117,79 @@ def render_markdown(results: dict) -> str:
         ),
     ]
     lines += ["", "| figure | value |", "|---|---|", *(f"| {label} | {value} |" for label, value in figures)]
+    lines += profile_table(results.get("profile"))
     lines += ["", "| goal | target | actual | met | short by |", "|---|---|---|---|---|"]
-    for goal in results["goals"].values():
-        actual = "—" if goal["actual"] is None else f"{goal['actual']:.3g}"
-        met = {True: "yes", False: "**no**", None: "not measured"}[goal["met"]]
-        short = "—" if not goal["shortfall"] else f"{goal['shortfall']:.3g}{goal['unit']} ({goal['shortfall_percent']:.0f}%)"
-        lines.append(f"| {goal['description']} | {goal['comparison']} {goal['target']:g}{goal['unit']} | {actual} | {met} | {short} |")
+    lines += [goal_row(goal) for goal in results["goals"].values()]
     notes = [f"- {key}: {status}" for key, status in results["notes"].items()]
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def goal_row(goal: dict) -> str:
+    """A goal's table row; an unjudged one says why (skipped, not applicable, ...) rather than looking missed."""
+    actual = "—" if goal["actual"] is None else f"{goal['actual']:.3g}"
+    met = {True: "yes", False: "**no**"}.get(goal["met"]) or goal["status"].split(":")[0]
+    short = "—" if not goal["shortfall"] else f"{goal['shortfall']:.3g}{goal['unit']} ({goal['shortfall_percent']:.0f}%)"
+    return f"| {goal['description']} | {goal['comparison']} {goal['target']:g}{goal['unit']} | {actual} | {met} | {short} |"
+
+
+def compile_rows(results: dict) -> list[str]:
+    """One row per compiled PyTorch peer: seconds of its first, compiling step at each batch size."""
+    batches = results["settings"]["batches"]
+    peers = results["throughput"][f"batch_{batches[0]}"].get("compile_seconds", {})
+    rows = []
+    for peer in peers:
+        cells = [_number(results["throughput"][f"batch_{b}"]["compile_seconds"][peer], 1, "{:.1f} s") for b in batches]
+        rows.append(f"| {peer}: compile time (first step, not in images/s) | " + " | ".join(cells) + " |")
+    return rows
+
+
+PROFILE_TOTALS = (
+    ("ops running (busy)", "busy_ms_per_step"),
+    ("outside ops", "outside_ops_ms_per_step"),
+    ("wall-clock step", "wall_ms_per_step"),
+)
+PROFILE_ROWS = (
+    ("TensorFlow ops", "tensorflow_ops_ms_per_step"),
+    ("oneDNN primitives", "onednn_ms_per_step"),
+)
+
+
+def profile_table(profile: dict | None) -> list[str]:
+    """Milliseconds per training step by kind, and each kind's share of the wall-clock step."""
+    if not profile:
+        return []
+    features = ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in profile["cpu_bf16_features"].items())
+    onednn = {True: "on", False: "off", None: "not reported"}[profile["onednn_ops"]]
+    heading = (
+        f"Where vaelab's training step goes (batch {profile['batch']}, {profile['steps']} timed steps; "
+        f"{features}; TensorFlow's oneDNN ops {onednn})"
+    )
+    if not profile["runs"]:
+        return ["", f"{heading}: {profile['status']}"]
+    runs = profile["runs"]
+    lines = [
+        "",
+        f"{heading}:",
+        "",
+        "| kind | " + " | ".join(f"{run['precision']}: ms per step | share of the step" for run in runs) + " |",
+        "|---|" + "---|---|" * len(runs),
+    ]
+    for source, key in PROFILE_ROWS:
+        for kind in sorted({kind for run in runs for kind in run[key]}):
+            lines.append(_profile_row(f"{source}: {kind.replace('_', ' ')}", [(run[key].get(kind), run) for run in runs]))
+    for label, key in PROFILE_TOTALS:
+        lines.append(_profile_row(f"**{label}**", [(run[key], run) for run in runs]))
+    return lines
+
+
+def _profile_row(label: str, values: list[tuple[float | None, dict]]) -> str:
+    cells = []
+    for ms, run in values:
+        share = None if ms is None or not run["wall_ms_per_step"] else ms / run["wall_ms_per_step"]
+        cells += [_number(ms, 1, "{:.2f}"), _number(share, 1, "{:.0%}")]
+    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def replace_readme_block(readme: str, block: str) -> str:

@@ -4,7 +4,9 @@ Writes ``results.json`` (every figure as median, min, max and samples; each goal
 met and shortfall) and ``results.md`` (the tables, with the machine) into ``--out``, and with
 ``--readme`` copies the tables into the README between its bench markers. Sections:
 
-1. training throughput of vaelab, the plain Keras reference and PyTorch eager (bench/throughput.py);
+1. training throughput of vaelab, the plain Keras reference and PyTorch eager and compiled (bench/throughput.py),
+   with the compiled peers' compile times apart, and where vaelab's training step spends its time
+   (bench/step_profile.py);
 2. FLOPs per training image (bench/flops.py) and vaelab's share of the measured float32 matmul peak;
 3. no-op ``dvc repro`` and the train stage's start-up to its first step, 4. the evaluate stage against
    one training epoch, 6. stage peak memory (bench/pipeline.py); 5. sweeps with and without pruning and
@@ -35,12 +37,31 @@ log = logging.getLogger("bench")
 
 PROJECT = Path(__file__).resolve().parents[1]
 BATCHES = (32, 128)
-IMPLEMENTATIONS = ("vaelab", "keras_reference", "torch_eager", "keras_reference_bf16", "torch_eager_bf16")
+IMPLEMENTATIONS = (
+    "vaelab",
+    "keras_reference",
+    "torch_eager",
+    "torch_compiled",
+    "keras_reference_bf16",
+    "torch_eager_bf16",
+    "torch_compiled_bf16",
+)
+# The PyTorch peers: name -> (precision bench/torch_reference.py takes, torch.compile or not).
+TORCH_PEERS = {
+    "torch_eager": ("float32", False),
+    "torch_compiled": ("float32", True),
+    "torch_eager_bf16": ("bfloat16", False),
+    "torch_compiled_bf16": ("bfloat16", True),
+}
 # The references that run at vaelab's precision: the "_bf16" ones (Keras' mixed_bfloat16 policy, PyTorch's
 # CPU autocast to bfloat16) only when vaelab trains in mixed bfloat16, the float32 ones otherwise.
 EQUAL_PRECISION = {
-    "float32": {"keras_reference": "keras_reference", "torch_eager": "torch_eager"},
-    "mixed_bfloat16": {"keras_reference": "keras_reference_bf16", "torch_eager": "torch_eager_bf16"},
+    "float32": {"keras_reference": "keras_reference", "torch_eager": "torch_eager", "torch_compiled": "torch_compiled"},
+    "mixed_bfloat16": {
+        "keras_reference": "keras_reference_bf16",
+        "torch_eager": "torch_eager_bf16",
+        "torch_compiled": "torch_compiled_bf16",
+    },
 }
 MNIST_TRAIN_IMAGES = 60_000
 
@@ -62,6 +83,9 @@ class Mode:
     memory_epochs: int = 1
     memory_max_train: int = 1000
     quality_epochs: int = 3  # the issue's check: 3 epochs on the full training set
+    torch_compiled: bool = True  # compiling takes a minute or more per model: more than tiny mode's whole budget
+    profile_batch: int = 128
+    profile_steps: int = 40
 
 
 MODES = {
@@ -90,6 +114,9 @@ MODES = {
         memory_trials=3,
         memory_max_train=64,
         quality_epochs=1,
+        torch_compiled=False,
+        profile_batch=32,
+        profile_steps=4,
         stage_overrides={
             "train.epochs": 1,
             "classifier.epochs": 1,
@@ -127,6 +154,7 @@ def run_benchmark(mode: Mode, *, scratch: Path, torch_python: str | None) -> dic
         }
     throughput_section, matmul, torch_version = measure_throughput(mode, config, flops_section, torch_python, notes)
     machine = report.machine(torch_version)
+    profile_section = measure_profile(mode, config, notes)
     pipeline_section, stage_memory = measure_pipeline(mode, scratch, notes)
     quality_section = measure_quality(mode, config, scratch, notes)
     sweeps_section, memory_section = measure_sweeps(mode, config, scratch, notes)
@@ -145,6 +173,7 @@ def run_benchmark(mode: Mode, *, scratch: Path, torch_python: str | None) -> dic
         "flops": flops_section,
         "throughput": throughput_section,
         "matmul_peak_gflops": matmul,
+        "profile": profile_section,
         "quality": quality_section,
         "pipeline": pipeline_section,
         "memory": memory_section,
@@ -162,6 +191,9 @@ DEFINITIONS = {
     "vaelab_steps_per_execution": "training steps vaelab runs per compiled call at that batch size in an MNIST epoch",
     "vaelab_fraction_of_peak": "vaelab images/s x flops.training_flops_per_image / the same round's matmul GFLOP/s",
     "matmul_peak_gflops": "fastest of 3 NumPy float32 products of two matrix_size^2 matrices per round, 2 n^3 FLOPs",
+    "compile_seconds": "the compiled PyTorch peer's first training step at that batch size, which compiles it; not in images/s",
+    "best_torch_equal_precision": "the faster (by median images/s) of PyTorch eager and compiled at vaelab's precision",
+    "profile": "bench.step_profile at vaelab's precision: ms per step by kind; shares are of the wall-clock step",
     "startup_to_first_step_end_s": (
         "from starting the train stage's process to the end of its first training step (the first execution of steps_per_execution steps)"
     ),
@@ -214,18 +246,21 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
     if bf16:
         implementations.append(throughput.KerasReference(config.base.seed, images, policy, name="keras_reference_bf16"))
     else:
-        skipped["keras_reference_bf16"] = skipped["torch_eager_bf16"] = f"skipped: vaelab trains in {policy} here"
+        skipped.update({name: f"skipped: vaelab trains in {policy} here" for name in IMPLEMENTATIONS if name.endswith("_bf16")})
     torch_version = None
     python, reason = throughput.find_torch_python(torch_python)
+    if not mode.torch_compiled:
+        for name in ("torch_compiled", "torch_compiled_bf16"):
+            skipped.setdefault(name, f"skipped: PyTorch compiled runs in full mode only, not in {mode.name} mode")
     torch_impls = []
-    for name, torch_precision in (("torch_eager", "float32"), ("torch_eager_bf16", "bfloat16")):
+    for name, (torch_precision, compiled) in TORCH_PEERS.items():
         if name in skipped:
             continue
         if not python:
             skipped[name] = reason
             continue
         try:
-            torch_impls.append(throughput.TorchEager(python, torch_precision, name=name))
+            torch_impls.append(throughput.TorchPeer(python, torch_precision, name=name, compiled=compiled))
             torch_version = torch_impls[-1].info.get("torch")
         except Exception as err:  # noqa: BLE001 - the others are still worth measuring
             skipped[name] = f"failed: {err}"
@@ -242,6 +277,7 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
             impl.close()
     skipped.update(raw["failures"])
     notes.update({f"throughput.{name}": status for name, status in skipped.items() if not status.startswith("skipped: vaelab trains")})
+    compile_seconds = {impl.name: impl.compile_seconds for impl in torch_impls if impl.compiled}
     vaelab_peaks = raw["peak_gflops"]["bfloat16" if bf16 else "float32"]
     equal = EQUAL_PRECISION.get(policy, {})
     section: dict = {"vaelab_precision": policy}
@@ -250,13 +286,21 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
         figures: dict[str, object] = {
             name: missing(skipped[name], "images/s") if name in skipped else summarize(rates[name], "images/s") for name in IMPLEMENTATIONS
         }
-        for reference in ("keras_reference", "torch_eager"):
+        for reference in ("keras_reference", "torch_eager", "torch_compiled"):
             figures[f"vaelab_over_{reference}"] = _ratio(rates, skipped, "vaelab", reference)
             figures[f"vaelab_over_{reference}_equal_precision"] = (
                 _ratio(rates, skipped, "vaelab", equal[reference])
                 if equal
                 else missing(f"skipped: no reference trains in {policy}", "ratio")
             )
+        best = best_torch([equal[peer] for peer in ("torch_eager", "torch_compiled")] if equal else [], figures)
+        figures["best_torch_equal_precision"] = best
+        figures["vaelab_over_best_torch_equal_precision"] = (
+            _ratio(rates, skipped, "vaelab", best) if best else missing(_torch_skip_reason(equal, skipped, policy), "ratio")
+        )
+        figures["compile_seconds"] = {
+            name: compile_seconds.get(name, {}).get(batch) for name, (_, compiled) in TORCH_PEERS.items() if compiled
+        }
         training_flops = flops_section["training_flops_per_image"]
         gflops = [rate * training_flops / 1e9 for rate in rates["vaelab"]] if training_flops else []
         blocked = skipped.get("vaelab") or (None if training_flops else flops_section["status"])
@@ -274,9 +318,47 @@ def measure_throughput(mode: Mode, config, flops_section: dict, torch_python: st
     return section, matmul, torch_version
 
 
+def best_torch(candidates: list[str], figures: dict) -> str | None:
+    """The measured PyTorch peer with the highest median images/s among ``candidates``, or None if none was."""
+    measured = [name for name in candidates if figures[name]["median"] is not None]
+    return max(measured, key=lambda name: figures[name]["median"], default=None)
+
+
+def _torch_skip_reason(equal: dict, skipped: dict, policy: str) -> str:
+    if not equal:
+        return f"skipped: no PyTorch peer trains in {policy}"
+    reasons = [skipped.get(equal[peer]) for peer in ("torch_eager", "torch_compiled")]
+    return next((reason for reason in reasons if reason), "not measured: no PyTorch samples")
+
+
 def _ratio(rates: dict, skipped: dict, numerator: str, denominator: str) -> dict:
     blocked = skipped.get(numerator) or skipped.get(denominator)
     return missing(blocked, "ratio") if blocked else summarize(ratios(rates[numerator], rates[denominator]), "ratio")
+
+
+def measure_profile(mode: Mode, config, notes: dict) -> dict:
+    """bench.step_profile at vaelab's precision, with what decides how fast bfloat16 can be here."""
+    from bench import step_profile
+    from vaelab import precision
+
+    policy = precision.resolve(config.train.precision)
+    section: dict = {
+        "batch": mode.profile_batch,
+        "steps": mode.profile_steps,
+        "cpu_bf16_features": report.bf16_features(),
+        "runs": [],
+        "onednn_ops": None,
+        "status": "measured",
+    }
+    try:
+        section["runs"] = [step_profile.profile(policy, mode.profile_batch, mode.profile_steps)]
+    except Exception as err:
+        log.exception("the step profile failed")
+        section["status"] = notes["profile"] = f"failed: {type(err).__name__}: {_first_line(err)}"
+        return section
+    # main's step_profile adds `onednn_ops` to each run; older ones lack it, hence .get.
+    section["onednn_ops"] = section["runs"][0].get("onednn_ops")
+    return section
 
 
 def measure_quality(mode: Mode, config, scratch: Path, notes: dict) -> dict:

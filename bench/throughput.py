@@ -1,4 +1,4 @@
-"""Training throughput of vaelab, the plain Keras reference and PyTorch eager, and this CPU's matmul peaks.
+"""Training throughput of vaelab, the plain Keras reference and PyTorch (eager and compiled), and this CPU's matmul peaks.
 
 One *segment* trains ``warmup`` untimed steps and then ``steps`` timed ones, on random images in memory
 (the content does not change the arithmetic). Throughput is timed images / seconds from the end of the
@@ -143,15 +143,22 @@ class KerasReference:
         return rate_from_step_ends(clock.ends, warmup, batch)
 
 
-class TorchEager:
+class PeerSkipped(BenchError):
+    """The peer cannot run on this machine (torch.compile without a working compiler): skipped, not failed."""
+
+
+class TorchPeer:
     """bench/torch_reference.py --serve in the interpreter that has torch; idle while the others run.
 
-    ``precision`` is "float32" or "bfloat16" (CPU autocast), as bench/torch_reference.py takes it.
+    ``precision`` is "float32" or "bfloat16" (CPU autocast), as bench/torch_reference.py takes it; ``compiled``
+    asks for ``torch.compile``. ``compile_seconds`` maps each batch size to its model's compile time.
     """
 
-    def __init__(self, python: str, precision: str = "float32", name: str = "torch_eager"):
+    def __init__(self, python: str, precision: str = "float32", name: str = "torch_eager", compiled: bool = False):
         self.precision = precision
         self.name = name
+        self.compiled = compiled
+        self.compile_seconds: dict[int, float] = {}
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the subprocess; closed in close()
         script = Path(__file__).with_name("torch_reference.py")
         self.process = subprocess.Popen(
@@ -163,9 +170,15 @@ class TorchEager:
         self.info = self._reply()
 
     def segment(self, batch: int, warmup: int, steps: int) -> float:
-        self._requests.write(json.dumps({"batch": batch, "warmup": warmup, "steps": steps, "precision": self.precision}) + "\n")
+        request = {"batch": batch, "warmup": warmup, "steps": steps, "precision": self.precision, "compile": self.compiled}
+        self._requests.write(json.dumps(request) + "\n")
         self._requests.flush()
-        return float(self._reply()["images_per_second"])
+        reply = self._reply()
+        if "skipped" in reply:
+            raise PeerSkipped(reply["skipped"])
+        if reply.get("compile_seconds") is not None:
+            self.compile_seconds[batch] = float(reply["compile_seconds"])
+        return float(reply["images_per_second"])
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -253,6 +266,10 @@ def measure(implementations: list, batches: list[int], *, rounds: int, warmup: i
                     continue
                 try:
                     rate = impl.segment(batch, warmup, steps_for(batch, timed_images))
+                except PeerSkipped as err:
+                    failures[impl.name] = f"skipped: {err}"
+                    log.info("%s skipped: %s", impl.name, err)
+                    continue
                 except Exception as err:  # one implementation failing must not stop the others
                     failures[impl.name] = f"failed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
                     log.exception("%s at batch %d failed", impl.name, batch)

@@ -1,14 +1,19 @@
-"""The chapter's VAE in plain PyTorch eager: the benchmark's second yardstick. Needs only torch.
+"""The chapter's VAE in plain PyTorch, eager or under ``torch.compile``: the benchmark's second yardstick. Needs only torch.
 
 It runs in whatever environment has torch (``make bench-torch`` makes one in .venv-torch), never imports
 vaelab, and talks JSON on stdout:
 
-- ``python bench/torch_reference.py --batch 32 --warmup 10 --steps 100 [--precision bfloat16]`` trains
-  that many steps and prints one line, ``{"images_per_second": ..., ...}``;
+- ``python bench/torch_reference.py --batch 32 --warmup 10 --steps 100 [--precision bfloat16] [--compile]``
+  trains that many steps and prints one line, ``{"images_per_second": ..., "compile_seconds": ..., ...}``;
 - ``python bench/torch_reference.py --serve`` prints ``{"ready": true, ...}``, then answers each stdin line
-  ``{"batch": 32, "warmup": 10, "steps": 100, "precision": "float32"}`` with one such line, keeping one model
-  per batch size and precision warm between requests so the harness can interleave it with the Keras runs.
-  An empty line ends it.
+  ``{"batch": 32, "warmup": 10, "steps": 100, "precision": "float32", "compile": false}`` with one such line,
+  keeping one model per batch size, precision and compile flag warm between requests so the harness can
+  interleave it with the Keras runs. An empty line ends it. A model that ``torch.compile`` cannot compile
+  here (no C compiler, say) is answered with ``{"skipped": "<why, one line>"}`` and the process goes on.
+
+``compile`` wraps the forward pass and loss in ``torch.compile`` (inductor, default mode; AOTAutograd
+compiles the backward pass too) while Adam stays eager. The model's first training step, which compiles
+both, runs when the model is built and is reported as ``compile_seconds``, never inside the timed steps.
 
 ``bfloat16`` runs the forward pass under ``torch.autocast("cpu", dtype=torch.bfloat16)``, PyTorch's own
 mixed precision for CPUs: convolutions and linear layers in bfloat16, weights, gradients and Adam in
@@ -89,10 +94,14 @@ def vae_loss(images, reconstruction, mu, log_var):
     return R_LOSS_FACTOR * reconstruction_loss + kl
 
 
-class Trainer:
-    """One model, optimizer and in-memory data set for one batch size and precision."""
+class CompileUnavailable(RuntimeError):
+    """torch.compile cannot build kernels on this machine; the compiled peers are skipped, not failed."""
 
-    def __init__(self, batch: int, seed: int = 0, precision: str = "float32"):
+
+class Trainer:
+    """One model, optimizer and in-memory data set for one batch size, precision and compile flag."""
+
+    def __init__(self, batch: int, seed: int = 0, precision: str = "float32", compiled: bool = False):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; received {precision!r}")
         torch.manual_seed(seed)
@@ -101,6 +110,33 @@ class Trainer:
         self.model = VAE()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
         self.images = torch.rand(0, 1, 28, 28)
+        self.forward_loss = self._forward_loss
+        self.compile_seconds: float | None = None
+        if compiled:
+            self._compile()
+
+    def _forward_loss(self, images):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            reconstruction, mu, log_var = self.model(images)
+        return vae_loss(images, reconstruction.float(), mu.float(), log_var.float())
+
+    def _compile(self) -> None:
+        # dynamic=False: each batch size has its own model, so no step should pay for shape-generic kernels.
+        self.forward_loss = torch.compile(self._forward_loss, dynamic=False)
+        started = time.perf_counter()
+        try:
+            self._step(torch.rand(self.batch, 1, 28, 28))  # compiles forward and backward
+        except Exception as err:  # inductor's errors have no common base class
+            lines = str(err).strip().splitlines()
+            raise CompileUnavailable(f"torch.compile failed: {type(err).__name__}: {lines[0] if lines else 'no message'}") from err
+        self.compile_seconds = time.perf_counter() - started
+
+    def _step(self, images):
+        loss = self.forward_loss(images)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss
 
     def run(self, warmup: int, steps: int) -> dict:
         """Train ``warmup`` untimed steps, then ``steps`` timed ones, on a fresh shuffle of in-memory images."""
@@ -112,13 +148,7 @@ class Trainer:
         for step in range(warmup + steps):
             if step == warmup:
                 started = time.perf_counter()
-            images = shuffled[step * self.batch : (step + 1) * self.batch]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-                reconstruction, mu, log_var = self.model(images)
-            loss = vae_loss(images, reconstruction.float(), mu.float(), log_var.float())
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
+            loss = self._step(shuffled[step * self.batch : (step + 1) * self.batch])
         seconds = time.perf_counter() - started if started is not None else 0.0
         return {
             "batch": self.batch,
@@ -126,6 +156,7 @@ class Trainer:
             "seconds": seconds,
             "images_per_second": steps * self.batch / seconds if seconds else None,
             "loss": None if loss is None else loss.item(),
+            "compile_seconds": self.compile_seconds,
         }
 
 
@@ -134,31 +165,36 @@ def describe() -> dict:
 
 
 def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
-    trainers: dict[tuple[int, str], Trainer] = {}
+    trainers: dict[tuple[int, str, bool], Trainer] = {}
     print(json.dumps({"ready": True, **describe()}), file=stdout, flush=True)
     for line in stdin:
         if not line.strip():
             break
         request = json.loads(line)
-        batch, precision = int(request["batch"]), request.get("precision", "float32")
-        if (batch, precision) not in trainers:
-            trainers[batch, precision] = Trainer(batch, int(request.get("seed", 0)), precision)
-        trainer = trainers[batch, precision]
-        print(json.dumps(trainer.run(int(request["warmup"]), int(request["steps"]))), file=stdout, flush=True)
+        key = (int(request["batch"]), request.get("precision", "float32"), bool(request.get("compile", False)))
+        if key not in trainers:
+            try:
+                trainers[key] = Trainer(key[0], int(request.get("seed", 0)), key[1], compiled=key[2])
+            except CompileUnavailable as err:
+                print(json.dumps({"skipped": str(err)}), file=stdout, flush=True)
+                continue
+        print(json.dumps(trainers[key].run(int(request["warmup"]), int(request["steps"]))), file=stdout, flush=True)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Train the chapter's VAE in PyTorch eager and report images/s as JSON.")
+    parser = argparse.ArgumentParser(description="Train the chapter's VAE in PyTorch and report images/s as JSON.")
     parser.add_argument("--serve", action="store_true", help="answer JSON requests on stdin, one per line")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="bfloat16: CPU autocast (default: %(default)s)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the forward pass and loss (inductor)")
     args = parser.parse_args(argv)
     if args.serve:
         serve()
         return
-    print(json.dumps({**Trainer(args.batch, precision=args.precision).run(args.warmup, args.steps), **describe()}))
+    trainer = Trainer(args.batch, precision=args.precision, compiled=args.compile)
+    print(json.dumps({**trainer.run(args.warmup, args.steps), **describe()}))
 
 
 if __name__ == "__main__":
