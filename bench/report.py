@@ -34,13 +34,13 @@ def machine(torch_version: str | None) -> dict:
     }
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
 def bf16_features() -> dict[str, bool]:
     """Whether this CPU multiplies bfloat16 natively: AVX512_BF16 (vector dot products) and AMX_BF16 (tiles)."""
     flags = set(_cpuinfo_field(_read("/proc/cpuinfo"), "flags").split())
     return {flag: flag in flags for flag in BF16_FLAGS}
-
-
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def render_markdown(results: dict) -> str:

@@ -151,6 +151,7 @@ def child(precision: str, batch: int, steps: int, profile_dir: str | None) -> No
 
 def onednn_ops_enabled() -> bool:
     """Whether this TensorFlow runs its own ops (convolutions among them) on oneDNN, as it decides at start-up."""
+    # Private, but the only place TensorFlow exposes the decision it prints in its start-up notice.
     from tensorflow.python.util import _pywrap_util_port
 
     return bool(_pywrap_util_port.IsMklEnabled())

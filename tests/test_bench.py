@@ -414,7 +414,7 @@ def test_tiny_mode_writes_every_field(tmp_path: Path):
         for key in ("torch_eager", "vaelab_over_torch_eager", "vaelab_over_torch_eager_equal_precision"):
             _check_figure(figures[key], rounds if HAS_TORCH else None)
         _check_figure(figures["torch_eager_bf16"], rounds if HAS_TORCH and bf16 else None)
-        # torch.compile costs a minute per model, so tiny mode leaves the compiled peers out.
+        # Each torch.compile'd model costs 12-24 s to compile, so tiny mode leaves the compiled peers out.
         for key in ("torch_compiled", "torch_compiled_bf16", "vaelab_over_torch_compiled", "vaelab_over_torch_compiled_equal_precision"):
             _check_figure(figures[key], None)
         assert figures["torch_compiled"]["status"] == "skipped: PyTorch compiled runs in full mode only, not in tiny mode"
@@ -441,11 +441,11 @@ def test_tiny_mode_writes_every_field(tmp_path: Path):
 
     profile = results["profile"]
     assert profile["status"] == "measured" and (profile["batch"], profile["steps"]) == (32, 4)
-    assert set(profile["cpu_bf16_features"]) == {"avx512_bf16", "amx_bf16"}
-    assert all(isinstance(present, bool) for present in profile["cpu_bf16_features"].values())
+    cpu_flags = set(Path("/proc/cpuinfo").read_text().split())
+    assert profile["cpu_bf16_features"] == {flag: flag in cpu_flags for flag in ("avx512_bf16", "amx_bf16")}
     (run,) = profile["runs"]
     assert run["precision"] == precision and run["batch"] == 32 and run["wall_ms_per_step"] > 0
-    assert profile["onednn_ops"] == run.get("onednn_ops")
+    assert isinstance(run["onednn_ops"], bool) and profile["onednn_ops"] is run["onednn_ops"]
 
     quality = results["quality"]
     assert quality["epochs"] == 1 and quality["precision"] == precision
