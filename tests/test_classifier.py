@@ -91,6 +91,39 @@ def test_classifier_stage_then_evaluate_reports_sample_quality_and_nll(project: 
 
 
 @pytest.mark.slow
+def test_evaluate_reads_the_real_images_statistics_the_classifier_stage_saved(project: Path, mlflow_uri: str) -> None:
+    from vaelab.data.processed import load_splits
+    from vaelab.evaluation import real_features
+    from vaelab.stages import run_classifier, run_evaluate, run_train
+
+    config = load_config("params.yaml", {"train.epochs": 1})
+    run_classifier(config)
+    run_train(config)
+    saved = Path("models/classifier") / real_features.STATISTICS_FILE
+    splits = load_splits(config.paths.processed)
+    for split, images in (("val", splits.x_val), ("test", splits.x_test)):
+        assert real_features.load(saved.parent, split, images) is not None, split
+    with_statistics = run_evaluate(config)["sample_fid_classifier"]
+
+    saved.unlink()  # as before the classifier stage saved them: the test images through the classifier
+    assert run_evaluate(config)["sample_fid_classifier"] == with_statistics
+
+    # Statistics of other images are not used: a shifted mean under the test images' digest changes the figure,
+    # the same mean under another digest does not.
+    (mean, covariance), _ = real_features.measure(_judge(), {"test": splits.x_test})[0]["test"]
+    real_features.save(saved.parent, {"test": ((mean + 1.0, covariance), real_features.images_digest(splits.x_test))})
+    assert run_evaluate(config)["sample_fid_classifier"] != pytest.approx(with_statistics, rel=1e-3)
+    real_features.save(saved.parent, {"test": ((mean + 1.0, covariance), real_features.images_digest(splits.x_test[:-1]))})
+    assert run_evaluate(config)["sample_fid_classifier"] == with_statistics
+
+
+def _judge():
+    import keras
+
+    return keras.models.load_model("models/classifier/classifier.keras", safe_mode=True)
+
+
+@pytest.mark.slow
 def test_evaluate_without_a_classifier_skips_sample_quality_with_a_log_line(
     project: Path, mlflow_uri: str, caplog: pytest.LogCaptureFixture
 ) -> None:

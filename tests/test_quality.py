@@ -15,12 +15,12 @@ from vaelab.config.schema import ClassifierSection
 from vaelab.data.processed import Splits
 from vaelab.evaluation.quality import (
     feature_frechet_distance,
-    feature_statistics,
     frechet_distance,
     label_entropy_bits,
     mean_confidence,
     sample_quality,
 )
+from vaelab.evaluation.real_features import feature_statistics
 
 
 def test_frechet_distance_of_isotropic_gaussians() -> None:
@@ -176,3 +176,30 @@ def test_a_model_of_binarized_data_is_judged_on_its_own_draws_of_bits(monkeypatc
     seen.shown.clear()
     sample_quality(seen, _BarDecoder(grey, collapse=False), real, 40, seed=0, batch_size=16)
     np.testing.assert_array_equal(np.concatenate(seen.shown[:-1]), np.full((40, 28, 28, 1), 0.25, "float32"))
+
+
+@pytest.mark.slow  # trains a tiny classifier once per module
+def test_saved_real_statistics_give_the_same_scores_as_the_images(judge) -> None:
+    from vaelab.evaluation import real_features
+
+    x_real, y_real = _bars(600, np.random.default_rng(5))
+    prototypes = np.stack([x_real[np.argmax(y_real == label)] for label in range(3)])
+    statistics, _ = real_features.measure(judge, {"test": x_real})
+    from_images = sample_quality(judge, _BarDecoder(prototypes, collapse=False), x_real, 300, seed=0)
+    saved = sample_quality(judge, _BarDecoder(prototypes, collapse=False), x_real, 300, seed=0, real_statistics=statistics["test"][0])
+    assert saved == from_images  # the same features, batch for batch: the same numbers to the last bit
+
+
+def test_known_real_statistics_spare_the_real_images_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vaelab.evaluation.classifier as classifier
+
+    seen = _SeeingClassifier()
+    monkeypatch.setattr(classifier, "features_and_probabilities", lambda model, x, batch_size=1000: tuple(model(x)))
+    grey = np.full((3, 28, 28, 1), 0.25, dtype="float32")
+    real = np.zeros((50, 28, 28, 1), "float32")
+    # Real features all 0.25 against samples' 0.25: a distance of 0, whatever the real images are.
+    scores = sample_quality(
+        seen, _BarDecoder(grey, collapse=False), real, 40, seed=0, batch_size=16, real_statistics=(np.full(3, 0.25), np.zeros((3, 3)))
+    )
+    assert [len(images) for images in seen.shown] == [16, 16, 8]  # the samples only
+    assert scores["sample_fid_classifier"] == pytest.approx(0.0, abs=1e-12)

@@ -108,13 +108,13 @@ def run_classifier(config: Config) -> dict[str, float]:
     check_made_from(config.paths.processed, config.split_settings())  # first: before TensorFlow loads
 
     from vaelab.data.processed import load_splits
-    from vaelab.evaluation import classifier
+    from vaelab.evaluation import classifier, real_features
     from vaelab.evaluation.classifier import CLASSIFIER_FILE, NO_LABELS_FILE
     from vaelab.files import atomic_path, ensure_dir, write_text
 
     splits = load_splits(config.paths.processed)
     folder = ensure_dir(config.paths.classifier)
-    for old in (folder / CLASSIFIER_FILE, folder / NO_LABELS_FILE):
+    for old in (folder / CLASSIFIER_FILE, folder / NO_LABELS_FILE, folder / real_features.STATISTICS_FILE):
         old.unlink(missing_ok=True)
     if len(splits.class_names) < 2:
         note = f"{config.data.dataset} has no class labels: no classifier, no sample-quality metrics\n"
@@ -126,8 +126,12 @@ def run_classifier(config: Config) -> dict[str, float]:
     model = classifier.train_classifier(
         splits, config.classifier, config.base.seed, verbose=2, binarize_seed=config.base.seed if dynamic else None
     )
-    metrics = {"classifier_test_accuracy": classifier.accuracy(model, splits.x_test, splits.y_test)}
+    # The real images' feature statistics come from the pass that scores the test accuracy: each evaluation
+    # and sweep trial reads them instead of passing the images through the classifier again.
+    statistics, probabilities = real_features.measure(model, {"val": splits.x_val, "test": splits.x_test})
+    metrics = {"classifier_test_accuracy": classifier.accuracy(probabilities["test"], splits.y_test)}
     log.info("classifier test accuracy: %.4f", metrics["classifier_test_accuracy"])
+    real_features.save(folder, statistics)
     with atomic_path(folder / CLASSIFIER_FILE) as tmp:
         model.save(tmp)
     write_json(config.paths.classifier_metrics, metrics)

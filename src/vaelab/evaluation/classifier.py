@@ -2,8 +2,8 @@
 
 Its penultimate layer (``features``) is the feature space of ``sample_fid_classifier`` and its
 softmax output gives the confidence and predicted-label spread of samples (see ``vaelab.evaluation.quality``).
-No I/O here: the classifier stage in ``vaelab.stages`` saves the model and its test accuracy; the
-evaluate stage loads it (``vaelab.evaluation.report.load_classifier``).
+No I/O here: the classifier stage in ``vaelab.stages`` saves the model, its test accuracy and the real images'
+feature statistics (``vaelab.evaluation.real_features``); the evaluate stage loads them (``vaelab.evaluation.report.load_classifier``).
 """
 
 from __future__ import annotations
@@ -76,9 +76,8 @@ def train_classifier(
     return model
 
 
-def accuracy(model: keras.Model, x: ShardedImages | np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
-    """Share of images whose most probable class is the label."""
-    _, probabilities = features_and_probabilities(model, x, batch_size)
+def accuracy(probabilities: np.ndarray, y: np.ndarray) -> float:
+    """Share of images whose most probable class (from ``probabilities``, ``(N, classes)``) is the label."""
     return float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(y)))
 
 

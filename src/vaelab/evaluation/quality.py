@@ -16,19 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vaelab.evaluation.real_features import Statistics, feature_statistics
+
 if TYPE_CHECKING:
     import keras
 
     from vaelab.data.shards import ShardedImages
     from vaelab.evaluation.passes import Samples
-
-
-def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean ``(F,)`` and covariance ``(F, F)`` (denominator N - 1) of ``(N, F)`` features, in float64."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2 or len(features) < 2:
-        raise ValueError(f"need at least 2 feature vectors as an (N, F) array; received shape {features.shape}")
-    return features.mean(axis=0), np.cov(features, rowvar=False, ddof=1).reshape(features.shape[1], features.shape[1])
 
 
 def frechet_distance(mean_a: np.ndarray, cov_a: np.ndarray, mean_b: np.ndarray, cov_b: np.ndarray) -> float:
@@ -79,6 +73,7 @@ def sample_quality(
     seed: int,
     batch_size: int = 1000,
     binary: bool = False,
+    real_statistics: Statistics | None = None,
 ) -> dict[str, float]:
     """``sample_fid_classifier``, ``sample_confidence`` and ``sample_label_entropy_bits`` of ``n_samples``
     images decoded from the prior, against ``real_images`` (the test set).
@@ -87,6 +82,8 @@ def sample_quality(
     samples picture). Samples are decoded and scored a batch at a time, so only their features are kept.
     With ``binary`` (a model of binarized data, whose test images are bits), each sample is the model's own
     draw of bits from the decoded pixel probabilities, seeded, so that like is compared with like.
+    ``real_statistics``: the features' mean and covariance of ``real_images`` if known already
+    (:mod:`vaelab.evaluation.real_features`), which spares their pass through the classifier.
     """
     from vaelab.evaluation import passes
     from vaelab.evaluation.classifier import features_and_probabilities
@@ -103,9 +100,10 @@ def sample_quality(
         return features_and_probabilities(classifier, probabilities, batch_size)
 
     sample_features, sample_probabilities = passes.in_batches(scored, z, batch_size)
-    real_features, _ = features_and_probabilities(classifier, real_images, batch_size)
+    if real_statistics is None:
+        real_statistics = feature_statistics(features_and_probabilities(classifier, real_images, batch_size)[0])
     return {
-        "sample_fid_classifier": feature_frechet_distance(real_features, sample_features),
+        "sample_fid_classifier": frechet_distance(*real_statistics, *feature_statistics(sample_features)),
         "sample_confidence": mean_confidence(sample_probabilities),
         "sample_label_entropy_bits": label_entropy_bits(sample_probabilities),
     }

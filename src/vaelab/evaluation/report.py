@@ -76,7 +76,7 @@ def write_plots(model: VAE, splits: Splits, config: Config) -> list[Path]:
 
 def _generator_metrics(model: VAE, splits: Splits, config: Config) -> dict[str, float]:
     """Test NLL (importance-sampled) and, given a classifier, the quality of samples from the prior."""
-    from vaelab.evaluation import likelihood, quality
+    from vaelab.evaluation import likelihood, quality, real_features
     from vaelab.metric_names import evaluate_nll_metric
 
     ev, seed = config.evaluate, config.base.seed
@@ -85,7 +85,12 @@ def _generator_metrics(model: VAE, splits: Splits, config: Config) -> dict[str, 
     judge = load_classifier(config, splits)
     if judge is not None:
         binary = config.data.binarize != "none"
-        scores.update(quality.sample_quality(judge, model, splits.x_test, ev.quality_samples, seed, ev.batch_size, binary=binary))
+        real = real_features.load(config.paths.classifier, "test", splits.x_test)
+        scores.update(
+            quality.sample_quality(
+                judge, model, splits.x_test, ev.quality_samples, seed, ev.batch_size, binary=binary, real_statistics=real
+            )
+        )
         accuracy_file = config.paths.classifier_metrics
         recorded = read_json(accuracy_file, "run the classifier stage again") if accuracy_file.exists() else {}
         if "classifier_test_accuracy" in recorded:

@@ -66,9 +66,13 @@ def load_judge(config: Config, splits: Splits) -> keras.Model:
 
 def sample_fid(judge: keras.Model, model: VAE, x_val: ShardedImages | np.ndarray, config: Config) -> float:
     """``evaluate.quality_samples`` prior samples of ``model`` against ``x_val``, like the evaluate stage's FID."""
+    from vaelab.evaluation import real_features
     from vaelab.evaluation.quality import sample_quality
 
     evaluate = config.evaluate
     binary = config.data.binarize != "none"  # a model of bits is judged on its drawn bits, as in the evaluate stage
-    scores = sample_quality(judge, model, x_val, evaluate.quality_samples, config.base.seed, evaluate.batch_size, binary=binary)
+    real = real_features.load(config.paths.classifier, "val", x_val)  # None for a capped split: computed here
+    scores = sample_quality(
+        judge, model, x_val, evaluate.quality_samples, config.base.seed, evaluate.batch_size, binary=binary, real_statistics=real
+    )
     return scores["sample_fid_classifier"]
