@@ -104,7 +104,7 @@ status: setup  ## what DVC would re-run, and the latest metrics
 
 TORCH_VENV ?= .venv-torch
 
-bench: setup  ## benchmark vs plain Keras and PyTorch eager and compiled (over an hour on 2 cores, idle machine): bench/results.{json,md}, README table
+bench: setup  ## benchmark vs plain Keras and PyTorch eager and compiled (about an hour on 2 cores, idle machine): bench/results.{json,md}, README table
 	$(RUN) python -m bench.run --mode full --out bench --readme README.md --torch-python $(CURDIR)/$(TORCH_VENV)/bin/python
 
 bench-torch:  ## PyTorch (CPU) in a separate .venv-torch, so `make bench` also measures the PyTorch reference
