@@ -48,6 +48,7 @@ OP_KINDS = {
     "input_pipeline": re.compile(r"Iterator|Dataset|Prefetch"),
 }
 OPTIMIZER_SCOPE = re.compile(r"(^|/)(adam|adamw|sgd|rmsprop)(_\d+)?/", re.IGNORECASE)
+LARGEST = 15  # op types listed by time in each profile
 VARIABLE_OPS = {"ReadVariableOp", "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "VarHandleOp"}
 
 
@@ -88,13 +89,15 @@ def op_kind(name: str, op_type: str) -> str:
     return "elementwise_and_reductions"
 
 
-def parse_xspace(path: Path) -> tuple[dict[str, float], float]:
-    """(milliseconds by :func:`op_kind` summed over the compute threads, milliseconds at least one op ran)."""
+def parse_xspace(path: Path) -> tuple[dict[str, float], float, dict[tuple[str, str], float]]:
+    """(milliseconds by :func:`op_kind` summed over the compute threads, milliseconds at least one op ran,
+    milliseconds by (kind, op type): which ops make up each kind)."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     space = xplane_pb2.XSpace()
     space.ParseFromString(path.read_bytes())
     totals: dict[str, float] = defaultdict(float)
+    by_type: dict[tuple[str, str], float] = defaultdict(float)
     intervals: list[tuple[int, int]] = []
     for plane in space.planes:
         if plane.name != "/host:CPU":
@@ -107,10 +110,12 @@ def parse_xspace(path: Path) -> tuple[dict[str, float], float]:
                 if ":" not in name or name.startswith(("ThreadpoolListener", "ExecutorState")):
                     continue  # "scope/op:OpType" names an op; the rest are the executor's own events
                 op_name, _, op_type = name.rpartition(":")
-                totals[op_kind(op_name, op_type)] += event.duration_ps / 1e9
+                kind = op_kind(op_name, op_type)
+                totals[kind] += event.duration_ps / 1e9
+                by_type[kind, op_type] += event.duration_ps / 1e9
                 start = line.timestamp_ns * 1000 + event.offset_ps
                 intervals.append((start, start + event.duration_ps))
-    return dict(totals), _union_ps(intervals) / 1e9
+    return dict(totals), _union_ps(intervals) / 1e9, dict(by_type)
 
 
 def _union_ps(intervals: list[tuple[int, int]]) -> int:
@@ -173,7 +178,7 @@ def profile(precision: str, batch: int, steps: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="vaelab-profile-") as folder:
         traced = subprocess.run([*command, "--profile-dir", folder], env=env, capture_output=True, text=True, check=True, timeout=3600)
         (xplane,) = glob.glob(f"{folder}/**/*.xplane.pb", recursive=True)
-        ops, busy = parse_xspace(Path(xplane))
+        ops, busy, by_type = parse_xspace(Path(xplane))
     steady = json.loads(traced.stdout.strip().splitlines()[-1])
     wall_ms = 1000 * batch / steady["images_per_second"]
     # Both logs cover the segment's untimed warm-up steps too, so their totals are divided by all its steps.
@@ -189,6 +194,11 @@ def profile(precision: str, batch: int, steps: int) -> dict:
         "wall_ms_per_step": round(wall_ms, 3),
         "onednn_ms_per_step": {kind: round(ms / onednn_steps, 3) for kind, ms in sorted(onednn.items())},
         "tensorflow_ops_ms_per_step": per_step,
+        # The op types that take longest, with their kind: what a fusion or a cast removed would have to shrink.
+        "largest_op_types_ms_per_step": [
+            [op_type, kind, round(ms / profiled_steps, 3)]
+            for (kind, op_type), ms in sorted(by_type.items(), key=lambda item: -item[1])[:LARGEST]
+        ],
         "busy_ms_per_step": round(busy / profiled_steps, 3),
         "outside_ops_ms_per_step": round(wall_ms - busy / profiled_steps, 3),
     }

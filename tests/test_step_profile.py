@@ -92,5 +92,11 @@ def test_a_tiny_profile_run_writes_both_logs_figures(tmp_path: Path):
     else:
         assert not set(onednn) & set(convolution_kinds), onednn
     assert ops["convolution"] > 0 and ops["optimizer"] > 0 and ops["elementwise_and_reductions"] > 0
+    largest = figures["largest_op_types_ms_per_step"]
+    assert 0 < len(largest) <= step_profile.LARGEST
+    assert [ms for _, _, ms in largest] == sorted((ms for _, _, ms in largest), reverse=True)
+    for kind in {kind for _, kind, _ in largest}:  # a kind's listed op types are part of its time
+        assert sum(ms for _, listed, ms in largest if listed == kind) <= ops[kind] + 1e-3 * len(largest), kind
+    assert any("Conv2D" in op_type and kind == "convolution" for op_type, kind, _ in largest), largest  # _MklNative... with oneDNN
     assert 0 < figures["busy_ms_per_step"] <= sum(ops.values()) + 1e-3
     assert figures["wall_ms_per_step"] > 0
