@@ -1,0 +1,13 @@
+#!/bin/bash
+# Copy the resumable state of the training resume.sh runs (the newest checkpoint, state.json, the MLflow store)
+# from the clone into this folder, to be committed between sessions.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+clone=$(cd "$1" && pwd)
+latest=$(ls "$clone/checkpoints/train/" | grep '^model-epoch-.*\.keras$' | sort | tail -1)
+mkdir -p "$here/checkpoints"
+rm -f "$here"/checkpoints/model-epoch-*.keras
+cp "$clone/checkpoints/train/$latest" "$clone/checkpoints/train/state.json" "$here/checkpoints/"
+# SQLite's online backup: a consistent copy even while the training writes to the store.
+python -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" "$clone/mlflow.db" "$here/mlflow.db"
+echo "saved $latest"
