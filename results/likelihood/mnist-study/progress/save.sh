@@ -11,3 +11,5 @@ cp "$clone/checkpoints/train/$latest" "$clone/checkpoints/train/state.json" "$he
 # SQLite's online backup: a consistent copy even while the training writes to the store.
 python -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" "$clone/mlflow.db" "$here/mlflow.db"
 echo "saved $latest"
+# Both are DVC-tracked (over 2 MiB: not for git); record the new versions in the .dvc files.
+dvc add -q "$here/checkpoints" "$here/mlflow.db"
