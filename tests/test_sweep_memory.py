@@ -25,8 +25,10 @@ N_TRIALS = 6
 class WorkerMemory:
     """Peak resident memory (MB) of each sweep worker process started by this one, sampled until stopped.
 
-    Only the workers (``python -m vaelab.sweep --worker``): the run's short-lived ``git`` calls are children too,
-    and a loaded machine (parallel test workers) keeps them alive long enough to be sampled.
+    Only the workers (``python -m vaelab.sweep --worker``), which the coordinator in this process starts as its
+    own children: the run's short-lived ``git`` calls are children too, and a worker's own ``git`` child, forked
+    from it, carries the worker's command line and memory until it execs; a loaded machine (parallel test
+    workers) keeps both alive long enough to be sampled.
     """
 
     def __init__(self) -> None:
@@ -46,7 +48,7 @@ class WorkerMemory:
     def _sample(self) -> None:
         me = psutil.Process()
         while not self._stop.wait(0.1):
-            for child in me.children(recursive=True):
+            for child in me.children(recursive=False):
                 try:
                     if "--worker" not in child.cmdline():
                         continue
