@@ -10,8 +10,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 clone=$(cd "$1" && pwd)
 git -C "$clone" checkout -q "$CODE"
 mkdir -p "$clone/checkpoints/train"
-cp "$here"/checkpoints/* "$clone/checkpoints/train/"
-cp "$here/mlflow.db" "$clone/mlflow.db"  # the run resumes: its per-epoch metrics so far are in it
+if [ -f "$here/checkpoints/state.json" ]; then
+  cp "$here"/checkpoints/* "$clone/checkpoints/train/"
+  cp "$here/mlflow.db" "$clone/mlflow.db"  # the run resumes: its per-epoch metrics so far are in it
+else
+  echo "no saved state in $here (dvc pull it if a remote has it): the training starts at epoch 1" >&2
+fi
 cd "$clone"
 export PYTHONPATH="$clone/src:$clone${PYTHONPATH:+:$PYTHONPATH}"  # its own code, not an installed vaelab
 exec dvc exp run -n mnist-likelihood-trial16 \

@@ -11,5 +11,11 @@ cp "$clone/checkpoints/train/$latest" "$clone/checkpoints/train/state.json" "$he
 # SQLite's online backup: a consistent copy even while the training writes to the store.
 python -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" "$clone/mlflow.db" "$here/mlflow.db"
 echo "saved $latest"
-# Both are DVC-tracked (over 2 MiB: not for git); record the new versions in the .dvc files.
+# Both are DVC-tracked (over 2 MiB: not for git); record the new versions in the .dvc files. Only a DVC remote
+# keeps them beyond this machine's cache: push there when the project has one.
 dvc add -q "$here/checkpoints" "$here/mlflow.db"
+if dvc remote default >/dev/null 2>&1 && [ -n "$(dvc remote default 2>/dev/null)" ]; then
+  dvc push -q "$here/checkpoints.dvc" "$here/mlflow.db.dvc"
+else
+  echo "no DVC remote: the state is in this machine's DVC cache only" >&2
+fi
