@@ -245,8 +245,9 @@ def build_vae(image_shape: tuple[int, int, int], train: TrainSection, seed: int,
     """The chapter's VAE for images of ``image_shape`` (H, W, C); ConfigError if the settings cannot fit.
 
     ``policy`` is the Keras dtype policy of the convolutions and the layers between them (``mixed_bfloat16``,
-    say); the latent heads (mu, log_var), the sampling and the decoder's final sigmoid stay float32 whatever
-    it is, and :meth:`VAE.decode_logits` returns float32, so every loss and likelihood is computed in float32.
+    say); the latent heads (mu, log_var), the sampling, the decoder's first (dense) layer, its last convolution
+    and its final sigmoid stay float32 whatever it is, and :meth:`VAE.decode_logits` returns float32, so every
+    loss and likelihood is computed in float32.
     """
     height, width, channels = image_shape
     reduction = _check_shapes(height, width, channels, train)
@@ -315,7 +316,10 @@ def _build_encoder(image_shape: tuple[int, int, int], train: TrainSection, polic
 
 def _build_decoder(start_shape: tuple[int, int, int], train: TrainSection, policy: str) -> keras.Model:
     z = keras.Input(shape=(train.z_dim,), name="decoder_input")
-    x = keras.layers.Dense(math.prod(start_shape), name="decoder_dense", dtype=policy)(z)
+    # float32 too: in 16 bits z itself would be rounded (8 significant bits in bfloat16), and with the chapter's
+    # two latent dimensions that is the whole code. Its output is rounded instead, where 3,136 values carry it.
+    # The 3-epoch quality check's gap to float32 fell from 1.13% to 1.01% (seed 42) and 0.66% to 0.42% (seed 43).
+    x = keras.layers.Dense(math.prod(start_shape), name="decoder_dense", dtype="float32")(z)
     x = keras.layers.Reshape(start_shape, name="decoder_reshape", dtype=policy)(x)  # (batch, H/r, W/r, encoder_filters[-1])
     layers = list(zip(train.decoder_filters, train.decoder_kernels, train.decoder_strides, strict=True))
     for i, (filters, kernel, stride) in enumerate(layers):
