@@ -216,8 +216,8 @@ def _number(value, scale: float, fmt: str) -> str:
 def _quality(quality: dict) -> str:
     if quality["gap"] is None:
         return quality["status"]
-    scores = quality["test_neg_elbo_nats"]
-    return f"{scores['float32']:.1f} / {scores[quality['precision']]:.1f} nats ({quality['gap']:+.1%})"
+    scores, seeds = quality["test_neg_elbo_nats"], len(quality["seeds"])
+    return f"{scores['float32']:.1f} / {scores[quality['precision']]:.1f} nats ({quality['gap']:+.1%}; mean of {seeds} seeds)"
 
 
 def _sweep_pair(sweeps: dict, key: str, fmt: str) -> str:

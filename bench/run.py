@@ -83,6 +83,7 @@ class Mode:
     memory_epochs: int = 1
     memory_max_train: int = 1000
     quality_epochs: int = 3  # the check: 3 epochs on the full training set
+    quality_seeds: int = 3  # trainings per precision (bench/quality_check.py says why more than one)
     # Each compiled model (per batch size and precision) pays its compile, 12-24 s on a 2-core EPYC, before its
     # rounds: more than tiny mode's budget for the whole throughput section.
     torch_compiled: bool = True
@@ -116,6 +117,7 @@ MODES = {
         memory_trials=3,
         memory_max_train=64,
         quality_epochs=1,
+        quality_seeds=2,
         torch_compiled=False,
         profile_batch=32,
         profile_steps=4,
@@ -371,7 +373,7 @@ def measure_quality(mode: Mode, config, scratch: Path, notes: dict) -> dict:
     if policy == quality_check.REFERENCE_PRECISION:
         return {**empty, "status": f"skipped: vaelab trains in {policy} here, the precision of the comparison"}
     try:
-        return quality_check.compare(scratch / "work", policy, mode.quality_epochs)
+        return quality_check.compare(scratch / "work", policy, mode.quality_epochs, mode.quality_seeds)
     except Exception as err:
         log.exception("the quality check failed")
         notes["quality"] = f"failed: {type(err).__name__}: {_first_line(err)}"

@@ -450,8 +450,12 @@ def test_tiny_mode_writes_every_field(tmp_path: Path):
     quality = results["quality"]
     assert quality["epochs"] == 1 and quality["precision"] == precision
     if bf16:
-        scores = quality["test_neg_elbo_nats"]
-        assert quality["status"] == "measured" and set(scores) == {"float32", "mixed_bfloat16"}
+        scores, by_seed = quality["test_neg_elbo_nats"], quality["by_seed"]
+        assert quality["status"] == "measured" and set(scores) == set(by_seed) == {"float32", "mixed_bfloat16"}
+        # Two trainings per precision, from params.yaml's seed and the next; the gap is that of their means.
+        assert quality["seeds"] == [42, 43] and all(len(runs) == 2 for runs in by_seed.values())
+        assert by_seed["float32"][0] != by_seed["float32"][1]
+        assert scores == {policy: pytest.approx(sum(runs) / 2) for policy, runs in by_seed.items()}
         assert quality["gap"] == pytest.approx((scores["mixed_bfloat16"] - scores["float32"]) / scores["float32"])
     else:
         assert quality["status"].startswith("skipped: ") and quality["gap"] is None
