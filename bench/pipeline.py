@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bench.processes import BenchError, run_measured
+from bench.processes import BenchError, Measured, run_measured
 
 log = logging.getLogger("bench")
 
@@ -113,13 +113,7 @@ def measure_rounds(work: Path, rounds: int, logs: Path) -> dict[str, list[float]
                 events = json.loads(events_path.read_text(encoding="utf-8"))
         epoch_seconds = events["epochs"][0]["steady_seconds"]
 
-        # dvc.yaml's stages only: a .dvc file elsewhere in the project tracks data the scratch copy does not
-        # have (its outputs live in the project's DVC cache), and `dvc commit` of everything stops on it.
-        _run([*dvc_command(), "commit", "-f", PIPELINE], work, env)
-        noop_log = logs / f"dvc-repro-{index}.log"
-        noop = run_measured([*dvc_command(), "repro", PIPELINE], cwd=work, env=env, log=noop_log, timeout=STAGE_TIMEOUT)
-        if UP_TO_DATE not in noop_log.read_text(encoding="utf-8", errors="replace"):
-            raise BenchError(f"`dvc repro` after `dvc commit` was not a no-op (see {noop_log})")
+        noop = commit_then_repro(work, env, logs / f"dvc-repro-{index}.log")
 
         started = runs["train"].started
         figures["preprocess_peak_rss_mb"].append(runs["preprocess"].peak_rss_mb)
@@ -140,6 +134,17 @@ def measure_rounds(work: Path, rounds: int, logs: Path) -> dict[str, list[float]
             noop.wall_seconds,
         )
     return figures
+
+
+def commit_then_repro(work: Path, env: dict[str, str], log_path: Path) -> Measured:
+    """Record dvc.yaml's stage outputs with ``dvc commit``, then time ``dvc repro``; BenchError unless a no-op."""
+    # dvc.yaml's stages only: a .dvc file elsewhere in the project tracks data the scratch copy does not
+    # have (its outputs live in the project's DVC cache), and `dvc commit` of everything stops on it.
+    _run([*dvc_command(), "commit", "-f", PIPELINE], work, env)
+    noop = run_measured([*dvc_command(), "repro", PIPELINE], cwd=work, env=env, log=log_path, timeout=STAGE_TIMEOUT)
+    if UP_TO_DATE not in log_path.read_text(encoding="utf-8", errors="replace"):
+        raise BenchError(f"`dvc repro` after `dvc commit` was not a no-op (see {log_path})")
+    return noop
 
 
 def stage_commands(work: Path) -> dict[str, list[str]]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bench import flops, report, stats, sweeps, throughput
+from bench import flops, pipeline, report, stats, sweeps, throughput
 from bench.goals import NO_NATIVE_BF16, judge_goals
 from bench.processes import Measured
 from vaelab.precision import resolve as resolve_precision
@@ -313,6 +313,24 @@ def test_peak_rss_is_the_commands_own_not_the_harness(tmp_path: Path):
     with pytest.raises(BenchError, match=r"exited with code 3: boom \(see .*fails.log\)"):
         run_measured([sys.executable, "-c", "print('boom'); raise SystemExit(3)"], log=tmp_path / "fails.log", **common)
     del ballast
+
+
+def test_the_no_op_repro_records_only_the_pipelines_stages(tmp_path: Path):
+    """A .dvc file whose data lives in another machine's cache (a saved training state, say) is no pipeline output:
+    the bench's `dvc commit` must leave it alone, as the copy of the project it works on does not have that data."""
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run([*pipeline.dvc_command(), "init", "--no-scm", "-q"], cwd=work, check=True)
+    write = "open('out.txt', 'w').write('made')"
+    (work / "dvc.yaml").write_text(f'stages:\n  make:\n    cmd: python -c "{write}"\n    outs:\n    - out.txt\n')
+    (work / "out.txt").write_text("made")  # the stage ran, as the bench's rounds run every stage first
+    (work / "elsewhere").mkdir()
+    (work / "elsewhere" / "state.dvc").write_text("outs:\n- md5: 0123456789abcdef0123456789abcdef\n  size: 5\n  hash: md5\n  path: state\n")
+
+    noop = pipeline.commit_then_repro(work, pipeline.stage_env(work), tmp_path / "repro.log")
+
+    assert pipeline.UP_TO_DATE in (tmp_path / "repro.log").read_text() and noop.wall_seconds > 0
+    assert "out.txt" in (work / "dvc.lock").read_text()
 
 
 # --- the references at equal precision ---------------------------------------------------------------------

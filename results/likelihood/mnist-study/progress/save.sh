@@ -17,5 +17,7 @@ dvc add -q "$here/checkpoints" "$here/mlflow.db"
 if dvc remote default >/dev/null 2>&1 && [ -n "$(dvc remote default 2>/dev/null)" ]; then
   dvc push -q "$here/checkpoints.dvc" "$here/mlflow.db.dvc"
 else
-  echo "no DVC remote: the state is in this machine's DVC cache only" >&2
+  # Committed without a remote, the .dvc files name data no other clone can get (and `dvc commit` of the whole
+  # project stops on them there), so say so.
+  echo "no DVC remote: the state is in this machine's DVC cache only; commit checkpoints.dvc and mlflow.db.dvc only once a remote has it" >&2
 fi
