@@ -21,7 +21,7 @@ from vaelab.config.load import with_overrides
 from vaelab.config.schema import Config
 from vaelab.data.processed import Splits, load_splits
 from vaelab.data.shards import ShardedImages
-from vaelab.errors import ConfigError, VaelabError
+from vaelab.errors import ConfigError, TrainingError, VaelabError
 from vaelab.sweep import coordinator
 from vaelab.sweep.objective import Objective
 from vaelab.sweep.report import SURPLUS_ATTR, objective_description, objective_metric, winner_command
@@ -248,6 +248,24 @@ def test_a_trial_runs_only_if_fewer_than_n_trials_before_it_hold_a_slot(sweep_co
     assert trial.user_attrs[SURPLUS_ATTR] is True
     assert trial.user_attrs["fail_reason"].startswith("not run: ")
     assert trial.user_attrs[WORKER_ATTR] == worker_id()
+
+
+def test_a_trial_that_dies_of_an_unexpected_error_records_why_without_a_password(sweep_config, sweep_workdir):
+    study = open_study(sweep_config(), open_storage("sweeps/optuna.journal"), "errors")
+
+    def store_down(trial):
+        raise OSError("could not connect to postgresql://user:pg-secret@dbhost/optuna\nsecond line")
+
+    def diverged(trial):
+        raise TrainingError("loss is NaN")
+
+    with pytest.raises(OSError):
+        study.optimize(coordinator._within_budget(store_down, n_trials=3), n_trials=1)
+    study.optimize(coordinator._within_budget(diverged, n_trials=3), n_trials=1, catch=(TrainingError,))
+    first, second = study.get_trials()
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["fail_reason"] == "OSError: could not connect to postgresql://user:***@dbhost/optuna"
+    assert "fail_reason" not in second.user_attrs  # the objective records a TrainingError's own reason
 
 
 def test_surplus_trials_do_not_count_as_failures_of_the_space(sweep_config, sweep_workdir):

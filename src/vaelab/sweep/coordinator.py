@@ -65,7 +65,7 @@ from vaelab import logs
 from vaelab.cli_common import add_config_arguments, config_from_args, run_guarded
 from vaelab.config.load import with_overrides
 from vaelab.config.schema import Config
-from vaelab.errors import ConfigError, TrainingError, VaelabError
+from vaelab.errors import ConfigError, TrainingError, VaelabError, first_line
 from vaelab.sweep.objective import Objective
 from vaelab.sweep.promote import record_settings
 from vaelab.sweep.report import FAIL_REASON_ATTR, PARENT_RUN_ATTR, SURPLUS_ATTR, log_finished_trial, objective_metrics
@@ -88,6 +88,7 @@ from vaelab.sweep.storage import (
     uses_heartbeats,
     worker_id,
 )
+from vaelab.tracking.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +212,23 @@ def _within_budget(objective, n_trials: int):
             trial.set_user_attr(SURPLUS_ATTR, True)
             trial.set_user_attr(FAIL_REASON_ATTR, reason)
             raise SurplusTrial(reason)
-        return objective(trial)
+        try:
+            return objective(trial)
+        except (optuna.TrialPruned, TrainingError):
+            raise  # pruning is no failure, and a TrainingError records its own reason
+        except Exception as err:
+            # This error ends the worker (Optuna re-raises it); trials.csv should still say what the trial died of.
+            _record_fail_reason(trial, f"{type(err).__name__}: {redact_url(first_line(err, 300))}")
+            raise
 
     return run
+
+
+def _record_fail_reason(trial: optuna.Trial, reason: str) -> None:
+    try:
+        trial.set_user_attr(FAIL_REASON_ATTR, reason)
+    except Exception as err:  # noqa: BLE001 - the storage may be what failed; the original error is the one to raise
+        log.warning("trial %d: could not record its fail_reason (%s): %s", trial.number, first_line(err), reason)
 
 
 def run_sweep(
@@ -230,7 +245,6 @@ def run_sweep(
     """Run (or resume) the study with ``workers`` processes, write ``out_dir/<study>/`` and return its summary."""
     from vaelab.sweep import report
     from vaelab.tracking import runs
-    from vaelab.tracking.redact import redact_url
 
     study_name = study_name or config.sweep.study_name
     n_trials = n_trials or config.sweep.n_trials

@@ -123,8 +123,9 @@ class Objective:
         pruned = None
         try:
             with runs.start_run(config, name=trial_run_name(trial.number, config), nested=True, tags=tags) as run:
-                trial.set_user_attr("mlflow_run_id", run.info.run_id)
                 runs.log_params({"optuna.trial_number": trial.number})
+                # After the param: a trial that names its run has a run that names the trial, even if killed now.
+                trial.set_user_attr("mlflow_run_id", run.info.run_id)
                 try:
                     values = self._train(trial, config)
                 except optuna.TrialPruned as err:
