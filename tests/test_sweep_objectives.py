@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -405,3 +406,19 @@ def test_the_single_target_plots_show_the_objective_chosen_by(tmp_path: Path):
     figure.savefig(tmp_path / "expected.png", dpi=report.PLOT_DPI, bbox_inches="tight")
     drawn = (tmp_path / "report" / "plots" / "optimization_history.png").read_bytes()
     assert drawn == (tmp_path / "expected.png").read_bytes()
+
+
+def test_plots_of_trials_that_share_a_parameter_value_raise_no_warning(tmp_path: Path):
+    """Matplotlib warns of a singular axis when every trial has the same z_dim; the plots widen it themselves."""
+    study = optuna.create_study()
+    for learning_rate in (1e-3, 2e-3, 4e-3):
+        distributions = {"z_dim": IntDistribution(2, 8), "learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+        trial = optuna.trial.create_trial(
+            params={"z_dim": 4, "learning_rate": learning_rate}, distributions=distributions, value=learning_rate
+        )
+        study.add_trial(trial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written, skipped = report.write_plots(study, tmp_path)
+    assert sorted(path.name for path in written) == [f"{name}.png" for name in sorted(report.PLOTS) if name not in skipped]
+    assert "parallel_coordinate" not in skipped and "slice" not in skipped

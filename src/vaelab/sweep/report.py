@@ -206,6 +206,8 @@ def write_plots(study, folder: Path, target: tuple[int, str] | None = None) -> t
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # these plots are "experimental"
             # It warns that importances are for low values of each objective: every vaelab objective is minimised.
             warnings.filterwarnings("ignore", "PedAnovaImportanceEvaluator computes", UserWarning)
+            # Matplotlib's when every complete trial has the same value of a parameter: the plot widens that axis itself.
+            warnings.filterwarnings("ignore", "Attempting to set identical low and high", UserWarning)
             try:
                 axes = getattr(optuna_plots, f"plot_{name}")(study, **_target_arguments(name, target))
             except (ValueError, RuntimeError, ZeroDivisionError) as err:
