@@ -52,8 +52,8 @@ def run_train(config: Config) -> str | None:
         return None
 
     from vaelab import precision
+    from vaelab.archives import save_keras_model
     from vaelab.data.processed import load_splits, split_sizes
-    from vaelab.files import atomic_path
     from vaelab.history import write_history
     from vaelab.tracking import runs
     from vaelab.tracking.epochs import MlflowEpochLogger, log_missing_epochs
@@ -87,8 +87,7 @@ def run_train(config: Config) -> str | None:
             callbacks=[MlflowEpochLogger()],
             checkpoint_meta={"run_id": run_id},
         )
-        with atomic_path(config.paths.model) as tmp:
-            result.model.save(tmp)
+        save_keras_model(result.model, config.paths.model)
         runs.set_tags({precision.RUN_TAG: result.precision})
         write_history(config.paths.history, result.history)
         runs.log_artifact(config.paths.history)
@@ -107,10 +106,11 @@ def run_classifier(config: Config) -> dict[str, float]:
 
     check_made_from(config.paths.processed, config.split_settings())  # first: before TensorFlow loads
 
+    from vaelab.archives import save_keras_model
     from vaelab.data.processed import load_splits
     from vaelab.evaluation import classifier, real_features
     from vaelab.evaluation.classifier import CLASSIFIER_FILE, NO_LABELS_FILE
-    from vaelab.files import atomic_path, ensure_dir, write_text
+    from vaelab.files import ensure_dir, write_text
 
     splits = load_splits(config.paths.processed)
     folder = ensure_dir(config.paths.classifier)
@@ -132,8 +132,7 @@ def run_classifier(config: Config) -> dict[str, float]:
     metrics = {"classifier_test_accuracy": classifier.accuracy(probabilities["test"], splits.y_test)}
     log.info("classifier test accuracy: %.4f", metrics["classifier_test_accuracy"])
     real_features.save(folder, statistics)
-    with atomic_path(folder / CLASSIFIER_FILE) as tmp:
-        model.save(tmp)
+    save_keras_model(model, folder / CLASSIFIER_FILE)
     write_json(config.paths.classifier_metrics, metrics)
     return metrics
 
