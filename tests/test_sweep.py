@@ -259,13 +259,18 @@ def test_a_trial_that_dies_of_an_unexpected_error_records_why_without_a_password
     def diverged(trial):
         raise TrainingError("loss is NaN")
 
+    def pruned(trial):
+        raise optuna.TrialPruned("after epoch 1")
+
     with pytest.raises(OSError):
         study.optimize(coordinator._within_budget(store_down, n_trials=3), n_trials=1)
     study.optimize(coordinator._within_budget(diverged, n_trials=3), n_trials=1, catch=(TrainingError,))
-    first, second = study.get_trials()
+    study.optimize(coordinator._within_budget(pruned, n_trials=3), n_trials=1)
+    first, second, third = study.get_trials()
     assert first.state == TrialState.FAIL
     assert first.user_attrs["fail_reason"] == "OSError: could not connect to postgresql://user:***@dbhost/optuna"
     assert "fail_reason" not in second.user_attrs  # the objective records a TrainingError's own reason
+    assert third.state == TrialState.PRUNED and "fail_reason" not in third.user_attrs
 
 
 def test_surplus_trials_do_not_count_as_failures_of_the_space(sweep_config, sweep_workdir):

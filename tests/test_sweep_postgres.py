@@ -147,7 +147,7 @@ def test_4_workers_one_killed_mid_trial_complete_6_trials_with_one_retry(sweep_c
     opened = [trial.number for trial in trials if "mlflow_run_id" in trial.user_attrs]
     logged = sorted(int(child.data.params["optuna.trial_number"]) for child in children)
     assert logged == opened and killed.number in logged, (states, log_tail)
-    assert {trial.number for trial in trials if trial.state == TrialState.COMPLETE} <= set(opened)
+    assert {trial.number for trial in trials if trial.state != TrialState.FAIL} <= set(opened)  # COMPLETE, PRUNED
     # A trial that failed before its run (not a surplus one, which never starts) must say why. CI once had one
     # such trial beside this test's kill (the reason was not recorded then): shown as a warning, not failed on.
     unopened = [trial for trial in trials if trial.number not in opened and not trial.user_attrs.get(SURPLUS_ATTR)]
